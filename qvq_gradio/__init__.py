@@ -1,0 +1,69 @@
+"""qvq-gradio: Qwen's QVQ-72B vision-reasoning Space as an async generator of text.
+
+Data flows one way: messages and images → :mod:`~qvq_gradio.prompt` and
+:mod:`~qvq_gradio.media` → :class:`~qvq_gradio.Session` (gradio_client job) → text deltas.
+:class:`Qwen_QVQ_72B` is the seed's provider surface on top.
+"""
+
+from __future__ import annotations
+
+from .errors import (
+    AppError,
+    AuthenticationError,
+    ConnectTimeoutError,
+    GPUUnavailableError,
+    IdleTimeoutError,
+    InputError,
+    MediaError,
+    MessagesError,
+    ProtocolError,
+    QuotaExceededError,
+    QVQError,
+    RateLimitError,
+    ResponseError,
+    SpaceConnectionError,
+    StreamTimeoutError,
+    TotalTimeoutError,
+    UnknownModelError,
+)
+from .events import Event, Finished, QueueUpdate, TextDelta
+from .media import ImageInput, MediaListType
+from .prompt import Messages
+from .provider import Qwen_QVQ_72B, close_shared_sessions, shared_session
+from .space import DEFAULT_SPACE, SPACE_ENV, Session
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DEFAULT_SPACE",
+    "SPACE_ENV",
+    "AppError",
+    "AuthenticationError",
+    "ConnectTimeoutError",
+    "Event",
+    "Finished",
+    "GPUUnavailableError",
+    "IdleTimeoutError",
+    "ImageInput",
+    "InputError",
+    "MediaError",
+    "MediaListType",
+    "Messages",
+    "MessagesError",
+    "ProtocolError",
+    "QVQError",
+    "QueueUpdate",
+    "QuotaExceededError",
+    "Qwen_QVQ_72B",
+    "RateLimitError",
+    "ResponseError",
+    "Session",
+    "SpaceConnectionError",
+    "StreamTimeoutError",
+    "TextDelta",
+    "TotalTimeoutError",
+    "UnknownModelError",
+    "__version__",
+    "close_shared_sessions",
+    "shared_session",
+]

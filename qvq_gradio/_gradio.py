@@ -1,0 +1,231 @@
+"""The adapter to gradio_client: the only module that knows its internals.
+
+Three things are changed about ``gradio_client.Client`` (measured facts in FACTS.md):
+
+* telemetry: ``analytics_enabled`` is pinned to False, so no telemetry thread is ever started
+  (the constructor argument alone does not do that; it is OR-ed with an environment variable);
+* memory: each job's ``Communicator`` keeps only the newest cumulative output, and its
+  ``updates`` queue (which nothing drains when jobs are consumed from threads) is replaced by a
+  :class:`JobFeed` that keeps only the newest output and status. Without this, an answer of
+  8,000 tokens costs ~150 MB because every cumulative text is kept twice;
+* latency and CPU: the :class:`JobFeed` wakes the waiting stream the moment gradio_client's
+  worker thread has something, instead of the stream polling (or gradio_client's own iterator
+  busy-waiting in 1 ms sleeps).
+
+:func:`translate_error` is the one place where errors from gradio_client and httpx become ours.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import html
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from gradio_client import Client
+from gradio_client import exceptions as gc_exceptions
+from gradio_client import utils as gc_utils
+
+from .errors import (
+    AppError,
+    AuthenticationError,
+    ConnectTimeoutError,
+    GPUUnavailableError,
+    ProtocolError,
+    QuotaExceededError,
+    RateLimitError,
+    ResponseError,
+    SpaceConnectionError,
+)
+
+__all__ = ["JobFeed", "QVQClient", "Snapshot", "translate_error"]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """What a :class:`JobFeed` holds at one moment; replaced whole, never mutated."""
+
+    version: int = 0
+    output: Any = None
+    has_output: bool = False
+    status: gc_utils.StatusUpdate | None = None
+
+
+class JobFeed:
+    """Stands in for ``Communicator.updates``; gradio_client's threads call :meth:`put_nowait`.
+
+    It keeps only the newest output and status (outputs are cumulative, so nothing is lost) and
+    calls the waker set by :meth:`attach`. State is one immutable :class:`Snapshot` swapped by a
+    single assignment, so the event loop reads it without taking any lock.
+    """
+
+    def __init__(self) -> None:
+        self._snapshot = Snapshot()
+        self._wake: Callable[[], None] | None = None
+
+    def put_nowait(self, update: Any) -> None:
+        # Called by gradio_client's worker threads, under the Communicator's lock.
+        old = self._snapshot
+        if isinstance(update, gc_utils.OutputUpdate):
+            if update.final:
+                return  # the raw completion message; the job's Future holds the real result
+            new = Snapshot(old.version + 1, update.outputs, True, old.status)
+        elif isinstance(update, gc_utils.StatusUpdate):
+            new = Snapshot(old.version + 1, old.output, old.has_output, update)
+        else:
+            return
+        self._snapshot = new
+        wake = self._wake
+        if wake is not None:
+            wake()
+
+    def attach(self, wake: Callable[[], None]) -> None:
+        self._wake = wake
+
+    def detach(self) -> None:
+        self._wake = None
+
+    @property
+    def snapshot(self) -> Snapshot:
+        return self._snapshot
+
+
+class _KeepLast(list[Any]):
+    """``JobStatus.outputs`` that keeps only its newest item (outputs are cumulative)."""
+
+    def append(self, item: Any) -> None:
+        self.clear()
+        super().append(item)
+
+
+class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type information
+    """``gradio_client.Client`` with no telemetry and bounded per-job memory."""
+
+    @property
+    def analytics_enabled(self) -> bool:
+        return False
+
+    @analytics_enabled.setter
+    def analytics_enabled(self, value: bool) -> None:
+        # Client.__init__ assigns this and starts the telemetry thread when it reads True.
+        pass
+
+    def new_helper(self, fn_index: int, headers: dict[str, str] | None = None) -> Any:
+        helper = super().new_helper(fn_index, headers=headers)
+        helper.job.outputs = _KeepLast()
+        helper.updates = JobFeed()
+        return helper
+
+    def __repr__(self) -> str:
+        # The base class renders the whole API description (a network call on some versions).
+        return f"<QVQClient {self.src}>"
+
+    __str__ = __repr__
+
+
+def job_feed(job: Any) -> JobFeed:
+    """The :class:`JobFeed` of a job submitted through :class:`QVQClient`."""
+    feed = job.communicator.updates
+    if not isinstance(feed, JobFeed):  # pragma: no cover - only if gradio_client changes shape
+        raise ProtocolError("gradio_client did not use QVQClient.new_helper for this job")
+    return feed
+
+
+# -- the one mapping point from library errors to ours -------------------------------------------
+
+_TAG = re.compile(r"<[^>]+>")
+_SPACES = re.compile(r"\s+")
+_QUOTA = re.compile(r"GPU quota|exceeded your .*quota", re.IGNORECASE)
+_NO_GPU = re.compile(r"No GPU (?:is )?(?:currently )?available", re.IGNORECASE)
+_RETRY_CLOCK = re.compile(r"(?:retry|try again) in (?:(\d+):)?(\d{1,2}):(\d{2})\b", re.IGNORECASE)
+_RETRY_SECONDS = re.compile(
+    r"(?:retry|try again) in (\d+(?:\.\d+)?)\s*(s|sec|secs|seconds?|m|mins?|minutes?)\b",
+    re.IGNORECASE,
+)
+
+
+def clean_message(message: str) -> str:
+    """Strip HTML (ZeroGPU messages carry links) and fold white space."""
+    return _SPACES.sub(" ", html.unescape(_TAG.sub("", message))).strip()
+
+
+def parse_retry_after(message: str) -> float | None:
+    """Seconds to wait, from ``retry in 0:09:48`` / ``retry in 9:48`` / ``try again in 30s``."""
+    clock = _RETRY_CLOCK.search(message)
+    if clock:
+        hours, minutes, seconds = clock.groups()
+        return float(int(hours or 0) * 3600 + int(minutes) * 60 + int(seconds))
+    amount = _RETRY_SECONDS.search(message)
+    if amount:
+        value, unit = float(amount.group(1)), amount.group(2).lower()
+        return value * 60 if unit.startswith("m") else value
+    return None
+
+
+def _classify_app_error(raw: str | None, space: str) -> ResponseError:
+    if not raw:
+        # An error with no message is NOT a quota error (FACTS.md).
+        return AppError("The Space raised an error without a message", space=space)
+    message = clean_message(raw)
+    if _QUOTA.search(message):
+        return QuotaExceededError(message, retry_after=parse_retry_after(message), space=space)
+    if _NO_GPU.search(message):
+        return GPUUnavailableError(message, space=space)
+    return AppError(message, space=space)
+
+
+def _from_status(code: int, detail: str, space: str) -> ResponseError:
+    if code in (401, 403):
+        return AuthenticationError(
+            f"The Space refused our credentials (HTTP {code}); check the Hugging Face token",
+            space=space,
+        )
+    if code == 429:
+        return RateLimitError(f"Too many requests to the Space (HTTP 429): {detail}", space=space)
+    if code == 503:
+        return RateLimitError("The Space's queue is full (HTTP 503); retry later", space=space)
+    return SpaceConnectionError(f"The Space answered HTTP {code}: {detail}", space=space)
+
+
+def translate_error(exc: BaseException, *, space: str) -> ResponseError:
+    """Map an error raised by gradio_client (or httpx under it) to our tree.
+
+    Callers raise the result ``from exc``. Already-translated errors pass through.
+    """
+    if isinstance(exc, ResponseError):
+        return exc
+    if isinstance(exc, gc_exceptions.AppError):
+        return _classify_app_error(exc.message, space)
+    if isinstance(exc, gc_exceptions.AuthenticationError):
+        return AuthenticationError(
+            "The Space refused our credentials; check the Hugging Face token", space=space
+        )
+    if isinstance(exc, gc_exceptions.ValidationError):
+        return AppError(f"The Space rejected the input: {clean_message(str(exc))}", space=space)
+    if isinstance(exc, gc_utils.QueueError):
+        return RateLimitError("The Space's queue is full; retry later", space=space)
+    if isinstance(exc, gc_utils.TooManyRequestsError):
+        return RateLimitError("Too many requests to the Space; retry later", space=space)
+    if isinstance(exc, httpx.HTTPStatusError):
+        return _from_status(exc.response.status_code, exc.response.reason_phrase, space)
+    if isinstance(exc, httpx.TimeoutException):
+        return ConnectTimeoutError(f"Timed out talking to the Space: {exc!r}", space=space)
+    if isinstance(exc, httpx.TransportError):
+        return SpaceConnectionError(f"Could not reach the Space: {exc}", space=space)
+    if isinstance(exc, concurrent.futures.CancelledError):
+        return SpaceConnectionError(
+            "The job was cancelled by the Space or the connection to it was lost", space=space
+        )
+    text = str(exc)
+    if "Cannot find a function with `api_name`" in text:
+        return ProtocolError(f"The Space has no /generate endpoint: {text}", space=space)
+    if "Server stopped" in text:
+        return SpaceConnectionError("The Space stopped while answering", space=space)
+    if "Could not fetch config" in text or "Could not find Space" in text:
+        return SpaceConnectionError(text, space=space)
+    if "Could not fetch api info" in text:
+        return SpaceConnectionError(f"Could not read the Space's API: {text}", space=space)
+    return ResponseError(f"{type(exc).__name__}: {text}", space=space)

@@ -1,0 +1,165 @@
+"""Every error qvq-gradio raises, in one tree.
+
+::
+
+    QVQError
+    ├── InputError (also ValueError)         bad input, raised before anything is sent
+    │   ├── UnknownModelError                 model name not one of Qwen_QVQ_72B.models
+    │   ├── MessagesError                     messages of the wrong shape, role or type
+    │   └── MediaError                        an image that cannot be read or used
+    └── ResponseError                         the seed's name: anything that came from the Space
+        ├── SpaceConnectionError              could not reach the Space, or it went away
+        ├── AuthenticationError               the Space refused our credentials
+        ├── QuotaExceededError                ZeroGPU quota used up (``retry_after`` seconds)
+        ├── GPUUnavailableError               ZeroGPU had no GPU free for us
+        ├── RateLimitError                    HTTP 429 or the Space's queue is full
+        ├── AppError                          the Space's app raised an error (its message)
+        ├── ProtocolError                     the Space answered in a shape we do not know
+        └── StreamTimeoutError (also TimeoutError)
+            ├── ConnectTimeoutError           the Space did not answer in ``connect_timeout``
+            ├── IdleTimeoutError              no new text for ``idle_timeout`` seconds
+            └── TotalTimeoutError             the answer took longer than ``total_timeout``
+
+Messages never contain a token. Errors coming from gradio_client are translated in exactly one
+place, :func:`qvq_gradio._gradio.translate_error`, always ``raise ... from exc``.
+"""
+
+from __future__ import annotations
+
+import re
+
+__all__ = [
+    "AppError",
+    "AuthenticationError",
+    "ConnectTimeoutError",
+    "GPUUnavailableError",
+    "IdleTimeoutError",
+    "InputError",
+    "MediaError",
+    "MessagesError",
+    "ProtocolError",
+    "QVQError",
+    "QuotaExceededError",
+    "RateLimitError",
+    "ResponseError",
+    "SpaceConnectionError",
+    "StreamTimeoutError",
+    "TotalTimeoutError",
+    "UnknownModelError",
+]
+
+
+class QVQError(Exception):
+    """Base of every error this package raises."""
+
+
+# Hugging Face tokens ("hf_" + letters) and bearer credentials never reach a message.
+_SECRET = re.compile(r"\bhf_[A-Za-z0-9]{6,}|(?<=Bearer )\S+", re.IGNORECASE)
+
+
+def redact(text: str) -> str:
+    """``text`` with anything that looks like a token replaced by ``***``."""
+    return _SECRET.sub("***", text)
+
+
+# -- input: raised before any network call ------------------------------------------------------
+
+
+class InputError(QVQError, ValueError):
+    """The caller's input cannot be sent; nothing was sent."""
+
+
+class UnknownModelError(InputError):
+    """The model name is not one this provider serves."""
+
+    def __init__(self, model: str, valid: list[str]) -> None:
+        self.model = model
+        self.valid = list(valid)
+        super().__init__(f"Unknown model {model!r}; valid models are: {', '.join(self.valid)}")
+
+
+class MessagesError(InputError):
+    """``messages`` is not a list of ``{"role", "content"}`` dicts this package can send."""
+
+
+class MediaError(InputError):
+    """An image given in ``media`` or inside a message cannot be read or used."""
+
+
+# -- response: everything that came from the Space ----------------------------------------------
+
+
+class ResponseError(QVQError):
+    """The Space (or the way to it) failed. The seed's name; base of every Space-side failure."""
+
+    def __init__(self, message: str, *, space: str | None = None) -> None:
+        self.message = redact(message)
+        self.space = space
+        super().__init__(self.message)
+
+
+class SpaceConnectionError(ResponseError):
+    """The Space could not be reached, its config could not be read, or it stopped."""
+
+
+class AuthenticationError(ResponseError):
+    """The Space refused our credentials (a missing or wrong Hugging Face token)."""
+
+
+class QuotaExceededError(ResponseError):
+    """The ZeroGPU quota is used up. ``retry_after`` is in seconds when the Space said so.
+
+    Logged-in requests (pass ``api_key`` / set ``HF_TOKEN``) get a larger quota.
+    """
+
+    def __init__(
+        self, message: str, *, retry_after: float | None = None, space: str | None = None
+    ) -> None:
+        self.retry_after = retry_after
+        super().__init__(message, space=space)
+
+
+class GPUUnavailableError(ResponseError):
+    """ZeroGPU had no GPU available for this request; retrying later usually works."""
+
+
+class RateLimitError(ResponseError):
+    """Too many requests (HTTP 429) or the Space's queue is full; retry later."""
+
+
+class AppError(ResponseError):
+    """The Space's own code raised an error; ``message`` is what the Space said."""
+
+
+class ProtocolError(ResponseError):
+    """The Space answered in a shape this package does not understand.
+
+    ``text`` holds whatever answer text had arrived, so nothing is lost.
+    """
+
+    def __init__(self, message: str, *, text: str = "", space: str | None = None) -> None:
+        self.text = text
+        super().__init__(message, space=space)
+
+
+class StreamTimeoutError(ResponseError, TimeoutError):
+    """A time limit ran out; the job was cancelled upstream.
+
+    ``text`` holds the answer text received before the limit, so nothing is lost.
+    """
+
+    def __init__(self, message: str, *, text: str = "", space: str | None = None) -> None:
+        self.text = text
+        super().__init__(message, space=space)
+
+
+class ConnectTimeoutError(StreamTimeoutError):
+    """The Space did not answer within ``connect_timeout`` seconds."""
+
+
+class IdleTimeoutError(StreamTimeoutError):
+    """Generation started but no new text came for ``idle_timeout`` seconds."""
+
+
+class TotalTimeoutError(StreamTimeoutError):
+    """The whole answer took longer than ``total_timeout`` seconds."""

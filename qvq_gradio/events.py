@@ -1,0 +1,45 @@
+"""Typed stream events, for callers who want more than the text.
+
+:meth:`qvq_gradio.Session.events` yields these; the seed's provider API yields only the text
+of each :class:`TextDelta`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TypeAlias
+
+__all__ = ["Event", "Finished", "QueueUpdate", "TextDelta"]
+
+
+@dataclass(frozen=True, slots=True)
+class QueueUpdate:
+    """The job is waiting in the Space's queue.
+
+    ``position`` counts from 0 (next to run); ``eta`` is the Space's estimate in seconds.
+    """
+
+    position: int | None
+    queue_size: int | None
+    eta: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """New answer text; the concatenation of all deltas is the Space's final text."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    """The answer is complete. Times are seconds from the start of the stream."""
+
+    text: str
+    space: str
+    elapsed: float
+    time_to_first_token: float | None
+    queue_wait: float | None
+
+
+Event: TypeAlias = QueueUpdate | TextDelta | Finished

@@ -1,0 +1,204 @@
+"""``Qwen_QVQ_72B``: the seed's gpt4free-style provider, over :class:`qvq_gradio.Session`.
+
+Example (the seed's, import path adapted)::
+
+    import asyncio
+    from qvq_gradio import Qwen_QVQ_72B, Messages
+
+    provider = Qwen_QVQ_72B()
+    messages = Messages([{"role": "user", "content": "Привет! Как дела?"}])
+
+    async def main():
+        async for response in provider.create_async_generator(
+            model="qwen-qvq-72b-preview", messages=messages
+        ):
+            print(f"Model: {response}")
+
+    asyncio.run(main())
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import threading
+from collections.abc import AsyncGenerator, Mapping
+from contextlib import aclosing
+from typing import Any, ClassVar
+
+from .errors import UnknownModelError
+from .events import TextDelta
+from .media import MediaListType
+from .prompt import Messages
+from .space import Session, SpaceConfig, resolve_space
+
+__all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "Qwen_QVQ_72B", "shared_session"]
+
+log = logging.getLogger("qvq_gradio")
+
+# Keyword arguments gpt4free passes to every provider; accepted and ignored.
+_G4F_KWARGS = frozenset(
+    {
+        "stream",
+        "temperature",
+        "max_tokens",
+        "top_p",
+        "stop",
+        "web_search",
+        "conversation",
+        "return_conversation",
+        "images",
+        "image",
+        "image_name",
+        "media_name",
+        "download_media",
+        "language",
+        "provider",
+        "api_base",
+        "extra_body",
+        "response_format",
+        "seed",
+    }
+)
+_SESSION_KWARGS = ("connect_timeout", "idle_timeout", "total_timeout")
+
+_shared: dict[SpaceConfig, Session] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_session(
+    space: str | None = None,
+    *,
+    token: str | None = None,
+    proxy: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Session:
+    """The process-wide :class:`Session` for one (Space, token, proxy, headers).
+
+    The provider uses these, so repeated calls share one gradio_client ``Client``. They are
+    closed at interpreter exit, or by :func:`close_shared_sessions`.
+    """
+    config = SpaceConfig(
+        space=resolve_space(space),
+        token=token,
+        proxy=proxy,
+        headers=tuple(sorted((headers or {}).items())),
+    )
+    with _shared_lock:
+        session = _shared.get(config)
+        if session is None:
+            session = Session(config.space, token=token, proxy=proxy, headers=headers)
+            _shared[config] = session
+        return session
+
+
+def close_shared_sessions() -> None:
+    """Close every session made by :func:`shared_session` (blocking)."""
+    with _shared_lock:
+        sessions = list(_shared.values())
+        _shared.clear()
+    for session in sessions:
+        session.close()
+
+
+atexit.register(close_shared_sessions)
+
+
+class ProviderModelMixin:
+    """gpt4free's model bookkeeping: a default model, a model list and aliases."""
+
+    default_model: ClassVar[str | None] = None
+    models: ClassVar[list[str]] = []
+    model_aliases: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def get_models(cls) -> list[str]:
+        """Every name :meth:`get_model` accepts."""
+        names = [*([cls.default_model] if cls.default_model else []), *cls.models]
+        names += list(cls.model_aliases)
+        return list(dict.fromkeys(names))
+
+    @classmethod
+    def get_model(cls, model: str | None = None) -> str:
+        """Resolve ``model`` (an alias, a listed model, or empty for the default)."""
+        if not model:
+            if cls.default_model is None:
+                raise UnknownModelError("", cls.get_models())
+            return cls.default_model
+        if model in cls.model_aliases:
+            return cls.model_aliases[model]
+        if model in cls.get_models():
+            return model
+        raise UnknownModelError(model, cls.get_models())
+
+
+class AsyncGeneratorProvider:
+    """gpt4free's provider protocol: an async generator of answer chunks."""
+
+    label: ClassVar[str] = ""
+    url: ClassVar[str] = ""
+    working: ClassVar[bool] = False
+    supports_stream: ClassVar[bool] = True
+    needs_auth: ClassVar[bool] = False
+
+    @classmethod
+    def create_async_generator(
+        cls, model: str, messages: Messages, **kwargs: Any
+    ) -> AsyncGenerator[str, None]:
+        raise NotImplementedError
+
+
+class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):
+    """Qwen QVQ-72B, the vision-reasoning model on a Hugging Face Space."""
+
+    label = "Qwen QVQ-72B"
+    url = "https://qwen-qvq-72b-preview.hf.space"
+    api_endpoint: ClassVar[str] = "/gradio_api/call/generate"
+    working = True
+    default_model = "qwen-qvq-72b-preview"
+    default_vision_model: ClassVar[str] = default_model
+    model_aliases: ClassVar[dict[str, str]] = {"qvq-72b": default_vision_model}
+    vision_models: ClassVar[list[str]] = list(model_aliases.keys())
+    models: ClassVar[list[str]] = vision_models
+
+    @classmethod
+    def create_async_generator(
+        cls,
+        model: str,
+        messages: Messages,
+        media: MediaListType | None = None,
+        api_key: str | None = None,
+        proxy: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncGenerator[str, None]:
+        """Stream the answer to ``messages`` (and the first image of ``media``) as text deltas.
+
+        Keyword arguments beyond the seed's: ``space`` (URL or Space id; default
+        ``$QVQ_SPACE``, else :attr:`url`), ``headers`` (e.g. ``{"x-ip-token": ...}``),
+        ``connect_timeout``, ``idle_timeout``, ``total_timeout`` (``timeout`` is an alias),
+        and ``session`` (a :class:`Session` to use instead of the shared one).
+
+        Unknown models and malformed messages raise here, before anything is sent; failures
+        from the Space raise :class:`ResponseError` subclasses while iterating.
+        """
+        cls.get_model(model)
+        session = kwargs.pop("session", None)
+        space = resolve_space(kwargs.pop("space", None), default=cls.url)
+        headers = kwargs.pop("headers", None)
+        if "timeout" in kwargs and "total_timeout" not in kwargs:
+            kwargs["total_timeout"] = kwargs.pop("timeout")
+        options = {name: kwargs.pop(name) for name in _SESSION_KWARGS if name in kwargs}
+        unknown = sorted(set(kwargs) - _G4F_KWARGS)
+        if unknown:
+            log.warning("Qwen_QVQ_72B ignores unknown keyword arguments: %s", ", ".join(unknown))
+        if session is None:
+            session = shared_session(space, token=api_key, proxy=proxy, headers=headers)
+        events = session.events(messages, media=list(media or []), **options)
+        return cls._texts(events)
+
+    @staticmethod
+    async def _texts(events: AsyncGenerator[Any, None]) -> AsyncGenerator[str, None]:
+        async with aclosing(events):
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    yield event.text

@@ -1,0 +1,487 @@
+"""A replica of the QVQ-72B Space, for tests, demos and your own offline tests.
+
+Needs the ``replica`` extra (``pip install 'qvq-gradio[replica]'``): it is a real Gradio app
+with the Space's API — endpoint ``/generate``, inputs ``[image filepath or None, text]``, a
+generator whose every update is the whole answer so far — served by uvicorn on 127.0.0.1.
+
+Its answer proves what it received: the first line carries the prompt (and its sha256), the
+second the image's size, mode, format and a sha256 of its RGB pixel bytes. Then come
+``tokens`` words of fake reasoning, ``delay`` seconds apart, and a ``**Final Answer**``.
+
+Behaviour is set per replica (:class:`ReplicaConfig`) and can be overridden per request by a
+directive anywhere in the prompt, e.g. ``[[replica tokens=200 delay=0.01 fail=mid after=5]]``.
+Failure modes: ``before`` (``gr.Error`` before the first token), ``mid`` (``gr.Error`` after
+``after`` tokens), ``quota`` (a ZeroGPU quota message), ``hang`` (stop after ``after`` tokens
+and never finish).
+
+Every request is logged with how many tokens it really generated and how it ended
+(``done``, ``failed``, ``cancelled``), so tests can prove that cancelling stopped the server::
+
+    from qvq_gradio.replica import Replica
+
+    with Replica() as replica:                      # a free port on 127.0.0.1
+        ...  # point qvq_gradio at replica.url (space=replica.url or QVQ_SPACE)
+        record = replica.wait_ended("my marker")    # blocks until that request ended
+
+From the command line: ``qvq replica`` or ``python -m qvq_gradio.replica --port 7860``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from types import TracebackType
+from typing import Any, Literal, cast
+
+import httpx
+
+__all__ = [
+    "QUOTA_MESSAGE",
+    "Replica",
+    "ReplicaConfig",
+    "ReplicaProcess",
+    "RequestRecord",
+    "answer_head",
+    "build_app",
+    "describe_image",
+]
+
+FailMode = Literal["before", "mid", "quota", "hang"]
+_FAIL_MODES: tuple[str, ...] = ("before", "mid", "quota", "hang")
+
+#: What ZeroGPU Spaces say when the quota is used up (with the HTML link they carry).
+QUOTA_MESSAGE = (
+    "You have exceeded your GPU quota (60s requested vs. 56s left). "
+    '<a style="white-space: nowrap;text-underline-offset: 2px;color: var(--body-text-color)" '
+    'href="https://huggingface.co/settings/billing">Subscribe to Pro</a> to get more quota, '
+    "or retry in 0:09:48"
+)
+_WORDS = [
+    "Let",
+    "me",
+    "look",
+    "at",
+    "this",
+    "carefully",
+    "and",
+    "reason",
+    "step",
+    "by",
+    "step",
+    ".",
+    "The",
+    "question",
+    "asks",
+    "what",
+    "is",
+    "shown",
+    ",",
+    "so",
+    "I",
+    "will",
+    "check",
+    "each",
+    "detail",
+    ",",
+    "compare",
+    "it",
+    "with",
+    "what",
+    "I",
+    "know",
+    ",",
+    "and",
+    "then",
+    "decide",
+    ".",
+]
+_DIRECTIVE = re.compile(r"\[\[replica([^\]]*)\]\]")
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """How the replica answers (each field can be overridden per request by a directive)."""
+
+    tokens: int = 40  #: words of reasoning after the receipt
+    delay: float = 0.01  #: seconds between two words
+    concurrency: int = 16  #: requests generated at once; more wait in the queue
+    fail: FailMode | None = None
+    fail_after: int = 5  #: tokens before ``mid`` / ``hang`` happen
+    max_queue: int | None = None  #: queue size beyond which joins get HTTP 503
+    token: str | None = field(default=None, repr=False)  #: required HF token, if any
+
+    def with_directives(self, prompt: str) -> ReplicaConfig:
+        """This config with the ``[[replica ...]]`` directives of ``prompt`` applied."""
+        changes: dict[str, Any] = {}
+        for match in _DIRECTIVE.finditer(prompt):
+            for item in match.group(1).split():
+                key, _, value = item.partition("=")
+                if key == "tokens":
+                    changes["tokens"] = int(value)
+                elif key == "delay":
+                    changes["delay"] = float(value)
+                elif key == "fail":
+                    if value not in _FAIL_MODES:
+                        raise ValueError(f"fail must be one of {_FAIL_MODES}, got {value!r}")
+                    changes["fail"] = value
+                elif key == "after":
+                    changes["fail_after"] = int(value)
+                else:
+                    raise ValueError(f"unknown replica directive {key!r}")
+        return replace(self, **changes)
+
+
+@dataclass
+class RequestRecord:
+    """One request the replica received."""
+
+    id: int
+    prompt: str
+    image: dict[str, Any] | None = None
+    tokens_planned: int = 0
+    tokens_generated: int = 0
+    state: Literal["running", "done", "failed", "cancelled"] = "running"
+    text: str = ""
+
+
+def describe_image(path: str) -> dict[str, Any]:
+    """Size, mode, format and sha256 of the RGB pixel bytes of the image file at ``path``."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        fmt = image.format
+        mode = image.mode
+        rgb = image.convert("RGB")
+        return {
+            "width": rgb.width,
+            "height": rgb.height,
+            "mode": mode,
+            "format": fmt,
+            "sha256": hashlib.sha256(rgb.tobytes()).hexdigest(),
+            "bytes": os.path.getsize(path),
+        }
+
+
+def answer_head(prompt: str, image: dict[str, Any] | None) -> str:
+    """The replica's first piece of every answer: what it received."""
+    digest = hashlib.sha256(prompt.encode()).hexdigest()
+    lines = [f"Received prompt sha256:{digest} ({len(prompt)} chars): {prompt}"]
+    if image is None:
+        lines.append("Image: none")
+    else:
+        lines.append(
+            f"Image: {image['width']}x{image['height']} {image['mode']} {image['format']} "
+            f"pixels-sha256:{image['sha256']}"
+        )
+    return "\n".join(lines) + "\n\n"
+
+
+def _word(i: int) -> str:
+    return ("" if i == 0 else " ") + _WORDS[i % len(_WORDS)]
+
+
+class _Log:
+    def __init__(self) -> None:
+        self._records: list[RequestRecord] = []
+        self._changed = threading.Condition()
+
+    def start(self, prompt: str) -> RequestRecord:
+        with self._changed:
+            record = RequestRecord(id=len(self._records), prompt=prompt)
+            self._records.append(record)
+            self._changed.notify_all()
+            return record
+
+    def update(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def all(self) -> list[dict[str, Any]]:
+        with self._changed:
+            return [asdict(record) for record in self._records]
+
+    def reset(self) -> None:
+        with self._changed:
+            self._records.clear()
+
+    def wait(self, marker: str, timeout: float, *, ended: bool) -> dict[str, Any] | None:
+        def find() -> RequestRecord | None:
+            for record in self._records:
+                if marker in record.prompt and (not ended or record.state != "running"):
+                    return record
+            return None
+
+        with self._changed:
+            found = self._changed.wait_for(find, timeout=timeout)
+            return asdict(found) if found else None
+
+
+def build_app(config: ReplicaConfig | None = None) -> Any:
+    """The replica as an ASGI app (FastAPI with the Gradio app mounted at ``/``)."""
+    import gradio as gr
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+
+    base = config or ReplicaConfig()
+    log = _Log()
+
+    async def generate(image: str | None, text: str) -> AsyncIterator[str]:
+        record = log.start(text)
+        try:
+            settings = base.with_directives(text)
+            if image:
+                record.image = await asyncio.to_thread(describe_image, image)
+            record.tokens_planned = settings.tokens
+            if settings.fail == "before":
+                raise gr.Error("replica: failing before the first token, as asked")
+            if settings.fail == "quota":
+                raise gr.Error(QUOTA_MESSAGE)
+            out = answer_head(text, record.image)
+            yield out
+            for i in range(settings.tokens):
+                if settings.fail in ("mid", "hang") and i == settings.fail_after:
+                    if settings.fail == "mid":
+                        raise gr.Error(f"replica: failing after {i} tokens, as asked")
+                    await asyncio.Event().wait()  # hang until cancelled
+                if settings.delay:
+                    await asyncio.sleep(settings.delay)
+                out += _word(i)
+                record.tokens_generated += 1
+                record.text = out
+                yield out
+            out += f"\n\n**Final Answer**\n\n\\boxed{{{settings.tokens}}}"
+            record.text = out
+            record.state = "done"
+            yield out
+        except gr.Error:
+            record.state = "failed"
+            raise
+        except BaseException:
+            record.state = "cancelled" if record.state == "running" else record.state
+            raise
+        finally:
+            if record.state == "running":
+                record.state = "cancelled"
+            log.update()
+
+    with gr.Blocks(title="QVQ-72B replica", analytics_enabled=False) as blocks:
+        gr.Markdown("# QVQ-72B replica\nA local stand-in for the QVQ-72B Space.")
+        image_in = gr.Image(type="filepath", label="Image")
+        text_in = gr.Textbox(label="Question")
+        answer = gr.Textbox(label="Answer")
+        gr.Button("Submit").click(generate, [image_in, text_in], answer, api_name="generate")
+    blocks.queue(default_concurrency_limit=base.concurrency, max_size=base.max_queue)
+
+    app = FastAPI()
+
+    if base.token:
+        expected = f"Bearer {base.token}"
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Any) -> Any:
+            if not request.url.path.startswith("/replica/"):
+                given = request.headers.get("x-hf-authorization") or request.headers.get(
+                    "authorization"
+                )
+                if given != expected:
+                    return JSONResponse({"detail": "Unauthorized"}, status_code=401)
+            return await call_next(request)
+
+    @app.get("/replica/requests")
+    def requests() -> list[dict[str, Any]]:
+        return log.all()
+
+    @app.get("/replica/wait")
+    def wait(marker: str, timeout: float = 30.0, ended: bool = True) -> Any:
+        found = log.wait(marker, timeout, ended=ended)
+        if found is None:
+            return JSONResponse({"detail": f"no request with {marker!r}"}, status_code=408)
+        return found
+
+    @app.post("/replica/reset")
+    def reset() -> dict[str, bool]:
+        log.reset()
+        return {"ok": True}
+
+    return gr.mount_gradio_app(app, blocks, path="/")
+
+
+class _Control:
+    """The replica's control routes, over HTTP."""
+
+    url: str
+
+    def requests(self) -> list[dict[str, Any]]:
+        """Every request received so far (see :class:`RequestRecord`)."""
+        response = httpx.get(f"{self.url}/replica/requests", timeout=10)
+        response.raise_for_status()
+        return cast(list[dict[str, Any]], response.json())
+
+    def wait_ended(self, marker: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Block until the request whose prompt contains ``marker`` has ended; its record."""
+        return self._wait(marker, timeout, ended=True)
+
+    def wait_started(self, marker: str, timeout: float = 30.0) -> dict[str, Any]:
+        """Block until a request whose prompt contains ``marker`` has arrived."""
+        return self._wait(marker, timeout, ended=False)
+
+    def _wait(self, marker: str, timeout: float, *, ended: bool) -> dict[str, Any]:
+        response = httpx.get(
+            f"{self.url}/replica/wait",
+            params={"marker": marker, "timeout": timeout, "ended": ended},
+            timeout=timeout + 10,
+        )
+        if response.status_code == 408:
+            raise TimeoutError(f"no {'ended ' if ended else ''}request with {marker!r}")
+        response.raise_for_status()
+        return cast(dict[str, Any], response.json())
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/replica/reset", timeout=10).raise_for_status()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    return sock
+
+
+class Replica(_Control):
+    """The replica served from a thread of this process; a context manager.
+
+    ``port=0`` (the default) takes a free port; the socket is bound before the server starts,
+    so there is no race for it.
+    """
+
+    def __init__(
+        self, config: ReplicaConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    ) -> None:
+        self.config = config or ReplicaConfig()
+        self._sock = _bind(host, port)
+        self.host, self.port = self._sock.getsockname()[:2]
+        self.url = f"http://{self.host}:{self.port}"
+        self._server: Any = None
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> Replica:
+        import uvicorn
+
+        config = uvicorn.Config(build_app(self.config), log_level="warning", lifespan="on")
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(
+            target=self._server.run,
+            kwargs={"sockets": [self._sock]},
+            name="qvq-replica",
+            daemon=True,
+        )
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError("the replica server failed to start")
+            time.sleep(0.01)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self._sock.close()
+
+    def __enter__(self) -> Replica:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class ReplicaProcess(_Control):
+    """The replica in a child process (``python -m qvq_gradio.replica``); a context manager.
+
+    Use it where the test process must stay free of the server's own work, e.g. under
+    ``blockbuster``, which would flag Gradio's blocking calls in the server's event loop.
+    """
+
+    def __init__(self, args: Sequence[str] = (), *, env: dict[str, str] | None = None) -> None:
+        self._args = list(args)
+        self._env = env
+        self._proc: subprocess.Popen[str] | None = None
+        self.url = ""
+
+    def start(self) -> ReplicaProcess:
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "qvq_gradio.replica", "--port", "0", *self._args],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env=self._env,
+        )
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            found = re.search(r"(http://127\.0\.0\.1:\d+)", line)
+            if found:
+                self.url = found.group(1)
+                return self
+        code = self._proc.wait()
+        raise RuntimeError(f"the replica process exited with code {code} before serving")
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        if self._proc is not None and self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+    def __enter__(self) -> ReplicaProcess:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+def serve(
+    config: ReplicaConfig,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    *,
+    ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the replica in the foreground until interrupted; ``ready(url)`` once bound."""
+    import uvicorn
+
+    sock = _bind(host, port)
+    app = build_app(config)
+    sock.listen(2048)  # connections made after ready() wait in the backlog, never refused
+    if ready is not None:
+        ready(f"http://{host}:{sock.getsockname()[1]}")
+    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised through ReplicaProcess
+    from .cli import main
+
+    sys.exit(main(["replica", *sys.argv[1:]]))
