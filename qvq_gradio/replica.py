@@ -151,6 +151,8 @@ class RequestRecord:
     tokens_generated: int = 0
     state: Literal["running", "done", "failed", "cancelled"] = "running"
     text: str = ""
+    started: float = 0.0  #: time.monotonic() in the replica's process
+    ended: float | None = None
 
 
 def describe_image(path: str) -> dict[str, Any]:
@@ -196,7 +198,7 @@ class _Log:
 
     def start(self, prompt: str) -> RequestRecord:
         with self._changed:
-            record = RequestRecord(id=len(self._records), prompt=prompt)
+            record = RequestRecord(id=len(self._records), prompt=prompt, started=time.monotonic())
             self._records.append(record)
             self._changed.notify_all()
             return record
@@ -271,6 +273,7 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
         finally:
             if record.state == "running":
                 record.state = "cancelled"
+            record.ended = time.monotonic()
             log.update()
 
     with gr.Blocks(title="QVQ-72B replica", analytics_enabled=False) as blocks:

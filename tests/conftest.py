@@ -1,0 +1,80 @@
+"""Shared fixtures: an isolated environment, the replica Space, and a blocking-call guard."""
+
+from __future__ import annotations
+
+import os
+import sys
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import anyio
+
+import pytest
+from blockbuster import BlockBuster, blockbuster_ctx
+
+from qvq_gradio import Session
+from qvq_gradio.replica import ReplicaProcess
+
+# Variables that change what the package or gradio_client do; tests set what they need.
+_ISOLATED = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "QVQ_SPACE", "GRADIO_ANALYTICS_ENABLED")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+    for name in _ISOLATED:
+        monkeypatch.delenv(name, raising=False)
+    # Nothing may reach huggingface.co; a token file in the home directory must not leak in.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
+
+
+def replica_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _ISOLATED}
+    env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+@pytest.fixture(scope="session")
+def replica() -> Iterator[ReplicaProcess]:
+    """The replica Space in a child process, shared by the whole run."""
+    with ReplicaProcess(env=replica_env()) as server:
+        yield server
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def marker() -> str:
+    """A unique string to put in a prompt, to find that request in the replica's log."""
+    return f"m-{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def no_blocking() -> Iterator[BlockBuster]:
+    """Fail any blocking call that qvq_gradio makes on the event loop's thread.
+
+    Scoped to the package: the guarantee is that our code never blocks the loop; a test's own
+    setup (writing a fixture image, say) is not what is being tested.
+    """
+    with blockbuster_ctx(["qvq_gradio"]) as bb:
+        yield bb
+
+
+@pytest.fixture
+async def session(replica: ReplicaProcess, no_blocking: BlockBuster) -> AsyncIterator[Session]:
+    """A session on the replica; every test using it runs under the blocking-call guard."""
+    async with Session(replica.url, idle_timeout=30, total_timeout=60) as s:
+        yield s
+
+
+async def ended(replica: ReplicaProcess, marker: str) -> dict[str, Any]:
+    """The replica's record of the request carrying ``marker``, once it ended (off the loop)."""
+    return await anyio.to_thread.run_sync(replica.wait_ended, marker)
+
+
+def pytest_report_header() -> str:
+    return f"python {sys.version.split()[0]}; tests talk to a replica Space on 127.0.0.1 only"
