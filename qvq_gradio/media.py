@@ -92,14 +92,19 @@ class PreparedImage:
 
 def prepare(item: Any) -> PreparedImage:
     """Open, normalise and write one media item to a private temporary PNG file."""
-    image = normalise(open_image(item))
-    directory = Path(tempfile.mkdtemp(prefix="qvq-gradio-"))  # created 0700
+    source = open_image(item)
     try:
-        fd, name = tempfile.mkstemp(suffix=".png", dir=directory)  # created 0600
-        with os.fdopen(fd, "wb") as handle:
-            image.save(handle, format="PNG")
-        digest = hashlib.sha256(image.tobytes()).hexdigest()
-        return PreparedImage(Path(name), image.width, image.height, digest)
-    except BaseException:
-        shutil.rmtree(directory, ignore_errors=True)
-        raise
+        image = normalise(source)
+        directory = Path(tempfile.mkdtemp(prefix="qvq-gradio-"))  # created 0700
+        try:
+            fd, name = tempfile.mkstemp(suffix=".png", dir=directory)  # created 0600
+            with os.fdopen(fd, "wb") as handle:
+                image.save(handle, format="PNG")
+            digest = hashlib.sha256(image.tobytes()).hexdigest()
+            return PreparedImage(Path(name), image.width, image.height, digest)
+        except BaseException:
+            shutil.rmtree(directory, ignore_errors=True)
+            raise
+    finally:
+        if source is not _unwrap(item):  # we opened it, so we close it (not the caller's image)
+            source.close()

@@ -29,7 +29,7 @@ from typing import Any, ClassVar
 from .errors import UnknownModelError
 from .events import TextDelta
 from .media import MediaListType
-from .prompt import Messages
+from .prompt import Messages, build_prompt
 from .space import Session, SpaceConfig, resolve_space
 
 __all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "Qwen_QVQ_72B", "shared_session"]
@@ -182,6 +182,7 @@ class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):
         from the Space raise :class:`ResponseError` subclasses while iterating.
         """
         cls.get_model(model)
+        build_prompt(messages)  # a list of messages, strictly: a bare string is a mistake here
         session = kwargs.pop("session", None)
         space = resolve_space(kwargs.pop("space", None), default=cls.url)
         headers = kwargs.pop("headers", None)

@@ -46,6 +46,7 @@ import httpx
 
 __all__ = [
     "QUOTA_MESSAGE",
+    "REASONING_WORDS",
     "Replica",
     "ReplicaConfig",
     "ReplicaProcess",
@@ -65,45 +66,11 @@ QUOTA_MESSAGE = (
     'href="https://huggingface.co/settings/billing">Subscribe to Pro</a> to get more quota, '
     "or retry in 0:09:48"
 )
-_WORDS = [
-    "Let",
-    "me",
-    "look",
-    "at",
-    "this",
-    "carefully",
-    "and",
-    "reason",
-    "step",
-    "by",
-    "step",
-    ".",
-    "The",
-    "question",
-    "asks",
-    "what",
-    "is",
-    "shown",
-    ",",
-    "so",
-    "I",
-    "will",
-    "check",
-    "each",
-    "detail",
-    ",",
-    "compare",
-    "it",
-    "with",
-    "what",
-    "I",
-    "know",
-    ",",
-    "and",
-    "then",
-    "decide",
-    ".",
-]
+#: The words the replica reasons with, one per token, cycled.
+REASONING_WORDS: tuple[str, ...] = tuple(
+    "Let me look at this carefully and reason step by step . The question asks what is "
+    "shown , so I will check each detail , compare it with what I know , and then decide .".split()
+)
 _DIRECTIVE = re.compile(r"\[\[replica([^\]]*)\]\]")
 
 
@@ -188,7 +155,7 @@ def answer_head(prompt: str, image: dict[str, Any] | None) -> str:
 
 
 def _word(i: int) -> str:
-    return ("" if i == 0 else " ") + _WORDS[i % len(_WORDS)]
+    return ("" if i == 0 else " ") + REASONING_WORDS[i % len(REASONING_WORDS)]
 
 
 class _Log:

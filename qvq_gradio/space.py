@@ -149,11 +149,11 @@ def _new_text(previous: str, output: Any, space: str) -> str:
 
 
 def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int) -> QVQClient:
-    timeout = httpx.Timeout(_READ_TIMEOUT, connect=connect_timeout)
-    httpx_kwargs: dict[str, Any] = {"timeout": timeout}
+    # While connecting, every request (config, API info) must answer within connect_timeout.
+    httpx_kwargs: dict[str, Any] = {"timeout": httpx.Timeout(connect_timeout)}
     if config.proxy:
         httpx_kwargs["proxy"] = config.proxy
-    return QVQClient(
+    client = QVQClient(
         config.space,
         token=config.token,
         max_workers=max_workers,
@@ -162,6 +162,9 @@ def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int)
         download_files=False,
         httpx_kwargs=httpx_kwargs,
     )
+    # From now on: streams, uploads and joins, which may legitimately take longer.
+    client.httpx_kwargs["timeout"] = httpx.Timeout(_READ_TIMEOUT, connect=connect_timeout)
+    return client
 
 
 def _shutdown_client(client: QVQClient) -> None:
@@ -236,7 +239,8 @@ class Session:
         self.total_timeout = total_timeout
         self.max_workers = max_workers
         self._client: QVQClient | None = None
-        self._client_lock = threading.Lock()
+        self._state_lock = threading.Lock()  # guards _client and _closed; never held long
+        self._connect_lock = threading.Lock()  # one connection attempt at a time
         self._jobs: set[Any] = set()
         self._closed = False
 
@@ -268,7 +272,7 @@ class Session:
 
     def close(self) -> None:
         """Blocking form of :meth:`aclose`, for synchronous code."""
-        with self._client_lock:
+        with self._state_lock:
             self._closed = True
             client, self._client = self._client, None
         for job in list(self._jobs):
@@ -280,13 +284,20 @@ class Session:
     # -- the client ---------------------------------------------------------------------------
 
     def _client_blocking(self) -> QVQClient:
-        with self._client_lock:
-            if self._closed:
-                raise RuntimeError("this Session is closed")
-            if self._client is None:
-                log.debug("connecting to %s", self.config.space)
-                self._client = _build_client(self.config, self.connect_timeout, self.max_workers)
-            return self._client
+        with self._connect_lock:
+            with self._state_lock:
+                if self._closed:
+                    raise RuntimeError("this Session is closed")
+                if self._client is not None:
+                    return self._client
+            log.debug("connecting to %s", self.config.space)
+            client = _build_client(self.config, self.connect_timeout, self.max_workers)
+            with self._state_lock:
+                if not self._closed:
+                    self._client = client
+                    return client
+            _shutdown_client(client)  # closed while we were connecting
+            raise RuntimeError("this Session is closed")
 
     async def client(self) -> QVQClient:
         """The session's ``gradio_client.Client`` (created on first use, then reused)."""
@@ -437,6 +448,9 @@ class Session:
             first_token: float | None = None
             last_progress = start
             while True:
+                # Read "done" before the snapshot: the worker pushes every output before the
+                # Future completes, so a snapshot taken after seeing "done" holds all the text.
+                done = job.future.done()
                 snapshot = feed.snapshot
                 if snapshot.version != seen:
                     seen = snapshot.version
@@ -457,7 +471,7 @@ class Session:
                                 first_token = last_progress
                                 started = started or first_token
                             yield TextDelta(delta)
-                if job.future.done():
+                if done:
                     final = self._final_text(job)
                     delta = _new_text(answer, final, space)
                     if delta:

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import anyio
-
 import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
@@ -21,7 +20,9 @@ _ISOLATED = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "QVQ_SPACE", "GRADIO_ANALYTIC
 
 
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory) -> None:
+def _isolated_env(
+    monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     for name in _ISOLATED:
         monkeypatch.delenv(name, raising=False)
     # Nothing may reach huggingface.co; a token file in the home directory must not leak in.

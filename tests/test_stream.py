@@ -16,7 +16,7 @@ import pytest
 from PIL import Image
 
 from qvq_gradio import Finished, Qwen_QVQ_72B, Session, TextDelta
-from qvq_gradio.replica import ReplicaProcess, answer_head
+from qvq_gradio.replica import REASONING_WORDS, ReplicaProcess, answer_head
 
 from .conftest import ended
 
@@ -26,15 +26,14 @@ pytestmark = pytest.mark.anyio
 def expected_text(prompt: str, tokens: int, image: dict[str, Any] | None = None) -> str:
     """The replica's answer, rebuilt from its documented parts."""
     head = answer_head(prompt, image)
-    words = (
-        "Let me look at this carefully and reason step by step . The question asks what is "
-        "shown , so I will check each detail , compare it with what I know , and then decide ."
-    ).split()
+    words = REASONING_WORDS
     body = " ".join(words[i % len(words)] for i in range(tokens))
     return f"{head}{body}\n\n**Final Answer**\n\n\\boxed{{{tokens}}}"
 
 
-async def test_text_answer_is_byte_exact(session: Session, replica: ReplicaProcess, marker: str) -> None:
+async def test_text_answer_is_byte_exact(
+    session: Session, replica: ReplicaProcess, marker: str
+) -> None:
     prompt = f"What is 2+2? {marker} [[replica tokens=30 delay=0.002]]"
     events = [event async for event in session.events(prompt)]
     deltas = [e.text for e in events if isinstance(e, TextDelta)]
@@ -49,7 +48,9 @@ async def test_text_answer_is_byte_exact(session: Session, replica: ReplicaProce
     assert 0 <= finished.time_to_first_token <= finished.elapsed
 
 
-async def test_conversation_is_flattened(session: Session, replica: ReplicaProcess, marker: str) -> None:
+async def test_conversation_is_flattened(
+    session: Session, replica: ReplicaProcess, marker: str
+) -> None:
     messages = [
         {"role": "system", "content": "Be brief."},
         {"role": "user", "content": f"Hi {marker} [[replica tokens=1 delay=0]]"},
@@ -91,7 +92,9 @@ async def test_image_reaches_the_space_intact(
     assert f"pixels-sha256:{received['sha256']}" in text
 
 
-async def test_rgba_image_is_composited_on_white(session: Session, replica: ReplicaProcess, marker: str) -> None:
+async def test_rgba_image_is_composited_on_white(
+    session: Session, replica: ReplicaProcess, marker: str
+) -> None:
     image = Image.new("RGBA", (40, 30), (255, 0, 0, 0))  # fully transparent red
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
@@ -131,7 +134,9 @@ async def _assert_stopped_early(replica: ReplicaProcess, marker: str, planned: i
     assert record["tokens_generated"] < planned
 
 
-async def test_break_cancels_upstream(session: Session, replica: ReplicaProcess, marker: str) -> None:
+async def test_break_cancels_upstream(
+    session: Session, replica: ReplicaProcess, marker: str
+) -> None:
     stream = session.stream(f"{marker} [[replica tokens=2000 delay=0.01]]")
     received = 0
     async for _ in stream:
@@ -146,9 +151,7 @@ async def test_break_without_aclose_cancels_upstream(replica: ReplicaProcess, ma
     # The seed's usage: a bare `async for ... break`; the loop's async-generator finaliser
     # closes the abandoned generator.
     messages = [{"role": "user", "content": f"{marker} [[replica tokens=2000 delay=0.01]]"}]
-    async for _ in Qwen_QVQ_72B.create_async_generator(
-        "qvq-72b", messages, space=replica.url
-    ):
+    async for _ in Qwen_QVQ_72B.create_async_generator("qvq-72b", messages, space=replica.url):
         break
     gc.collect()
     await _assert_stopped_early(replica, marker, 2000)
@@ -186,7 +189,9 @@ async def test_caller_timeout_cancels_upstream(
 # -- concurrency and resources ------------------------------------------------------------------
 
 
-async def test_sixteen_concurrent_streams(session: Session, replica: ReplicaProcess, marker: str) -> None:
+async def test_sixteen_concurrent_streams(
+    session: Session, replica: ReplicaProcess, marker: str
+) -> None:
     results: dict[int, str] = {}
 
     async def one(i: int) -> None:
@@ -227,7 +232,8 @@ async def test_close_stops_every_thread(replica: ReplicaProcess, marker: str) ->
     await session.ask(f"{marker} [[replica tokens=3 delay=0]]")
     await session.aclose()
     leftover = [
-        t for t in threading.enumerate()
+        t
+        for t in threading.enumerate()
         if t.ident not in before and not t.name.startswith("AnyIO worker")
     ]
     assert leftover == []

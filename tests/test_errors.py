@@ -1,0 +1,271 @@
+"""Every error type, end to end where a real server can produce it."""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+from PIL import Image
+
+from qvq_gradio import (
+    AppError,
+    AuthenticationError,
+    ConnectTimeoutError,
+    IdleTimeoutError,
+    MediaError,
+    MessagesError,
+    QueueUpdate,
+    QuotaExceededError,
+    Qwen_QVQ_72B,
+    RateLimitError,
+    ResponseError,
+    Session,
+    SpaceConnectionError,
+    TextDelta,
+    TotalTimeoutError,
+    UnknownModelError,
+)
+from qvq_gradio.replica import Replica, ReplicaConfig, ReplicaProcess
+
+from .conftest import ended, replica_env
+
+pytestmark = pytest.mark.anyio
+
+TOKEN = "hf_replicaSecretToken0123456789abcdef"
+
+
+async def test_app_error_before_first_token(
+    session: Session, replica: ReplicaProcess, marker: str
+) -> None:
+    deltas: list[str] = []
+    with pytest.raises(AppError, match="failing before the first token") as caught:
+        async for delta in session.stream(f"{marker} [[replica fail=before]]"):
+            deltas.append(delta)
+    assert deltas == []
+    assert caught.value.space == replica.url
+    assert isinstance(caught.value, ResponseError)
+
+
+async def test_app_error_mid_stream(session: Session, marker: str) -> None:
+    deltas: list[str] = []
+    with pytest.raises(AppError, match="failing after 4 tokens"):
+        async for delta in session.stream(
+            f"{marker} [[replica tokens=20 delay=0 fail=mid after=4]]"
+        ):
+            deltas.append(delta)
+    assert "".join(deltas).endswith("Let me look at")  # after=4: four words, then the error
+
+
+async def test_quota_message_is_parsed(session: Session, marker: str) -> None:
+    with pytest.raises(QuotaExceededError) as caught:
+        await session.ask(f"{marker} [[replica fail=quota]]")
+    error = caught.value
+    assert error.retry_after == 9 * 60 + 48
+    assert "GPU quota" in error.message
+    assert "<a" not in error.message and "href" not in error.message
+
+
+async def test_idle_timeout_cancels_upstream(
+    session: Session, replica: ReplicaProcess, marker: str
+) -> None:
+    with pytest.raises(IdleTimeoutError) as caught:
+        async for _ in session.stream(
+            f"{marker} [[replica tokens=50 delay=0 fail=hang after=3]]", idle_timeout=0.5
+        ):
+            pass
+    assert isinstance(caught.value, TimeoutError)
+    assert caught.value.text.endswith("Let me look")  # what arrived is kept
+    record = await ended(replica, marker)
+    assert record["state"] == "cancelled"
+    assert record["tokens_generated"] == 3
+
+
+async def test_total_timeout_cancels_upstream(
+    session: Session, replica: ReplicaProcess, marker: str
+) -> None:
+    with pytest.raises(TotalTimeoutError):
+        await session.ask(f"{marker} [[replica tokens=5000 delay=0.01]]", total_timeout=0.5)
+    record = await ended(replica, marker)
+    assert record["state"] == "cancelled"
+    assert record["tokens_generated"] < 5000
+
+
+async def test_unreachable_space(no_blocking: Any) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    async with Session(f"http://127.0.0.1:{port}") as session:
+        with pytest.raises(SpaceConnectionError, match="Could not reach"):
+            await session.ask("hello")
+
+
+async def test_connect_timeout(no_blocking: Any) -> None:
+    with socket.socket() as sock:  # accepts connections into its backlog, never answers
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(8)
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+        async with Session(url, connect_timeout=0.5) as session:
+            with pytest.raises(ConnectTimeoutError):
+                await session.ask("hello")
+
+
+# -- authentication and secrets -------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def private_replica() -> Iterator[ReplicaProcess]:
+    with ReplicaProcess(["--require-token", TOKEN], env=replica_env()) as server:
+        yield server
+
+
+async def test_authentication(
+    private_replica: ReplicaProcess, marker: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    for token in (None, "hf_wrongTokenWrongToken000000000000"):
+        async with Session(private_replica.url, token=token) as session:
+            with pytest.raises(AuthenticationError) as caught:
+                await session.ask("hello")
+            assert "hf_" not in str(caught.value)
+    async with Session(private_replica.url, token=TOKEN) as session:
+        text = await session.ask(f"{marker} [[replica tokens=2 delay=0]]")
+        assert marker in text
+        shown = [repr(session), str(session), repr(session.config)]
+    messages = [{"role": "user", "content": f"{marker}-p [[replica tokens=1 delay=0]]"}]
+    chunks = [
+        c
+        async for c in Qwen_QVQ_72B.create_async_generator(
+            "qvq-72b", messages, api_key=TOKEN, space=private_replica.url
+        )
+    ]
+    assert marker in "".join(chunks)
+    shown += [record.getMessage() for record in caplog.records]
+    assert not [line for line in shown if TOKEN in line]
+
+
+async def test_token_from_environment(
+    private_replica: ReplicaProcess, marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    async with Session(private_replica.url) as session:
+        assert marker in await session.ask(f"{marker} [[replica tokens=1 delay=0]]")
+
+
+# -- queue: position updates, then a full queue ---------------------------------------------------
+
+
+async def test_queue_updates_and_full_queue(marker: str) -> None:
+    config = ReplicaConfig(concurrency=1, max_queue=1)
+    with Replica(config) as server:
+        async with Session(server.url) as session:
+            running = session.stream(f"{marker}-a [[replica tokens=5 delay=0 fail=hang after=1]]")
+            await running.__anext__()  # generating, and will hang: holds the one slot
+            waiting = session.events(f"{marker}-b [[replica tokens=1 delay=0]]")
+            update = await waiting.__anext__()
+            assert isinstance(update, QueueUpdate)
+            assert update.position == 0
+            with pytest.raises(RateLimitError, match="queue is full"):
+                await session.ask(f"{marker}-c")
+            await running.aclose()  # frees the slot: the waiting job now runs to the end
+            rest = [event async for event in waiting]
+            assert any(isinstance(event, TextDelta) for event in rest)
+
+
+# -- failures a real server cannot easily produce (pytest-mock) ----------------------------------
+
+
+async def test_http_429_on_join_is_a_rate_limit(session: Session, mocker: Any) -> None:
+    real_post = httpx.post
+
+    def post(url: str, *args: Any, **kwargs: Any) -> httpx.Response:
+        if "queue/join" in str(url):
+            return httpx.Response(429, request=httpx.Request("POST", url))
+        return real_post(url, *args, **kwargs)
+
+    mocker.patch("gradio_client.client.httpx.post", side_effect=post)
+    with pytest.raises(RateLimitError, match="429"):
+        await session.ask("hello")
+
+
+async def test_failure_before_first_server_message_does_not_hang(
+    session: Session, mocker: Any
+) -> None:
+    # gradio_client's own iterator spins forever here (FACTS.md); completion comes from the Future.
+    mocker.patch(
+        "qvq_gradio._gradio.QVQClient.send_data",
+        side_effect=httpx.ConnectError("connection reset"),
+    )
+    with anyio.fail_after(30), pytest.raises(SpaceConnectionError, match="connection reset"):
+        await session.ask("hello")
+
+
+# -- bad input: a typed error, raised before anything is sent -------------------------------------
+
+
+async def _requests_with(replica: ReplicaProcess, marker: str) -> list[dict[str, Any]]:
+    records = await anyio.to_thread.run_sync(replica.requests)
+    return [r for r in records if marker in r["prompt"]]
+
+
+@pytest.mark.parametrize(
+    ("messages", "match"),
+    [
+        ([], "empty"),
+        ("just a string", "must be a list"),
+        ([{"role": "bot", "content": "hi"}], "role must be one of"),
+        ([{"role": "user"}], "no 'content'"),
+        ([{"role": "user", "content": 42}], "content must be a string"),
+        ([{"role": "system", "content": "rules"}], "no user message"),
+        ([{"role": "user", "content": "   "}], "prompt is empty"),
+        ([{"role": "user", "content": [{"type": "video", "url": "x"}]}], "unknown part type"),
+        (["not a dict"], "expected a dict"),
+    ],
+)
+def test_bad_messages_raise_at_call_time(messages: Any, match: str) -> None:
+    with pytest.raises(MessagesError, match=match):
+        Qwen_QVQ_72B.create_async_generator("qvq-72b", messages, space="http://127.0.0.1:9")
+
+
+def test_unknown_model_names_the_valid_ones() -> None:
+    with pytest.raises(UnknownModelError) as caught:
+        Qwen_QVQ_72B.create_async_generator("gpt-5", [{"role": "user", "content": "hi"}])
+    assert "qwen-qvq-72b-preview" in str(caught.value) and "qvq-72b" in str(caught.value)
+    assert isinstance(caught.value, ValueError)
+
+
+@pytest.mark.parametrize(
+    "media",
+    [
+        b"",
+        b"this is plain text, not an image",
+        "/no/such/file.png",
+        b"\x89PNG\r\n\x1a\n" + b"\0" * 20,
+    ],
+)
+async def test_bad_media_is_refused_before_sending(
+    session: Session, replica: ReplicaProcess, marker: str, media: Any
+) -> None:
+    with pytest.raises(MediaError):
+        await session.ask(f"{marker} hello", image=media)
+    assert await _requests_with(replica, marker) == []
+
+
+async def test_unsupported_media_type_lists_what_is_accepted(session: Session) -> None:
+    with pytest.raises(TypeError, match=r"PIL\.Image\.Image"):
+        await session.ask("hello", image=12345)
+
+
+async def test_truncated_image_is_a_media_error(
+    session: Session, replica: ReplicaProcess, marker: str, tmp_path: Any
+) -> None:
+    path = tmp_path / "cut.png"
+    Image.new("RGB", (200, 200), (9, 9, 9)).save(path)
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(MediaError):
+        await session.ask(f"{marker}", image=path)
+    assert await _requests_with(replica, marker) == []
