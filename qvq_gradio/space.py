@@ -36,7 +36,7 @@ from gradio_client import handle_file
 from gradio_client.utils import Status
 
 from . import media as _media
-from ._gradio import JobFeed, QVQClient, job_feed, translate_error
+from ._gradio import JobFeed, QVQClient, job_feed, shared_ssl_context, translate_error
 from .errors import (
     ConnectTimeoutError,
     IdleTimeoutError,
@@ -161,6 +161,7 @@ def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int)
         headers=dict(config.headers) or None,
         download_files=False,
         httpx_kwargs=httpx_kwargs,
+        ssl_verify=shared_ssl_context(),
     )
     # From now on: streams, uploads and joins, which may legitimately take longer.
     client.httpx_kwargs["timeout"] = httpx.Timeout(_READ_TIMEOUT, connect=connect_timeout)

@@ -18,7 +18,11 @@ def test_seed_example_runs_unmodified(replica: ReplicaProcess) -> None:
     env = {**replica_env(), "QVQ_SPACE": replica.url}
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "seed_example.py")],
-        capture_output=True, text=True, env=env, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split("Model: ")
@@ -39,7 +43,12 @@ def test_demo_streams_offline() -> None:
     env.pop("QVQ_SPACE", None)
     done = subprocess.run(
         [sys.executable, "-m", "qvq_gradio.cli", "demo", "--tokens", "12", "--delay", "0"],
-        capture_output=True, text=True, env=env, timeout=180, check=False, cwd=os.getcwd(),
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+        check=False,
+        cwd=os.getcwd(),
     )
     assert done.returncode == 0, done.stderr
     assert "What shapes are in this picture?" in done.stdout

@@ -37,13 +37,37 @@ SPACE = "http://127.0.0.1:1"
 def test_public_api_is_pinned() -> None:
     assert sorted(qvq_gradio.__all__) == sorted(
         [
-            "DEFAULT_SPACE", "SPACE_ENV", "AppError", "AuthenticationError",
-            "ConnectTimeoutError", "Event", "Finished", "GPUUnavailableError",
-            "IdleTimeoutError", "ImageInput", "InputError", "MediaError", "MediaListType",
-            "Messages", "MessagesError", "ProtocolError", "QVQError", "QueueUpdate",
-            "QuotaExceededError", "Qwen_QVQ_72B", "RateLimitError", "ResponseError", "Session",
-            "SpaceConnectionError", "StreamTimeoutError", "TextDelta", "TotalTimeoutError",
-            "UnknownModelError", "__version__", "close_shared_sessions", "shared_session",
+            "DEFAULT_SPACE",
+            "SPACE_ENV",
+            "AppError",
+            "AuthenticationError",
+            "ConnectTimeoutError",
+            "Event",
+            "Finished",
+            "GPUUnavailableError",
+            "IdleTimeoutError",
+            "ImageInput",
+            "InputError",
+            "MediaError",
+            "MediaListType",
+            "Messages",
+            "MessagesError",
+            "ProtocolError",
+            "QVQError",
+            "QueueUpdate",
+            "QuotaExceededError",
+            "Qwen_QVQ_72B",
+            "RateLimitError",
+            "ResponseError",
+            "Session",
+            "SpaceConnectionError",
+            "StreamTimeoutError",
+            "TextDelta",
+            "TotalTimeoutError",
+            "UnknownModelError",
+            "__version__",
+            "close_shared_sessions",
+            "shared_session",
         ]
     )
     for name in qvq_gradio.__all__:
@@ -78,8 +102,12 @@ def test_seed_attributes() -> None:
 
 @pytest.mark.parametrize(
     ("given", "resolved"),
-    [(None, "qwen-qvq-72b-preview"), ("", "qwen-qvq-72b-preview"),
-     ("qvq-72b", "qwen-qvq-72b-preview"), ("qwen-qvq-72b-preview", "qwen-qvq-72b-preview")],
+    [
+        (None, "qwen-qvq-72b-preview"),
+        ("", "qwen-qvq-72b-preview"),
+        ("qvq-72b", "qwen-qvq-72b-preview"),
+        ("qwen-qvq-72b-preview", "qwen-qvq-72b-preview"),
+    ],
 )
 def test_get_model(given: str | None, resolved: str) -> None:
     assert Qwen_QVQ_72B.get_model(given) == resolved
@@ -93,11 +121,16 @@ def test_messages_type_works_as_in_the_seed() -> None:
 
 def test_prompt_with_openai_parts_collects_images() -> None:
     prompt = build_prompt(
-        [{"role": "user", "content": [
-            {"type": "text", "text": "What is this?"},
-            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
-            {"type": "image", "image": b"raw"},
-        ]}]
+        [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "What is this?"},
+                    {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}},
+                    {"type": "image", "image": b"raw"},
+                ],
+            }
+        ]
     )
     assert prompt.text == "What is this?"
     assert prompt.images == ["data:image/png;base64,AAAA", b"raw"]
@@ -111,13 +144,20 @@ def test_quota_message_with_html() -> None:
     assert isinstance(error, QuotaExceededError)
     assert error.retry_after == 588
     assert "<" not in error.message
-    assert error.message.startswith("You have exceeded your GPU quota (60s requested vs. 56s left).")
+    assert error.message.startswith(
+        "You have exceeded your GPU quota (60s requested vs. 56s left)."
+    )
 
 
 @pytest.mark.parametrize(
     ("message", "seconds"),
-    [("retry in 0:09:48", 588), ("retry in 9:48", 588), ("Try again in 30s", 30),
-     ("try again in 2 minutes", 120), ("please wait", None)],
+    [
+        ("retry in 0:09:48", 588),
+        ("retry in 9:48", 588),
+        ("Try again in 30s", 30),
+        ("try again in 2 minutes", 120),
+        ("please wait", None),
+    ],
 )
 def test_retry_after_formats(message: str, seconds: float | None) -> None:
     assert parse_retry_after(message) == seconds
@@ -151,12 +191,21 @@ def test_an_error_without_message_is_not_a_quota_error() -> None:
     assert type(error) is AppError
 
 
-@pytest.mark.parametrize(("code", "kind"), [(401, AuthenticationError), (403, AuthenticationError),
-                                            (429, RateLimitError), (503, RateLimitError),
-                                            (404, SpaceConnectionError)])
+@pytest.mark.parametrize(
+    ("code", "kind"),
+    [
+        (401, AuthenticationError),
+        (403, AuthenticationError),
+        (429, RateLimitError),
+        (503, RateLimitError),
+        (404, SpaceConnectionError),
+    ],
+)
 def test_http_status_mapping(code: int, kind: type[ResponseError]) -> None:
     request = httpx.Request("GET", SPACE)
-    exc = httpx.HTTPStatusError("x", request=request, response=httpx.Response(code, request=request))
+    exc = httpx.HTTPStatusError(
+        "x", request=request, response=httpx.Response(code, request=request)
+    )
     assert type(translate_error(exc, space=SPACE)) is kind
 
 
@@ -173,7 +222,9 @@ def test_tokens_are_redacted_from_errors_and_reprs() -> None:
     assert token not in str(error)
     assert "sometoken" not in str(error)
     assert redact(f"x {token} y") == "x *** y"
-    session = Session(SPACE, token=token, proxy="http://user:pw@proxy:1", headers={"x-ip-token": "s"})
+    session = Session(
+        SPACE, token=token, proxy="http://user:pw@proxy:1", headers={"x-ip-token": "s"}
+    )
     for shown in (repr(session), repr(session.config), str(session.config)):
         assert token not in shown
         assert "pw@" not in shown

@@ -1,0 +1,266 @@
+"""Benchmarks: qvq-gradio vs raw gradio_client, side by side in one run, against the replica.
+
+    python benchmarks/bench.py            # everything
+    python benchmarks/bench.py stream     # (a) 200 tokens x 10 ms: wall time, time to first token
+    python benchmarks/bench.py memory     # (b) 8,000 tokens unpaced: process memory growth
+    python benchmarks/bench.py concurrent # (c) 32 streams x 100 tokens x 10 ms: wall, CPU, loop lag
+
+Raw gradio_client is used as its documentation shows: one ``Client``, ``job = submit(...)``,
+``for output in job``. Each side gets one warm-up stream; figures are medians over rounds, and
+the two sides alternate within each round. The replica runs in its own process, so its CPU time
+is not counted. Memory is measured in a fresh process per side (peak RSS growth).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import anyio
+from gradio_client import Client
+
+from qvq_gradio import Session
+from qvq_gradio.replica import ReplicaProcess
+
+RESULTS: dict[str, Any] = {}
+
+
+def raw_stream(client: Client, prompt: str) -> tuple[float, float | None]:
+    start = time.perf_counter()
+    first = None
+    job = client.submit(None, prompt, api_name="/generate")
+    for output in job:
+        if first is None and output:
+            first = time.perf_counter() - start
+    job.result()
+    return time.perf_counter() - start, first
+
+
+async def ours_stream(session: Session, prompt: str) -> tuple[float, float | None]:
+    start = time.perf_counter()
+    first = None
+    async for _ in session.stream(prompt):
+        if first is None:
+            first = time.perf_counter() - start
+    return time.perf_counter() - start, first
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.3f}x" if b else "n/a"
+
+
+# -- (a) one stream: wall time and time to first token -------------------------------------------
+
+
+def bench_stream(url: str, rounds: int) -> None:
+    prompt = "[[replica tokens=200 delay=0.01]] bench a"
+    client = Client(url, verbose=False)
+    raw_stream(client, prompt)  # warm-up
+    raw: list[tuple[float, float | None]] = []
+    ours: list[tuple[float, float | None]] = []
+
+    async def run() -> None:
+        async with Session(url) as session:
+            await ours_stream(session, prompt)  # warm-up
+            for i in range(rounds):
+                if i % 2:
+                    ours.append(await ours_stream(session, prompt))
+                    raw.append(await anyio.to_thread.run_sync(raw_stream, client, prompt))
+                else:
+                    raw.append(await anyio.to_thread.run_sync(raw_stream, client, prompt))
+                    ours.append(await ours_stream(session, prompt))
+
+    anyio.run(run)
+    client.close()
+    raw_wall = statistics.median(w for w, _ in raw)
+    our_wall = statistics.median(w for w, _ in ours)
+    raw_first = statistics.median(f or 0 for _, f in raw)
+    our_first = statistics.median(f or 0 for _, f in ours)
+    RESULTS["stream"] = {
+        "raw_wall_s": raw_wall,
+        "ours_wall_s": our_wall,
+        "raw_ttft_ms": raw_first * 1000,
+        "ours_ttft_ms": our_first * 1000,
+    }
+    print(f"(a) 200 tokens x 10 ms, median of {rounds} rounds")
+    print(
+        f"    wall  raw {raw_wall:.3f} s  ours {our_wall:.3f} s  ratio {ratio(our_wall, raw_wall)}"
+    )
+    print(
+        f"    TTFT  raw {raw_first * 1000:.1f} ms  ours {our_first * 1000:.1f} ms  "
+        f"diff {(our_first - raw_first) * 1000:+.1f} ms"
+    )
+
+
+# -- (b) memory: a fresh process per side ---------------------------------------------------------
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_child(side: str, url: str, tokens: int) -> None:
+    prompt = f"[[replica tokens={tokens} delay=0]] bench b"
+    warm = "[[replica tokens=10 delay=0]] warm"
+    if side == "raw":
+        client = Client(url, verbose=False)
+        raw_stream(client, warm)
+        before = _peak_rss_mb()
+        job = client.submit(None, prompt, api_name="/generate")
+        chars = 0
+        for output in job:
+            chars = len(output)
+        job.result()
+        after = _peak_rss_mb()
+    else:
+
+        async def run() -> tuple[float, float, int]:
+            async with Session(url) as session:
+                await session.ask(warm)
+                before = _peak_rss_mb()
+                text = await session.ask(prompt)
+                return before, _peak_rss_mb(), len(text)
+
+        before, after, chars = anyio.run(run)
+    print(json.dumps({"growth_mb": after - before, "chars": chars}))
+
+
+def bench_memory(url: str, tokens: int) -> None:
+    growth = {}
+    for side in ("raw", "ours"):
+        out = subprocess.run(
+            [sys.executable, __file__, "_memory", side, url, str(tokens)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        growth[side] = json.loads(out.stdout.strip().splitlines()[-1])
+    RESULTS["memory"] = growth
+    print(f"(b) {tokens} tokens unpaced ({growth['ours']['chars']} chars): peak RSS growth")
+    print(f"    raw {growth['raw']['growth_mb']:.1f} MB  ours {growth['ours']['growth_mb']:.1f} MB")
+
+
+# -- (c) 32 concurrent streams ------------------------------------------------------------------
+
+
+async def _lag_monitor(samples: list[float], stop: asyncio.Event, period: float = 0.005) -> None:
+    loop = asyncio.get_running_loop()
+    while not stop.is_set():
+        start = loop.time()
+        await asyncio.sleep(period)
+        samples.append(loop.time() - start - period)
+
+
+def _p99(values: list[float]) -> float:
+    return statistics.quantiles(values, n=100)[98] if len(values) > 1 else 0.0
+
+
+async def _concurrent_raw(client: Client, prompt: str, n: int) -> tuple[float, float, float]:
+    lags: list[float] = []
+    stop = asyncio.Event()
+    monitor = asyncio.create_task(_lag_monitor(lags, stop))
+    loop = asyncio.get_running_loop()
+    with concurrent.futures.ThreadPoolExecutor(n) as pool:
+        cpu, wall = time.process_time(), time.perf_counter()
+        await asyncio.gather(
+            *[loop.run_in_executor(pool, raw_stream, client, prompt) for _ in range(n)]
+        )
+        cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    stop.set()
+    await monitor
+    return wall, cpu, _p99(lags)
+
+
+async def _concurrent_ours(session: Session, prompt: str, n: int) -> tuple[float, float, float]:
+    lags: list[float] = []
+    stop = asyncio.Event()
+    monitor = asyncio.create_task(_lag_monitor(lags, stop))
+    cpu, wall = time.process_time(), time.perf_counter()
+    await asyncio.gather(*[ours_stream(session, prompt) for _ in range(n)])
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    stop.set()
+    await monitor
+    return wall, cpu, _p99(lags)
+
+
+def bench_concurrent(url: str, rounds: int, n: int = 32) -> None:
+    prompt = "[[replica tokens=100 delay=0.01]] bench c"
+    client = Client(url, verbose=False, max_workers=64)
+    raw: list[tuple[float, float, float]] = []
+    ours: list[tuple[float, float, float]] = []
+
+    async def run() -> None:
+        async with Session(url) as session:
+            await _concurrent_raw(client, prompt, n)  # warm-up: threads come into being
+            await _concurrent_ours(session, prompt, n)
+            for i in range(rounds):
+                for side in ("raw", "ours") if i % 2 == 0 else ("ours", "raw"):
+                    if side == "raw":
+                        raw.append(await _concurrent_raw(client, prompt, n))
+                    else:
+                        ours.append(await _concurrent_ours(session, prompt, n))
+
+    asyncio.run(run())
+    client.close()
+    med = lambda xs, k: statistics.median(x[k] for x in xs)  # noqa: E731
+    figures = {
+        "raw_wall_s": med(raw, 0),
+        "ours_wall_s": med(ours, 0),
+        "raw_cpu_s": med(raw, 1),
+        "ours_cpu_s": med(ours, 1),
+        "raw_lag_p99_ms": med(raw, 2) * 1000,
+        "ours_lag_p99_ms": med(ours, 2) * 1000,
+    }
+    RESULTS["concurrent"] = figures
+    print(f"(c) {n} concurrent streams x 100 tokens x 10 ms, median of {rounds} rounds")
+    print(
+        f"    wall  raw {figures['raw_wall_s']:.3f} s  ours {figures['ours_wall_s']:.3f} s  "
+        f"ratio {ratio(figures['ours_wall_s'], figures['raw_wall_s'])}"
+    )
+    print(
+        f"    CPU   raw {figures['raw_cpu_s']:.2f} s  ours {figures['ours_cpu_s']:.2f} s  "
+        f"ratio {ratio(figures['ours_cpu_s'], figures['raw_cpu_s'])}"
+    )
+    print(
+        f"    event-loop lag p99  raw {figures['raw_lag_p99_ms']:.1f} ms  "
+        f"ours {figures['ours_lag_p99_ms']:.1f} ms"
+    )
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "_memory":
+        memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
+        return
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("which", nargs="*", default=["stream", "memory", "concurrent"])
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--tokens", type=int, default=8000, help="for the memory benchmark")
+    parser.add_argument("--json", help="also write the figures to this file")
+    args = parser.parse_args()
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    with ReplicaProcess(["--concurrency", "64"], env=env) as replica:
+        print(f"replica on {replica.url}; python {sys.version.split()[0]}; {os.cpu_count()} cores")
+        if "stream" in args.which:
+            bench_stream(replica.url, args.rounds)
+        if "memory" in args.which:
+            bench_memory(replica.url, args.tokens)
+        if "concurrent" in args.which:
+            bench_concurrent(replica.url, args.rounds)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(RESULTS, handle, indent=2)
+
+
+if __name__ == "__main__":
+    main()
