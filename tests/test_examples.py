@@ -55,3 +55,16 @@ def test_demo_streams_offline() -> None:
     assert "Image: 320x200 RGB PNG" in done.stdout
     assert done.stdout.rstrip().endswith("\\boxed{12}")
     assert "[replica Space on http://127.0.0.1:" in done.stderr
+
+
+def test_replica_example_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "replica_example.py")],
+        capture_output=True,
+        text=True,
+        env=replica_env(),
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines()[-1] == "done 5"
