@@ -71,6 +71,7 @@ REASONING_WORDS: tuple[str, ...] = tuple(
     "Let me look at this carefully and reason step by step . The question asks what is "
     "shown , so I will check each detail , compare it with what I know , and then decide .".split()
 )
+_RECORDED_HEADERS = ("x-ip-token", "x-zerogpu-token")
 _DIRECTIVE = re.compile(r"\[\[replica([^\]]*)\]\]")
 
 
@@ -118,6 +119,7 @@ class RequestRecord:
     tokens_generated: int = 0
     state: Literal["running", "done", "failed", "cancelled"] = "running"
     text: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  #: ZeroGPU-relevant headers received
     started: float = 0.0  #: time.monotonic() in the replica's process
     ended: float | None = None
 
@@ -203,8 +205,11 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
     base = config or ReplicaConfig()
     log = _Log()
 
-    async def generate(image: str | None, text: str) -> AsyncIterator[str]:
+    async def generate(image: str | None, text: str, request: gr.Request) -> AsyncIterator[str]:
         record = log.start(text)
+        record.headers = {
+            name: request.headers[name] for name in _RECORDED_HEADERS if name in request.headers
+        }
         try:
             settings = base.with_directives(text)
             if image:
@@ -242,6 +247,10 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
                 record.state = "cancelled"
             record.ended = time.monotonic()
             log.update()
+
+    # Gradio finds the request parameter by its annotation; with postponed annotations that is
+    # a string naming a local import, so give it the class itself.
+    generate.__annotations__["request"] = gr.Request
 
     with gr.Blocks(title="QVQ-72B replica", analytics_enabled=False) as blocks:
         gr.Markdown("# QVQ-72B replica\nA local stand-in for the QVQ-72B Space.")

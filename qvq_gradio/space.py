@@ -528,6 +528,8 @@ class Session:
         except concurrent.futures.CancelledError as cancelled:
             exc = cancelled
         if exc is not None:
+            if self._closed:
+                raise SpaceConnectionError("the Session was closed", space=self.space) from exc
             error = translate_error(exc, space=self.space)
             raise error from exc
         return future.result()

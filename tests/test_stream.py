@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import io
+import socket
 import tempfile
 import threading
 import tracemalloc
@@ -15,7 +16,7 @@ import anyio
 import pytest
 from PIL import Image
 
-from qvq_gradio import Finished, Qwen_QVQ_72B, Session, TextDelta
+from qvq_gradio import Finished, Qwen_QVQ_72B, Session, SpaceConnectionError, TextDelta
 from qvq_gradio.replica import REASONING_WORDS, ReplicaProcess, answer_head
 
 from .conftest import ended
@@ -279,3 +280,30 @@ async def test_works_under_trio(replica: ReplicaProcess, marker: str) -> None:
             break
         await stream.aclose()
     await _assert_stopped_early(replica, f"{marker}-c", 2000)
+
+
+async def test_extra_headers_reach_the_space(replica: ReplicaProcess, marker: str) -> None:
+    async with Session(replica.url, headers={"x-ip-token": "ip-token-value"}) as session:
+        await session.ask(f"{marker} [[replica tokens=1 delay=0]]")
+    assert (await ended(replica, marker))["headers"] == {"x-ip-token": "ip-token-value"}
+
+
+async def test_proxy_is_used(replica: ReplicaProcess, marker: str) -> None:
+    with socket.socket() as sock:  # a proxy address nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        dead_proxy = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    async with Session(replica.url, proxy=dead_proxy) as session:
+        with pytest.raises(SpaceConnectionError):
+            await session.ask(f"{marker} [[replica tokens=1 delay=0]]")
+
+
+async def test_closing_the_session_ends_its_streams(replica: ReplicaProcess, marker: str) -> None:
+    session = Session(replica.url)
+    stream = session.stream(f"{marker} [[replica tokens=2000 delay=0.01]]")
+    await stream.__anext__()
+    await session.aclose()
+    with pytest.raises(SpaceConnectionError, match="Session was closed"):
+        async for _ in stream:
+            pass
+    record = await ended(replica, marker)
+    assert record["state"] == "cancelled"
