@@ -40,7 +40,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from types import TracebackType
-from typing import Any, Literal, cast
+from typing import Any, Literal, TypeVar, cast
 
 import httpx
 
@@ -294,10 +294,30 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
     return gr.mount_gradio_app(app, blocks, path="/")
 
 
+_R = TypeVar("_R", bound="_Control")
+
+
 class _Control:
-    """The replica's control routes, over HTTP."""
+    """A running replica: start/stop as a context manager, and its control routes over HTTP."""
 
     url: str
+
+    def start(self: _R) -> _R:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _R) -> _R:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
     def requests(self) -> list[dict[str, Any]]:
         """Every request received so far (see :class:`RequestRecord`)."""
@@ -377,17 +397,6 @@ class Replica(_Control):
             self._thread.join(timeout=10)
         self._sock.close()
 
-    def __enter__(self) -> Replica:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
 
 class ReplicaProcess(_Control):
     """The replica in a child process (``python -m qvq_gradio.replica``); a context manager.
@@ -429,17 +438,6 @@ class ReplicaProcess(_Control):
                 self._proc.wait()
         if self._proc is not None and self._proc.stdout is not None:
             self._proc.stdout.close()
-
-    def __enter__(self) -> ReplicaProcess:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def serve(
