@@ -13,7 +13,9 @@ from .errors import (
     ConnectTimeoutError,
     GPUUnavailableError,
     IdleTimeoutError,
+    ImageTooLargeError,
     InputError,
+    MediaDownloadError,
     MediaError,
     MessagesError,
     ProtocolError,
@@ -27,7 +29,8 @@ from .errors import (
     UnknownModelError,
 )
 from .events import Event, Finished, QueueUpdate, TextDelta
-from .media import ImageInput, MediaListType
+from .imaging import ImageOptions
+from .media import ImageInput, MediaListType, MultipleImagesWarning
 from .prompt import Messages
 from .provider import Qwen_QVQ_72B, close_shared_sessions, shared_session
 from .space import DEFAULT_SPACE, SPACE_ENV, Session
@@ -45,11 +48,15 @@ __all__ = [
     "GPUUnavailableError",
     "IdleTimeoutError",
     "ImageInput",
+    "ImageOptions",
+    "ImageTooLargeError",
     "InputError",
+    "MediaDownloadError",
     "MediaError",
     "MediaListType",
     "Messages",
     "MessagesError",
+    "MultipleImagesWarning",
     "ProtocolError",
     "QVQError",
     "QueueUpdate",

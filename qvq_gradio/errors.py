@@ -7,6 +7,8 @@
     │   ├── UnknownModelError                 model name not one of Qwen_QVQ_72B.models
     │   ├── MessagesError                     messages of the wrong shape, role or type
     │   └── MediaError                        an image that cannot be read or used
+    │       ├── ImageTooLargeError            over the decoding limit (a decompression bomb)
+    │       └── MediaDownloadError            an image URL could not be fetched as an image
     └── ResponseError                         the seed's name: anything that came from the Space
         ├── SpaceConnectionError              could not reach the Space, or it went away
         ├── AuthenticationError               the Space refused our credentials
@@ -34,7 +36,9 @@ __all__ = [
     "ConnectTimeoutError",
     "GPUUnavailableError",
     "IdleTimeoutError",
+    "ImageTooLargeError",
     "InputError",
+    "MediaDownloadError",
     "MediaError",
     "MessagesError",
     "ProtocolError",
@@ -84,6 +88,14 @@ class MessagesError(InputError):
 
 class MediaError(InputError):
     """An image given in ``media`` or inside a message cannot be read or used."""
+
+
+class ImageTooLargeError(MediaError):
+    """The image has more pixels than may be decoded (``ImageOptions.max_image_pixels``)."""
+
+
+class MediaDownloadError(MediaError):
+    """An image URL failed: HTTP error, too large, too slow, or not an image."""
 
 
 # -- response: everything that came from the Space ----------------------------------------------

@@ -1,110 +1,386 @@
-"""Images in, one normalised image file out, ready for ``gradio_client.handle_file``.
+"""Images as users hold them, in; one file ready for ``gradio_client.handle_file``, out.
 
-Accepted here: a path (``str`` / ``os.PathLike``), ``bytes`` / ``bytearray`` / ``memoryview``,
-or a ``PIL.Image.Image``; any item may also be a ``(media, filename)`` tuple as in the seed's
-``MediaListType``. The image is decoded with Pillow, converted to RGB and written as PNG into a
-private temporary directory (0700, file 0600) that :meth:`PreparedImage.close` removes.
+Accepted, everywhere an image goes (``media=``, ``image=``, image parts of messages):
 
-Everything here blocks (file and pixel work): the async core runs it in a worker thread.
+* ``bytes``, ``bytearray``, ``memoryview``: an encoded image (PNG, JPEG, WebP, GIF, AVIF...);
+* a binary file-like object (anything with ``read()`` returning bytes);
+* a path, as ``str`` or ``os.PathLike``;
+* a ``PIL.Image.Image``;
+* a NumPy array (only if NumPy is installed): ``uint8`` of shape HxW, HxWx3 or HxWx4;
+* a ``data:`` URI (``data:image/png;base64,...``);
+* an ``http(s)://`` URL: downloaded with httpx (size cap, timeout, content-type check), then
+  normalised like any other image; with ``ImageOptions(url_mode="pass")`` a single URL is given
+  to the Space as it is, and the Space fetches it (no normalisation then);
+* any of these as a ``(media, filename)`` tuple, as in the seed's ``MediaListType``;
+* HEIC/HEIF phone photos with the ``heif`` extra (``pip install 'qvq-gradio[heif]'``).
+
+Anything else raises ``TypeError`` listing the above, before anything is sent.
+
+The Space takes one image per question. Several images follow ``ImageOptions.multi_image``:
+``"grid"`` (default) composes one image with tiles labelled "Image 1", "Image 2", ... and tells
+the model so in the prompt — it sees every image, each at lower resolution; ``"first"`` sends
+only the first (with a :class:`MultipleImagesWarning`) at full budget; ``"error"`` refuses.
+
+Normalised images go to a private temporary directory (0700, files 0600) that is removed when
+the stream ends: on success, error or cancellation.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
+import base64
+import binascii
 import os
+import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+import urllib.parse
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import Any, Literal, TypeAlias
 
-from PIL import Image, UnidentifiedImageError
+import anyio
+import anyio.to_thread
+import httpx
+from PIL import Image
 
-from .errors import MediaError
+from ._gradio import shared_ssl_context
+from .errors import MediaDownloadError, MediaError
+from .imaging import ImageOptions, Normalised, Source, compose_grid, normalise, open_image
 
-__all__ = ["ImageInput", "MediaListType", "PreparedImage", "normalise", "open_image", "prepare"]
+__all__ = [
+    "ImageInput",
+    "ImageOptions",
+    "MediaItem",
+    "MediaListType",
+    "MultipleImagesWarning",
+    "Upload",
+    "classify",
+    "load",
+    "prepare_upload",
+]
 
-#: One image as a user holds it.
-ImageInput: TypeAlias = "str | os.PathLike[str] | bytes | bytearray | memoryview | Image.Image"
+#: One image as a user holds it (see the module docstring for every accepted kind).
+ImageInput: TypeAlias = Any
 #: The seed's media list: images, or ``(image, filename)`` tuples.
 MediaListType: TypeAlias = "list[ImageInput | tuple[ImageInput, str | None]]"
 
-_ACCEPTED = "a path (str or os.PathLike), bytes, bytearray, memoryview or a PIL.Image.Image"
+ACCEPTED = (
+    "bytes, bytearray, memoryview, a binary file-like object, a path (str or os.PathLike), "
+    "a PIL.Image.Image, a NumPy uint8 array (HxW, HxWx3, HxWx4), a data: URI or an "
+    "http(s) URL, or a (media, filename) tuple of one of these"
+)
+_HEIF_BRANDS = (b"ftypheic", b"ftypheix", b"ftypmif1", b"ftypmsf1", b"ftyphevc", b"ftyphevx")
+_SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]+")
 
 
-def _unwrap(item: Any) -> Any:
+class MultipleImagesWarning(UserWarning):
+    """Several images were given and only the first is sent (``multi_image="first"``)."""
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One image input, classified but not yet read."""
+
+    kind: Literal["bytes", "path", "file", "pil", "array", "data", "url"]
+    value: Any
+    name: str | None = None
+
+
+def _is_numpy_array(value: Any) -> bool:
+    return type(value).__module__ == "numpy" and hasattr(value, "__array_interface__")
+
+
+def classify(item: Any) -> MediaItem:
+    """Recognise what ``item`` is, without reading it; ``TypeError`` for anything unsupported."""
+    name: str | None = None
     if isinstance(item, tuple):
-        if len(item) != 2:
-            raise TypeError("a media tuple must be (image, filename)")
-        return item[0]
-    return item
+        if len(item) != 2 or not (item[1] is None or isinstance(item[1], str)):
+            raise TypeError("a media tuple must be (image, filename or None)")
+        item, name = item
+    if isinstance(item, (bytes, bytearray, memoryview)):
+        return MediaItem("bytes", item, name)
+    if isinstance(item, str):
+        lowered = item[:8].lower()
+        if lowered.startswith("data:"):
+            return MediaItem("data", item, name)
+        if lowered.startswith(("http://", "https://")):
+            return MediaItem("url", item, name or _url_name(item))
+        return MediaItem("path", Path(item), name or Path(item).name)
+    if isinstance(item, os.PathLike):
+        path = Path(os.fspath(item))
+        return MediaItem("path", path, name or path.name)
+    if isinstance(item, Image.Image):
+        return MediaItem("pil", item, name)
+    if _is_numpy_array(item):
+        return MediaItem("array", item, name)
+    if callable(getattr(item, "read", None)):
+        return MediaItem("file", item, name or getattr(item, "name", None))
+    raise TypeError(f"cannot use {type(item).__name__} as an image; accepted: {ACCEPTED}")
 
 
-def open_image(item: Any) -> Image.Image:
-    """Open one media item as a PIL image (lazily, not yet decoded)."""
-    source = _unwrap(item)
+def _url_name(url: str) -> str:
+    return Path(urllib.parse.urlsplit(url).path).name or "image"
+
+
+def _shown(url: str) -> str:
+    """A URL for messages: no query string or credentials (signed URLs carry secrets there)."""
+    parts = urllib.parse.urlsplit(url)
+    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+
+
+# -- reading ------------------------------------------------------------------------------------
+
+
+def _from_data_uri(uri: str) -> bytes:
+    header, comma, payload = uri.partition(",")
+    if not comma:
+        raise MediaError("a data: URI needs a comma before its data")
+    meta = header[5:].split(";")
+    mime = meta[0].strip().lower()
+    if mime and not mime.startswith("image/"):
+        raise MediaError(f"the data: URI holds {mime}, not an image")
+    try:
+        if "base64" in (part.strip().lower() for part in meta[1:]):
+            return base64.b64decode(payload, validate=True)
+        return urllib.parse.unquote_to_bytes(payload)
+    except (binascii.Error, ValueError) as exc:
+        raise MediaError(f"the data: URI's base64 data is broken: {exc}") from exc
+
+
+def _from_array(array: Any) -> Image.Image:
+    shape = tuple(array.shape)
+    if str(array.dtype) != "uint8" or not (
+        len(shape) == 2 or (len(shape) == 3 and shape[2] in (3, 4))
+    ):
+        raise MediaError(
+            f"a NumPy image must be uint8 of shape HxW, HxWx3 or HxWx4; got {array.dtype} "
+            f"of shape {shape}"
+        )
+    return Image.fromarray(array)
+
+
+def _read_file(handle: Any) -> bytes:
+    data = handle.read()
+    if isinstance(data, str):
+        raise MediaError("the file-like object is open in text mode; open it with 'rb'")
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise MediaError(f"the file-like object's read() gave {type(data).__name__}, not bytes")
+    return bytes(data)
+
+
+def _read_local(item: MediaItem) -> Source:
+    """Read a non-URL item into something :func:`normalise` takes (blocking)."""
+    if item.kind == "bytes":
+        return bytes(item.value)
+    if item.kind == "path":
+        path: Path = item.value
+        if not path.is_file():
+            raise MediaError(f"no such image file: {path}")
+        return path
+    if item.kind == "file":
+        return _read_file(item.value)
+    if item.kind == "pil":
+        return item.value  # type: ignore[no-any-return]
+    if item.kind == "array":
+        return _from_array(item.value)
+    if item.kind == "data":
+        return _from_data_uri(item.value)
+    raise AssertionError(item.kind)  # pragma: no cover
+
+
+async def download(url: str, options: ImageOptions, proxy: str | None = None) -> bytes:
+    """Fetch an image URL: HTTP errors, non-image content, oversize and slowness are errors."""
+    verify = await anyio.to_thread.run_sync(shared_ssl_context)
+    limit = options.max_download_bytes
+    try:
+        with anyio.fail_after(options.download_timeout):
+            async with (
+                httpx.AsyncClient(
+                    verify=verify,
+                    proxy=proxy,
+                    follow_redirects=True,
+                    timeout=options.download_timeout,
+                ) as client,
+                client.stream("GET", url) as response,
+            ):
+                if response.status_code >= 400:
+                    raise MediaDownloadError(
+                        f"fetching {_shown(url)} failed: HTTP {response.status_code}"
+                    )
+                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                if kind and not kind.startswith("image/") and kind != "application/octet-stream":
+                    raise MediaDownloadError(f"{_shown(url)} is {kind}, not an image")
+                declared = response.headers.get("content-length")
+                if declared and declared.isdigit() and int(declared) > limit:
+                    raise MediaDownloadError(
+                        f"{_shown(url)} is {int(declared):,} bytes, over the {limit:,}-byte limit"
+                    )
+                body = bytearray()
+                async for chunk in response.aiter_bytes():
+                    body += chunk
+                    if len(body) > limit:
+                        raise MediaDownloadError(
+                            f"{_shown(url)} is over the {limit:,}-byte download limit"
+                        )
+                return bytes(body)
+    except TimeoutError as exc:
+        raise MediaDownloadError(
+            f"fetching {_shown(url)} took longer than {options.download_timeout:g} s"
+        ) from exc
+    except httpx.HTTPError as exc:
+        raise MediaDownloadError(f"cannot fetch {_shown(url)}: {exc}") from exc
+
+
+def _register_heif(head: bytes) -> bool:
+    """Make Pillow read HEIC/HEIF when the source is one; False when it is not HEIF."""
+    if head[4:12] not in _HEIF_BRANDS:
+        return False
+    try:
+        import pillow_heif
+    except ImportError as exc:
+        raise MediaError(
+            "this is a HEIC/HEIF image; reading it needs the 'heif' extra: "
+            "pip install 'qvq-gradio[heif]'"
+        ) from exc
+    pillow_heif.register_heif_opener()
+    return True
+
+
+def _prepare_heif(source: Source) -> None:
     if isinstance(source, Image.Image):
-        return source
-    try:
-        if isinstance(source, (bytes, bytearray, memoryview)):
-            if not len(source):
-                raise MediaError("the image is empty (0 bytes)")
-            return Image.open(io.BytesIO(bytes(source)))
-        if isinstance(source, (str, os.PathLike)):
-            path = Path(source)
-            if not path.is_file():
-                raise MediaError(f"no such image file: {path}")
-            return Image.open(path)
-    except UnidentifiedImageError as exc:
-        raise MediaError(f"not an image Pillow can read: {exc}") from exc
-    except OSError as exc:
-        raise MediaError(f"cannot read the image: {exc}") from exc
-    raise TypeError(f"cannot use {type(source).__name__} as an image; give {_ACCEPTED}")
+        return
+    if isinstance(source, bytes):
+        head = source[:16]
+    else:
+        with open(source, "rb") as handle:
+            head = handle.read(16)
+    _register_heif(head)
 
 
-def normalise(image: Image.Image) -> Image.Image:
-    """Decode ``image`` and return it in RGB (transparency composited on white)."""
-    try:
-        image.load()
-        if image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info):
-            rgba = image.convert("RGBA")
-            background = Image.new("RGB", rgba.size, (255, 255, 255))
-            background.paste(rgba, mask=rgba.getchannel("A"))
-            return background
-        return image.convert("RGB") if image.mode != "RGB" else image
-    except OSError as exc:
-        raise MediaError(f"the image data is broken: {exc}") from exc
+def load(item: MediaItem) -> Source:
+    """Read a local item (blocking); URLs are fetched by :func:`download` instead."""
+    source = _read_local(item)
+    _prepare_heif(source)
+    return source
 
 
-@dataclass(slots=True)
-class PreparedImage:
-    """A normalised image on disk; remove it with :meth:`close` once the job is over."""
+# -- the upload ----------------------------------------------------------------------------------
 
-    path: Path
-    width: int
-    height: int
-    sha256: str  #: of the RGB pixel bytes, as the replica Space reports it
+
+@dataclass
+class Upload:
+    """What is handed to ``handle_file``: a file path or (``url_mode="pass"``) a URL.
+
+    ``note`` is a sentence for the prompt (set when several images became one grid).
+    :meth:`close` removes the private temporary directory, if one was made.
+    """
+
+    target: str = ""
+    note: str | None = None
+    normalised: Normalised | None = None
+    directory: Path | None = field(default=None, repr=False)
 
     def close(self) -> None:
-        shutil.rmtree(self.path.parent, ignore_errors=True)
+        if self.directory is not None:
+            shutil.rmtree(self.directory, ignore_errors=True)
+            self.directory = None
 
 
-def prepare(item: Any) -> PreparedImage:
-    """Open, normalise and write one media item to a private temporary PNG file."""
-    source = open_image(item)
+def _file_name(name: str | None, fmt: str) -> str:
+    stem = _SAFE_NAME.sub("_", Path(name).stem if name else "")[:64].strip("._") or "image"
+    return f"{stem}.{'jpg' if fmt == 'JPEG' else fmt.lower()}"
+
+
+def _write(upload: Upload, data: bytes, name: str) -> None:
+    # mkdtemp makes the directory 0700; the file is created 0600. The directory is recorded
+    # on the Upload before anything is written, so whoever holds the Upload can remove it.
+    upload.directory = Path(tempfile.mkdtemp(prefix="qvq-gradio-"))
+    path = upload.directory / name
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+    upload.target = str(path)
+
+
+def _normalise_to(upload: Upload, source: Source, name: str | None, options: ImageOptions) -> None:
+    result = normalise(source, options)
+    upload.normalised = result
+    if result.passthrough and isinstance(source, Path):
+        upload.target = str(source)  # the user's own file, uploaded as it is: nothing to copy
+        return
+    data = result.data
+    if data is None:  # passthrough of encoded bytes
+        assert isinstance(source, bytes)
+        data = source
+    _write(upload, data, _file_name(name, result.format))
+
+
+def _grid_to(upload: Upload, sources: list[Source], options: ImageOptions) -> None:
+    images = [open_image(source) for source in sources]
     try:
-        image = normalise(source)
-        directory = Path(tempfile.mkdtemp(prefix="qvq-gradio-"))  # created 0700
-        try:
-            fd, name = tempfile.mkstemp(suffix=".png", dir=directory)  # created 0600
-            with os.fdopen(fd, "wb") as handle:
-                image.save(handle, format="PNG")
-            digest = hashlib.sha256(image.tobytes()).hexdigest()
-            return PreparedImage(Path(name), image.width, image.height, digest)
-        except BaseException:
-            shutil.rmtree(directory, ignore_errors=True)
-            raise
+        for image in images:
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+        grid = compose_grid(images, options)
     finally:
-        if source is not _unwrap(item):  # we opened it, so we close it (not the caller's image)
-            source.close()
+        for image, source in zip(images, sources, strict=True):
+            if image is not source:
+                image.close()
+    _normalise_to(upload, grid, "images-grid", options)
+
+
+async def _source_of(item: MediaItem, options: ImageOptions, proxy: str | None) -> Source:
+    if item.kind == "url":
+        data = await download(item.value, options, proxy)
+        await anyio.to_thread.run_sync(_prepare_heif, data)
+        return data
+    return await anyio.to_thread.run_sync(load, item)
+
+
+async def prepare_upload(
+    items: Sequence[MediaItem], options: ImageOptions, *, proxy: str | None = None
+) -> Upload | None:
+    """Turn classified items into one :class:`Upload` (or ``None`` when there are none).
+
+    On any failure, cancellation included, whatever was written is removed before re-raising.
+    """
+    if not items:
+        return None
+    chosen = list(items)
+    if len(chosen) > 1:
+        if options.multi_image == "error":
+            raise MediaError(
+                f"{len(chosen)} images given; the Space takes one per question "
+                "(use multi_image='grid' to send them as one labelled grid)"
+            )
+        if options.multi_image == "first":
+            warnings.warn(
+                f"{len(chosen)} images given; the Space takes one per question, "
+                "so only the first is sent",
+                MultipleImagesWarning,
+                stacklevel=3,
+            )
+            chosen = chosen[:1]
+    upload = Upload()
+    try:
+        if len(chosen) == 1 and chosen[0].kind == "url" and options.url_mode == "pass":
+            upload.target = chosen[0].value
+            return upload
+        sources = [await _source_of(item, options, proxy) for item in chosen]
+        if len(sources) == 1:
+            await anyio.to_thread.run_sync(
+                _normalise_to, upload, sources[0], chosen[0].name, options
+            )
+        else:
+            await anyio.to_thread.run_sync(_grid_to, upload, sources, options)
+            upload.note = (
+                f"[The image is a grid of {len(sources)} pictures, labelled "
+                f'"Image 1" to "Image {len(sources)}" in reading order.]'
+            )
+        return upload
+    except BaseException:
+        with anyio.CancelScope(shield=True):
+            await anyio.to_thread.run_sync(upload.close)
+        raise

@@ -35,7 +35,6 @@ import httpx
 from gradio_client import handle_file
 from gradio_client.utils import Status
 
-from . import media as _media
 from ._gradio import JobFeed, QVQClient, job_feed, shared_ssl_context, translate_error
 from .errors import (
     ConnectTimeoutError,
@@ -45,6 +44,8 @@ from .errors import (
     TotalTimeoutError,
 )
 from .events import Event, Finished, QueueUpdate, TextDelta
+from .imaging import ImageOptions
+from .media import MediaItem, Upload, classify, prepare_upload
 from .prompt import Messages, build_prompt
 
 __all__ = ["API_NAME", "DEFAULT_SPACE", "SPACE_ENV", "Session", "SpaceConfig", "resolve_space"]
@@ -200,6 +201,8 @@ class Session:
         total_timeout: seconds for a whole answer, queue included (None: no limit).
         max_workers: gradio_client worker capacity; each running stream takes three threads
             (created on demand), so up to ``max_workers`` streams run at once without queueing.
+        image_options: how images are normalised, and what happens to several images
+            (:class:`~qvq_gradio.imaging.ImageOptions`); each call may override it.
 
     Example::
 
@@ -219,6 +222,7 @@ class Session:
         idle_timeout: float | None = 120.0,
         total_timeout: float | None = None,
         max_workers: int = 256,
+        image_options: ImageOptions | None = None,
     ) -> None:
         for name, value in (
             ("connect_timeout", connect_timeout),
@@ -239,6 +243,7 @@ class Session:
         self.idle_timeout = idle_timeout
         self.total_timeout = total_timeout
         self.max_workers = max_workers
+        self.image_options = image_options or ImageOptions()
         self._client: QVQClient | None = None
         self._state_lock = threading.Lock()  # guards _client and _closed; never held long
         self._connect_lock = threading.Lock()  # one connection attempt at a time
@@ -336,6 +341,7 @@ class Session:
         idle_timeout: float | _Unset | None = _UNSET,
         total_timeout: float | _Unset | None = _UNSET,
         connect_timeout: float | _Unset = _UNSET,
+        image_options: ImageOptions | None = None,
     ) -> AsyncGenerator[Event, None]:
         """Stream events: :class:`QueueUpdate`, :class:`TextDelta`, then one :class:`Finished`.
 
@@ -344,11 +350,16 @@ class Session:
         """
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         built = build_prompt(messages)
-        items = [*([] if image is None else [image]), *(media or []), *built.images]
+        items = [
+            classify(item)
+            for item in (*([] if image is None else [image]), *(media or []), *built.images)
+        ]
         idle = self.idle_timeout if isinstance(idle_timeout, _Unset) else idle_timeout
         total = self.total_timeout if isinstance(total_timeout, _Unset) else total_timeout
         connect = self.connect_timeout if isinstance(connect_timeout, _Unset) else connect_timeout
-        return self._run(built.text, items, idle, total, connect)
+        return self._run(
+            built.text, items, idle, total, connect, image_options or self.image_options
+        )
 
     async def stream(
         self,
@@ -359,6 +370,7 @@ class Session:
         idle_timeout: float | _Unset | None = _UNSET,
         total_timeout: float | _Unset | None = _UNSET,
         connect_timeout: float | _Unset = _UNSET,
+        image_options: ImageOptions | None = None,
     ) -> AsyncGenerator[str, None]:
         """Stream the answer as text deltas; their concatenation is the Space's final text."""
         events = self.events(
@@ -368,6 +380,7 @@ class Session:
             idle_timeout=idle_timeout,
             total_timeout=total_timeout,
             connect_timeout=connect_timeout,
+            image_options=image_options,
         )
         async with aclosing(events):
             async for event in events:
@@ -383,6 +396,7 @@ class Session:
         idle_timeout: float | _Unset | None = _UNSET,
         total_timeout: float | _Unset | None = _UNSET,
         connect_timeout: float | _Unset = _UNSET,
+        image_options: ImageOptions | None = None,
     ) -> str:
         """The whole answer as one string."""
         events = self.events(
@@ -392,6 +406,7 @@ class Session:
             idle_timeout=idle_timeout,
             total_timeout=total_timeout,
             connect_timeout=connect_timeout,
+            image_options=image_options,
         )
         async with aclosing(events):
             async for event in events:
@@ -404,29 +419,27 @@ class Session:
     async def _run(
         self,
         text: str,
-        items: list[Any],
+        items: list[MediaItem],
         idle: float | None,
         total: float | None,
         connect_timeout: float,
+        image_options: ImageOptions,
     ) -> AsyncGenerator[Event, None]:
         space = self.space
         start = anyio.current_time()
         deadline = start + total if total is not None else math.inf
-        prepared: _media.PreparedImage | None = None
+        upload: Upload | None = None
         job: Any = None
         feed: JobFeed | None = None
         try:
-            if items:
-                if len(items) > 1:
-                    log.warning(
-                        "the Space takes one image per question; using the first of %d", len(items)
-                    )
-                prepared = await anyio.to_thread.run_sync(_media.prepare, items[0])
+            upload = await prepare_upload(items, image_options, proxy=self.config.proxy)
+            if upload is not None and upload.note:
+                text = f"{upload.note}\n{text}"
             client = await self._get_client(deadline, connect_timeout)
-            image_path = str(prepared.path) if prepared else None
+            image_target = upload.target if upload is not None else None
 
             def submit() -> Any:
-                image_arg = handle_file(image_path) if image_path else None
+                image_arg = handle_file(image_target) if image_target else None
                 return client.submit(image_arg, text, api_name=API_NAME)
 
             try:
@@ -518,8 +531,8 @@ class Session:
                         log.debug("cancelling unfinished job upstream")
                         with anyio.move_on_after(_CANCEL_TIMEOUT):
                             await anyio.to_thread.run_sync(_cancel_job, job, abandon_on_cancel=True)
-                if prepared is not None:
-                    await anyio.to_thread.run_sync(prepared.close)
+                if upload is not None:
+                    await anyio.to_thread.run_sync(upload.close)
 
     def _final_text(self, job: Any) -> Any:
         future: concurrent.futures.Future[Any] = job.future
