@@ -105,7 +105,22 @@ class Normalised:
     source_format: str | None
 
 
+_SIGNATURES = (
+    (b"\x89PNG\r\n\x1a\n", "PNG"),
+    (b"\xff\xd8\xff", "JPEG"),
+    (b"GIF8", "GIF"),
+    (b"BM", "BMP"),
+    (b"II*\x00", "TIFF"),
+    (b"MM\x00*", "TIFF"),
+)
+
+
 def _describe_non_image(head: bytes) -> str:
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature):
+            return f"a damaged {name} file (its data does not decode)"
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return "a damaged WebP file (its data does not decode)"
     text = head.lstrip()[:64].lower()
     if head.startswith(b"%PDF"):
         return "a PDF document, not an image"
@@ -160,7 +175,8 @@ def _orientation(image: Image.Image) -> int:
 
 
 def _scaled(value: float, fit: float) -> int:
-    return max(1, round(value * fit))
+    # Floor, not round: rounding both sides up can overshoot the pixel budget.
+    return max(1, int(value * fit))
 
 
 def target_size(width: int, height: int, options: ImageOptions) -> tuple[int, int]:
