@@ -4,6 +4,7 @@
     python benchmarks/bench.py stream     # (a) 200 tokens x 10 ms: wall time, time to first token
     python benchmarks/bench.py memory     # (b) 8,000 tokens unpaced: process memory growth
     python benchmarks/bench.py concurrent # (c) 32 streams x 100 tokens x 10 ms: wall, CPU, loop lag
+    python benchmarks/bench.py media      # image normalisation vs a naive Pillow pipeline
 
 Raw gradio_client is used as its documentation shows: one ``Client``, ``job = submit(...)``,
 ``for output in job``. Each side gets one warm-up stream; figures are medians over rounds, and
@@ -107,7 +108,16 @@ def bench_stream(url: str, rounds: int) -> None:
 
 
 def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    """This process's peak resident memory in MB.
+
+    VmHWM, not getrusage's ru_maxrss: on Linux ru_maxrss is carried over fork and exec, so a
+    child would start with its parent's peak and hide its own growth under it.
+    """
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # pragma: no cover
 
 
 def memory_child(side: str, url: str, tokens: int) -> None:
@@ -238,17 +248,148 @@ def bench_concurrent(url: str, rounds: int, n: int = 32) -> None:
     )
 
 
+# -- media: our normalisation vs the naive Pillow pipeline ----------------------------------------
+
+
+def _naive(data: bytes, box: tuple[int, int]) -> bytes:
+    """What most code does: decode everything, convert, shrink, save as PNG."""
+    import io
+
+    from PIL import Image
+
+    image = Image.open(io.BytesIO(data)).convert("RGB")
+    image.thumbnail(box)
+    out = io.BytesIO()
+    image.save(out, format="PNG")
+    return out.getvalue()
+
+
+def _ours(data: bytes) -> bytes:
+    from qvq_gradio.imaging import normalise
+
+    result = normalise(data)
+    return result.data if result.data is not None else data
+
+
+def media_child(side: str, path: str) -> None:
+    from qvq_gradio.imaging import ImageOptions, open_image, target_size
+
+    with open(path, "rb") as handle:
+        data = handle.read()
+    with open_image(data) as image:
+        box = target_size(image.width, image.height, ImageOptions())
+    before = _peak_rss_mb()
+    out = _naive(data, box) if side == "naive" else _ours(data)
+    print(json.dumps({"peak_mb": _peak_rss_mb() - before, "bytes": len(out)}))
+
+
+def _media_inputs(directory: str) -> dict[str, str]:
+    import numpy as np
+    from PIL import Image
+
+    rng = np.random.default_rng(1)
+    h, w = 4000, 6000
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([(x * 255 // w), (y * 255 // h), ((x + y) * 255 // (w + h))], axis=-1)
+    noise = rng.normal(0, 10, (h, w, 1))
+    photo = Image.fromarray((base + noise).clip(0, 255).astype(np.uint8))
+    paths = {"24 MP photo (JPEG, 6000x4000)": os.path.join(directory, "photo.jpg")}
+    photo.save(paths["24 MP photo (JPEG, 6000x4000)"], quality=92)
+    screen = np.full((3000, 4000, 3), 246, np.uint8)
+    for i in range(0, 3000, 40):
+        screen[i : i + 2] = (200, 200, 210)
+    for j in range(0, 4000, 300):
+        screen[:, j : j + 120] = (30, 90, 180)
+    for i in range(60, 3000, 40):  # text-like speckle on every line
+        screen[i : i + 10, 130:3900:7] = (20, 20, 20)
+    key = "screenshot (PNG, 4000x3000)"
+    paths[key] = os.path.join(directory, "screen.png")
+    Image.fromarray(screen).save(paths[key])
+    return paths
+
+
+def bench_media(rounds: int) -> None:
+    import tempfile
+
+    from qvq_gradio.imaging import ImageOptions, open_image, target_size
+
+    figures: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as directory:
+        for label, path in _media_inputs(directory).items():
+            with open(path, "rb") as handle:
+                data = handle.read()
+            with open_image(data) as image:
+                box = target_size(image.width, image.height, ImageOptions())
+            times: dict[str, list[float]] = {"naive": [], "ours": []}
+            _naive(data, box), _ours(data)  # warm-up
+            for i in range(rounds):
+                for side in ("naive", "ours") if i % 2 == 0 else ("ours", "naive"):
+                    start = time.perf_counter()
+                    _naive(data, box) if side == "naive" else _ours(data)
+                    times[side].append(time.perf_counter() - start)
+            memory = {
+                side: json.loads(
+                    subprocess.run(
+                        [sys.executable, __file__, "_media", side, path],
+                        capture_output=True,
+                        text=True,
+                        check=True,
+                    )
+                    .stdout.strip()
+                    .splitlines()[-1]
+                )
+                for side in ("naive", "ours")
+            }
+            naive_t, ours_t = statistics.median(times["naive"]), statistics.median(times["ours"])
+            figures[label] = {
+                "naive_s": naive_t,
+                "ours_s": ours_t,
+                "naive_peak_mb": memory["naive"]["peak_mb"],
+                "ours_peak_mb": memory["ours"]["peak_mb"],
+                "naive_bytes": memory["naive"]["bytes"],
+                "ours_bytes": memory["ours"]["bytes"],
+                "input_bytes": len(data),
+            }
+            print(f"media: {label}, {len(data) / 1e6:.1f} MB in, median of {rounds} rounds")
+            print(
+                f"    time   naive {naive_t * 1000:.0f} ms  ours {ours_t * 1000:.0f} ms  "
+                f"ratio {ratio(ours_t, naive_t)}"
+            )
+            print(
+                f"    peak RSS growth  naive {memory['naive']['peak_mb']:.0f} MB  "
+                f"ours {memory['ours']['peak_mb']:.0f} MB"
+            )
+            print(
+                f"    uploaded  naive {memory['naive']['bytes'] / 1e6:.2f} MB  "
+                f"ours {memory['ours']['bytes'] / 1e6:.2f} MB"
+            )
+    RESULTS["media"] = figures
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_memory":
         memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
         return
+    if len(sys.argv) > 1 and sys.argv[1] == "_media":
+        media_child(sys.argv[2], sys.argv[3])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("which", nargs="*", default=["stream", "memory", "concurrent"])
+    parser.add_argument("which", nargs="*", default=["stream", "memory", "concurrent", "media"])
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=8000, help="for the memory benchmark")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
-    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    if set(args.which) & {"stream", "memory", "concurrent"}:
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+        _bench_streams(args, env)
+    if "media" in args.which:
+        bench_media(args.rounds)
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(RESULTS, handle, indent=2)
+
+
+def _bench_streams(args: argparse.Namespace, env: dict[str, str]) -> None:
     with ReplicaProcess(["--concurrency", "64"], env=env) as replica:
         print(f"replica on {replica.url}; python {sys.version.split()[0]}; {os.cpu_count()} cores")
         if "stream" in args.which:
@@ -257,9 +398,6 @@ def main() -> None:
             bench_memory(replica.url, args.tokens)
         if "concurrent" in args.which:
             bench_concurrent(replica.url, args.rounds)
-    if args.json:
-        with open(args.json, "w") as handle:
-            json.dump(RESULTS, handle, indent=2)
 
 
 if __name__ == "__main__":

@@ -60,7 +60,7 @@ _G4F_KWARGS = frozenset(
         "seed",
     }
 )
-_SESSION_KWARGS = ("connect_timeout", "idle_timeout", "total_timeout")
+_SESSION_KWARGS = ("connect_timeout", "idle_timeout", "total_timeout", "image_options")
 
 _shared: dict[SpaceConfig, Session] = {}
 _shared_lock = threading.Lock()
@@ -176,7 +176,8 @@ class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):
         Keyword arguments beyond the seed's: ``space`` (URL or Space id; default
         ``$QVQ_SPACE``, else :attr:`url`), ``headers`` (e.g. ``{"x-ip-token": ...}``),
         ``connect_timeout``, ``idle_timeout``, ``total_timeout`` (``timeout`` is an alias),
-        and ``session`` (a :class:`Session` to use instead of the shared one).
+        ``image_options`` (an :class:`~qvq_gradio.ImageOptions`), and ``session`` (a
+        :class:`Session` to use instead of the shared one).
 
         Unknown models and malformed messages raise here, before anything is sent; failures
         from the Space raise :class:`ResponseError` subclasses while iterating.

@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from qvq_gradio import (
+    AppError,
     ImageOptions,
     ImageTooLargeError,
     MediaError,
@@ -39,6 +40,9 @@ pytestmark = pytest.mark.filterwarnings("error::qvq_gradio.MultipleImagesWarning
 _RELEASE = threading.Event()
 
 
+_SERVED: list[str] = []
+
+
 class _Handler(http.server.BaseHTTPRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
@@ -51,6 +55,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.wfile.write(body)
 
     def do_GET(self) -> None:
+        _SERVED.append(self.path)
         if self.path == "/red.png":
             self._send(200, "image/png", encoded(Image.new("RGB", (30, 30), RED), "PNG"))
         elif self.path == "/error.html":
@@ -343,3 +348,32 @@ async def test_a_users_file_is_never_touched(session: Session, tmp_path: Path, m
     before = (path.read_bytes(), os.stat(path).st_mode)
     await session.ask(f"{marker} [[replica tokens=1 delay=0]]", image=path)
     assert (path.read_bytes(), os.stat(path).st_mode) == before
+
+
+@pytest.mark.anyio
+async def test_url_pass_mode_lets_the_space_fetch(
+    replica: ReplicaProcess, image_server: str, marker: str
+) -> None:
+    options = ImageOptions(url_mode="pass")
+    served_before = len(_SERVED)
+    async with Session(replica.url, image_options=options) as session:
+        # The URL goes to the Space untouched; Gradio refuses to fetch loopback addresses
+        # (its SSRF protection), which proves it was the Space, not us, that tried.
+        with pytest.raises(AppError, match="failed validation"):
+            await session.ask(f"{marker}", image=f"{image_server}/red.png?sig=secret")
+    assert len(_SERVED) == served_before  # we downloaded nothing
+
+
+@pytest.mark.anyio
+async def test_provider_takes_image_options(replica: ReplicaProcess, marker: str) -> None:
+    from qvq_gradio import Qwen_QVQ_72B
+
+    messages = [{"role": "user", "content": f"{marker} [[replica tokens=1 delay=0]]"}]
+    options = ImageOptions(max_pixels=100 * 100)
+    chunks = [
+        c
+        async for c in Qwen_QVQ_72B.create_async_generator(
+            "qvq-72b", messages, media=[photo(400, 400)], space=replica.url, image_options=options
+        )
+    ]
+    assert "Image: 100x100 RGB" in "".join(chunks)
