@@ -7,6 +7,7 @@ Data flows one way: messages and images → :mod:`~qvq_gradio.prompt` and
 
 from __future__ import annotations
 
+from .answer import extract_final_answer
 from .errors import (
     AppError,
     AuthenticationError,
@@ -34,6 +35,7 @@ from .media import ImageInput, MediaListType, MultipleImagesWarning
 from .prompt import Messages
 from .provider import Qwen_QVQ_72B, close_shared_sessions, shared_session
 from .space import DEFAULT_SPACE, SPACE_ENV, Session
+from .sync import SyncSession, ask, stream
 
 __version__ = "0.1.0"
 
@@ -67,10 +69,14 @@ __all__ = [
     "Session",
     "SpaceConnectionError",
     "StreamTimeoutError",
+    "SyncSession",
     "TextDelta",
     "TotalTimeoutError",
     "UnknownModelError",
     "__version__",
+    "ask",
     "close_shared_sessions",
+    "extract_final_answer",
     "shared_session",
+    "stream",
 ]

@@ -1,26 +1,306 @@
 """The ``qvq`` command: a thin shell over the async core.
 
-``qvq demo`` is the README's main job: it starts the bundled replica Space on a free loopback
-port, streams an answer through exactly the same client path as a real Space, and stops it.
+    qvq ask "What is in this picture?" -i photo.jpg      # streams the answer to stdout
+    echo "What is 17 * 23?" | qvq ask --final-only        # prompt from stdin
+    qvq info                                             # which Space, and its API
+    qvq demo                                             # offline: the bundled replica Space
+    qvq replica --port 7860                              # serve the replica
+
+Exit codes: 0 success, 1 other failure, 2 bad input or usage, 3 could not reach the Space,
+4 authentication, 5 quota or rate limit (retry later), 6 timeout, 7 the Space's app failed,
+130 interrupted (Ctrl-C; the job is cancelled upstream first).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import itertools
+import json
 import logging
+import signal
 import sys
-from collections.abc import Sequence
-from typing import Any
+import traceback
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TextIO, TypeVar
 
-import anyio
 import click
 
-from .errors import InputError, QVQError
+from .answer import extract_final_answer
+from .errors import (
+    AppError,
+    AuthenticationError,
+    GPUUnavailableError,
+    InputError,
+    ProtocolError,
+    QuotaExceededError,
+    QVQError,
+    RateLimitError,
+    SpaceConnectionError,
+    StreamTimeoutError,
+)
+from .events import Finished, QueueUpdate, TextDelta
 from .provider import Qwen_QVQ_72B
-from .space import SPACE_ENV
+from .space import SPACE_ENV, Session
 
-__all__ = ["main"]
+__all__ = ["EXIT_CODES", "cli", "main"]
 
+T = TypeVar("T")
+
+#: Exit code for each error family (the first match wins).
+EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (InputError, 2),
+    (SpaceConnectionError, 3),
+    (AuthenticationError, 4),
+    (QuotaExceededError, 5),
+    (GPUUnavailableError, 5),
+    (RateLimitError, 5),
+    (StreamTimeoutError, 6),
+    (AppError, 7),
+    (ProtocolError, 7),
+    (QVQError, 1),
+)
 _FAIL_CHOICES = ("before", "mid", "quota", "hang")
+_SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
+
+
+class _Interrupted(Exception):
+    """Ctrl-C arrived; the work was cancelled cleanly."""
+
+
+def _run(work: Callable[[], Awaitable[T]]) -> T:
+    """Run ``work`` on a fresh event loop; Ctrl-C cancels it (so streams cancel upstream)."""
+
+    async def main() -> T:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        interrupted: list[bool] = []
+
+        def on_sigint() -> None:
+            interrupted.append(True)
+            task.cancel()
+
+        # Not possible outside the main thread or on Windows: Ctrl-C then ends the process.
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(signal.SIGINT, on_sigint)
+        try:
+            return await work()
+        except asyncio.CancelledError:
+            if interrupted:
+                raise _Interrupted() from None
+            raise
+        finally:
+            loop.remove_signal_handler(signal.SIGINT)
+
+    return asyncio.run(main())
+
+
+class _Status:
+    """A one-line queue status on a terminal's stderr; silent when stderr is not a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+        self._live = stream.isatty()
+        self._frames = itertools.cycle(_SPINNER)
+        self._shown = False
+
+    def queued(self, update: QueueUpdate) -> None:
+        if not self._live:
+            return
+        where = "" if update.position is None else f": position {update.position + 1}"
+        if update.queue_size:
+            where += f" of {update.queue_size}"
+        eta = "" if update.eta is None else f", about {update.eta:.0f} s"
+        self._stream.write(f"\r\x1b[K{next(self._frames)} waiting in the Space's queue{where}{eta}")
+        self._stream.flush()
+        self._shown = True
+
+    def clear(self) -> None:
+        if self._shown:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._shown = False
+
+
+def _read_prompt(prompt: str | None, stdin: Any) -> str:
+    if prompt == "-" or (prompt is None and not stdin.isatty()):
+        text = str(stdin.read())
+        if not text.strip():
+            raise click.UsageError("the prompt read from stdin is empty")
+        return text.rstrip("\n")
+    if prompt is None:
+        raise click.UsageError("give a prompt, '-' to read it from stdin, or pipe it in")
+    return prompt
+
+
+def _read_images(images: Sequence[str], prompt_from_stdin: bool, stdin: Any) -> list[Any]:
+    items: list[Any] = []
+    for image in images:
+        if image == "-":
+            if prompt_from_stdin:
+                raise click.UsageError("stdin cannot hold both the prompt and an image")
+            items.append(stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read())
+        else:
+            items.append(image)
+    return items
+
+
+@click.group(
+    epilog="Exit codes: 0 ok, 1 other, 2 input, 3 connection, 4 auth, 5 quota/rate "
+    "limit, 6 timeout, 7 the Space's app failed, 130 Ctrl-C."
+)
+@click.option("--debug", is_flag=True, help="Log debug output and show tracebacks.")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Ask Qwen's QVQ-72B vision-reasoning Space questions about images."""
+    ctx.obj = {"debug": debug}
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option(
+    "-i",
+    "--image",
+    "images",
+    multiple=True,
+    help="An image: a path, an http(s) URL, or - for stdin. Repeatable.",
+)
+@click.option(
+    "--space",
+    envvar=SPACE_ENV,
+    help=f"Space URL or id [default: ${SPACE_ENV}, else the QVQ-72B Space].",
+)
+@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
+@click.option("--proxy", help="HTTP(S) proxy URL for every request.")
+@click.option("--system", help="A system message sent before the prompt.")
+@click.option("--connect-timeout", type=float, default=30.0, show_default=True)
+@click.option(
+    "--idle-timeout",
+    type=float,
+    default=120.0,
+    show_default=True,
+    help="Seconds without new text once generation started.",
+)
+@click.option("--total-timeout", type=float, default=None, help="Seconds for the whole answer.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (text, final answer, timings, Space) at the end.",
+)
+@click.option("--final-only", is_flag=True, help="Print only QVQ's extracted final answer.")
+def ask(
+    prompt: str | None,
+    images: tuple[str, ...],
+    space: str | None,
+    token: str | None,
+    proxy: str | None,
+    system: str | None,
+    connect_timeout: float,
+    idle_timeout: float,
+    total_timeout: float | None,
+    as_json: bool,
+    final_only: bool,
+) -> None:
+    """Ask PROMPT (or '-' / piped stdin) and stream the answer to stdout."""
+    stdin = sys.stdin
+    from_stdin = prompt == "-" or (prompt is None and not stdin.isatty())
+    text = _read_prompt(prompt, stdin)
+    media = _read_images(images, from_stdin, stdin)
+    messages = [
+        *([{"role": "system", "content": system}] if system else []),
+        {"role": "user", "content": text},
+    ]
+    streaming = not (as_json or final_only)
+    status = _Status(sys.stderr)
+
+    async def work() -> Finished:
+        async with Session(
+            space,
+            token=token,
+            proxy=proxy,
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
+            total_timeout=total_timeout,
+        ) as session:
+            async for event in session.events(messages, media=media):
+                if isinstance(event, QueueUpdate):
+                    status.queued(event)
+                elif isinstance(event, TextDelta):
+                    status.clear()
+                    if streaming:
+                        sys.stdout.write(event.text)
+                        sys.stdout.flush()
+                elif isinstance(event, Finished):
+                    return event
+        raise ProtocolError("the stream ended without an answer")  # pragma: no cover
+
+    try:
+        finished = _run(work)
+    finally:
+        status.clear()
+    final = extract_final_answer(finished.text)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "text": finished.text,
+                    "final_answer": final,
+                    "space": finished.space,
+                    "elapsed": round(finished.elapsed, 3),
+                    "time_to_first_token": finished.time_to_first_token,
+                    "queue_wait": finished.queue_wait,
+                },
+                ensure_ascii=False,
+            )
+        )
+    elif final_only:
+        if final is None:
+            raise click.ClickException(
+                "the answer states no final answer (see it without --final-only)"
+            )
+        click.echo(final)
+    else:
+        click.echo()
+
+
+@cli.command()
+@click.option("--space", envvar=SPACE_ENV, help=f"Space URL or id [default: ${SPACE_ENV}].")
+@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
+@click.option("--proxy", help="HTTP(S) proxy URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API description as JSON.")
+def info(space: str | None, token: str | None, proxy: str | None, as_json: bool) -> None:
+    """Show which Space is used and its API, without running a job."""
+
+    async def work() -> tuple[str, dict[str, Any]]:
+        async with Session(space, token=token, proxy=proxy) as session:
+            return session.space, await session.api_info()
+
+    where, api = _run(work)
+    if as_json:
+        click.echo(json.dumps({"space": where, "api": api}, indent=2))
+        return
+    click.echo(f"Space: {where}")
+    for name, endpoint in api.get("named_endpoints", {}).items():
+        click.echo(f"Endpoint {name}")
+        for param in endpoint.get("parameters", []):
+            kind = param.get("python_type", {}).get("type", "?")
+            default = (
+                ""
+                if not param.get("parameter_has_default")
+                else (f" = {param.get('parameter_default')!r}")
+            )
+            click.echo(
+                f"  {param.get('parameter_name')}: {kind}{default}  "
+                f"[{param.get('component')} {param.get('label', '')!r}]"
+            )
+        for ret in endpoint.get("returns", []):
+            click.echo(
+                f"  returns: {ret.get('python_type', {}).get('type', '?')}  "
+                f"[{ret.get('component')} {ret.get('label', '')!r}]"
+            )
 
 
 def _need_replica() -> Any:
@@ -31,25 +311,6 @@ def _need_replica() -> Any:
             f"the replica needs the 'replica' extra: pip install 'qvq-gradio[replica]' ({exc})"
         ) from exc
     return replica
-
-
-async def _print_stream(stream: Any) -> str:
-    parts: list[str] = []
-    async for delta in stream:
-        parts.append(delta)
-        click.echo(delta, nl=False)
-        sys.stdout.flush()
-    click.echo()
-    return "".join(parts)
-
-
-@click.group()
-@click.option("--debug", is_flag=True, help="Log debug output and show tracebacks.")
-@click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
-    """Ask Qwen's QVQ-72B vision-reasoning Space questions about images."""
-    ctx.obj = {"debug": debug}
-    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
 
 
 @cli.command()
@@ -68,10 +329,17 @@ def demo(tokens: int, delay: float) -> None:
     with replica.Replica(config) as server:
         click.echo(f"[replica Space on {server.url}]", err=True)
         messages = [{"role": "user", "content": "What shapes are in this picture?"}]
-        stream = Qwen_QVQ_72B.create_async_generator(
-            model="qwen-qvq-72b-preview", messages=messages, media=[image], space=server.url
-        )
-        anyio.run(_print_stream, stream)
+
+        async def work() -> None:
+            stream = Qwen_QVQ_72B.create_async_generator(
+                model="qwen-qvq-72b-preview", messages=messages, media=[image], space=server.url
+            )
+            async for delta in stream:
+                sys.stdout.write(delta)
+                sys.stdout.flush()
+
+        _run(work)
+        click.echo()
 
 
 @cli.command(name="replica")
@@ -115,24 +383,31 @@ def replica_command(
     replica.serve(config, host, port, ready=ready)
 
 
+def exit_code(error: BaseException) -> int:
+    """The exit code for an error (see the module docstring)."""
+    for family, code in EXIT_CODES:
+        if isinstance(error, family):
+            return code
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
+    args = list(argv) if argv is not None else sys.argv[1:]
+    debug = "--debug" in args
     try:
-        cli.main(
-            args=list(argv) if argv is not None else None, prog_name="qvq", standalone_mode=False
-        )
-    except click.exceptions.Abort:
-        click.echo("Aborted.", err=True)
+        cli.main(args=args, prog_name="qvq", standalone_mode=False)
+    except (_Interrupted, KeyboardInterrupt, click.exceptions.Abort):
+        click.echo("qvq: interrupted; the job was cancelled", err=True)
         return 130
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
-    except InputError as exc:
-        click.echo(f"qvq: {exc}", err=True)
-        return 2
     except QVQError as exc:
+        if debug:
+            traceback.print_exc()
         click.echo(f"qvq: {type(exc).__name__}: {exc}", err=True)
-        return 1
+        return exit_code(exc)
     return 0
 
 

@@ -37,6 +37,7 @@ import subprocess
 import sys
 import threading
 import time
+import warnings
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from types import TracebackType
@@ -198,7 +199,10 @@ class _Log:
 
 def build_app(config: ReplicaConfig | None = None) -> Any:
     """The replica as an ASGI app (FastAPI with the Gradio app mounted at ``/``)."""
-    import gradio as gr
+    with warnings.catch_warnings():
+        # Gradio imports tqdm.auto, which warns in notebooks without ipywidgets.
+        warnings.simplefilter("ignore")
+        import gradio as gr
     from fastapi import FastAPI, Request
     from fastapi.responses import JSONResponse
 
@@ -216,15 +220,19 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
                 record.image = await asyncio.to_thread(describe_image, image)
             record.tokens_planned = settings.tokens
             if settings.fail == "before":
-                raise gr.Error("replica: failing before the first token, as asked")
+                raise gr.Error(
+                    "replica: failing before the first token, as asked", print_exception=False
+                )
             if settings.fail == "quota":
-                raise gr.Error(QUOTA_MESSAGE)
+                raise gr.Error(QUOTA_MESSAGE, print_exception=False)
             out = answer_head(text, record.image)
             yield out
             for i in range(settings.tokens):
                 if settings.fail in ("mid", "hang") and i == settings.fail_after:
                     if settings.fail == "mid":
-                        raise gr.Error(f"replica: failing after {i} tokens, as asked")
+                        raise gr.Error(
+                            f"replica: failing after {i} tokens, as asked", print_exception=False
+                        )
                     await asyncio.Event().wait()  # hang until cancelled
                 if settings.delay:
                     await asyncio.sleep(settings.delay)

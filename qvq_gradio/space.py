@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -329,6 +330,17 @@ class Session:
         raise ConnectTimeoutError(
             f"The Space did not answer within {connect_timeout:g} s", space=self.space
         )
+
+    async def api_info(self) -> dict[str, Any]:
+        """The Space's API as gradio_client describes it (named endpoints and parameters)."""
+        client = await self.client()
+        try:
+            info = await anyio.to_thread.run_sync(
+                functools.partial(client.view_api, print_info=False, return_format="dict")
+            )
+        except Exception as exc:
+            raise translate_error(exc, space=self.space) from exc
+        return dict(info)
 
     # -- streams ------------------------------------------------------------------------------
 

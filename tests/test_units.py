@@ -65,13 +65,17 @@ def test_public_api_is_pinned() -> None:
             "ResponseError",
             "Session",
             "SpaceConnectionError",
+            "SyncSession",
             "StreamTimeoutError",
             "TextDelta",
             "TotalTimeoutError",
             "UnknownModelError",
             "__version__",
+            "ask",
             "close_shared_sessions",
+            "extract_final_answer",
             "shared_session",
+            "stream",
         ]
     )
     for name in qvq_gradio.__all__:

@@ -1,0 +1,165 @@
+"""The blocking API: plain scripts, inside a running loop, cancellation, twin signatures."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import subprocess
+import sys
+import textwrap
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+import qvq_gradio
+from qvq_gradio import Session, SyncSession, TextDelta
+from qvq_gradio.answer import extract_final_answer, split_reasoning
+from qvq_gradio.replica import ReplicaProcess
+
+from .conftest import replica_env
+from .test_stream import expected_text
+
+
+def test_ask_and_stream_in_plain_code(replica: ReplicaProcess, marker: str) -> None:
+    prompt = f"{marker} [[replica tokens=12 delay=0.01]]"
+    assert qvq_gradio.ask(prompt, space=replica.url) == expected_text(prompt, 12)
+    deltas = list(qvq_gradio.stream(prompt, space=replica.url))
+    assert len(deltas) > 1
+    assert "".join(deltas) == expected_text(prompt, 12)
+
+
+def test_works_inside_a_running_event_loop(replica: ReplicaProcess, marker: str) -> None:
+    # What a Jupyter cell is: synchronous code called while the kernel's loop is running.
+    prompt = f"{marker} [[replica tokens=5 delay=0]]"
+
+    async def cell() -> tuple[str, list[str]]:
+        return qvq_gradio.ask(prompt, space=replica.url), list(
+            qvq_gradio.stream(prompt, space=replica.url)
+        )
+
+    text, deltas = asyncio.run(cell())
+    assert text == "".join(deltas) == expected_text(prompt, 5)
+
+
+def test_break_cancels_upstream(replica: ReplicaProcess, marker: str) -> None:
+    for i, _ in enumerate(
+        qvq_gradio.stream(f"{marker} [[replica tokens=2000 delay=0.01]]", space=replica.url)
+    ):
+        if i == 2:
+            break
+    record = replica.wait_ended(marker)
+    assert record["state"] == "cancelled"
+    assert record["tokens_generated"] < 2000
+
+
+def test_sync_session(replica: ReplicaProcess, marker: str) -> None:
+    with SyncSession(replica.url, idle_timeout=30) as session:
+        events = list(session.events(f"{marker} [[replica tokens=3 delay=0]]"))
+        assert isinstance(events[1], TextDelta)
+        assert session.ask(f"{marker}-2 [[replica tokens=1 delay=0]]").endswith("\\boxed{1}")
+    with pytest.raises(RuntimeError, match="closed"):
+        session.ask("again")
+
+
+def test_errors_surface_in_the_callers_thread(replica: ReplicaProcess, marker: str) -> None:
+    with pytest.raises(qvq_gradio.AppError, match="failing before"):
+        qvq_gradio.ask(f"{marker} [[replica fail=before]]", space=replica.url)
+    with pytest.raises(qvq_gradio.MessagesError):
+        qvq_gradio.ask([], space=replica.url)  # raised before anything is sent
+
+
+def test_ctrl_c_in_a_sync_stream_cancels_upstream(replica: ReplicaProcess, marker: str) -> None:
+    script = textwrap.dedent(f"""
+        import os, signal, sys
+        import qvq_gradio
+        try:
+            for i, delta in enumerate(qvq_gradio.stream(
+                "{marker} [[replica tokens=3000 delay=0.01]]", space="{replica.url}"
+            )):
+                if i == 3:
+                    os.kill(os.getpid(), signal.SIGINT)   # what Ctrl-C does
+        except KeyboardInterrupt:
+            print("interrupted", flush=True)
+            sys.exit(130)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          env=replica_env(), timeout=120, check=False)
+    assert done.returncode == 130, done.stderr
+    record = replica.wait_ended(marker)
+    assert record["state"] == "cancelled"
+    assert record["tokens_generated"] < 3000
+
+
+# -- the twins keep the same signatures -----------------------------------------------------------
+
+
+def _params(func: Callable[..., Any], drop: tuple[str, ...] = ("self",)) -> list[tuple[str, Any, Any]]:
+    signature = inspect.signature(func)
+    return [
+        (p.name, p.kind, p.default)
+        for p in signature.parameters.values()
+        if p.name not in drop
+    ]
+
+
+@pytest.mark.parametrize("name", ["events", "stream", "ask"])
+def test_sync_session_methods_mirror_the_async_ones(name: str) -> None:
+    assert _params(getattr(SyncSession, name)) == _params(getattr(Session, name))
+
+
+def test_sync_session_constructor_mirrors_session() -> None:
+    assert _params(SyncSession.__init__) == _params(Session.__init__)
+
+
+@pytest.mark.parametrize("name", ["events", "stream", "ask"])
+def test_module_functions_are_the_method_plus_the_connection(name: str) -> None:
+    from qvq_gradio import sync
+
+    expected = _params(getattr(Session, name))
+    connection = [
+        (p, inspect.Parameter.KEYWORD_ONLY, None) for p in ("space", "token", "proxy", "headers")
+    ]
+    expected = expected[:3] + connection + expected[3:]  # after prompt, image, media
+    assert _params(getattr(sync, name)) == expected
+
+
+# -- the final answer -----------------------------------------------------------------------------
+
+QVQ_STYLE = r"""So I have this problem here: the triangle has sides 3, 4 and 5. I need its area.
+
+First, I recall that a 3-4-5 triangle is right-angled, because 3² + 4² = 9 + 16 = 25 = 5².
+So the legs are 3 and 4. Wait, let me double-check that the hypotenuse is 5... yes.
+
+The area of a right triangle is half the product of the legs: ½ × 3 × 4 = 6.
+
+Hmm, let me verify with Heron's formula: s = (3+4+5)/2 = 6, area = √(6·3·2·1) = √36 = 6.
+
+**Final Answer**
+
+\[ \boxed{6} \]"""
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        (QVQ_STYLE, "6"),
+        ("Reasoning...\n\n**Final Answer:** The cat is on the mat.", "The cat is on the mat."),
+        ("Reasoning...\n\n### Final Answer\n$$\\boxed{\\frac{1}{2}}$$", "\\frac{1}{2}"),
+        ("Thinking, and \\boxed{wrong}... then\n\nFinal answer: \\boxed{B}", "B"),
+        ("no heading but \\boxed{x^{2}+1} at the end", "x^{2}+1"),
+        ("Final Answer\n\n\\[ 42 \\]", "42"),
+        ("**final answer**\n\n\\boxed{\\text{{nested} braces}}", "\\text{{nested} braces}"),
+        ("Just thinking out loud, nothing final.", None),
+        ("", None),
+    ],
+)
+def test_extract_final_answer(text: str, answer: str | None) -> None:
+    assert extract_final_answer(text) == answer
+
+
+def test_split_reasoning() -> None:
+    reasoning, final = split_reasoning(QVQ_STYLE)
+    assert reasoning.endswith("= √36 = 6.")
+    assert final == "\\[ \\boxed{6} \\]"
+    assert split_reasoning("plain") == ("plain", None)
