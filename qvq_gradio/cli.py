@@ -123,6 +123,10 @@ class _Status:
             self._shown = False
 
 
+def _seconds(value: float | None) -> float | None:
+    return None if value is None else round(value, 3)
+
+
 def _read_prompt(prompt: str | None, stdin: Any) -> str:
     if prompt == "-" or (prompt is None and not stdin.isatty()):
         text = str(stdin.read())
@@ -249,9 +253,9 @@ def ask(
                     "text": finished.text,
                     "final_answer": final,
                     "space": finished.space,
-                    "elapsed": round(finished.elapsed, 3),
-                    "time_to_first_token": finished.time_to_first_token,
-                    "queue_wait": finished.queue_wait,
+                    "elapsed": _seconds(finished.elapsed),
+                    "time_to_first_token": _seconds(finished.time_to_first_token),
+                    "queue_wait": _seconds(finished.queue_wait),
                 },
                 ensure_ascii=False,
             )

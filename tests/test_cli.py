@@ -1,0 +1,230 @@
+"""The qvq command: with click's runner, and end to end as a subprocess."""
+
+from __future__ import annotations
+
+import io
+import json
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from qvq_gradio.cli import _Status, cli, main
+from qvq_gradio.events import QueueUpdate
+from qvq_gradio.replica import ReplicaProcess
+
+from .conftest import replica_env
+from .test_errors import TOKEN, private_replica  # noqa: F401 - a fixture used here too
+from .test_stream import expected_text
+
+
+def run(
+    args: list[str], stdin: str | bytes | None = None, env: dict[str, str] | None = None
+) -> Any:
+    """The CLI in-process, with main()'s exit codes (click's runner would give click's)."""
+    runner = CliRunner()
+    codes: list[int] = []
+
+    def entry() -> None:
+        codes.append(main(args))
+
+    with runner.isolation(input=stdin, env=env) as (out, err, *_):
+        entry()
+        return codes[0], out.getvalue().decode(), err.getvalue().decode()
+
+
+def test_ask_streams_to_stdout(replica: ReplicaProcess, marker: str) -> None:
+    prompt = f"{marker} [[replica tokens=8 delay=0]]"
+    code, out, _ = run(["ask", prompt, "--space", replica.url])
+    assert code == 0
+    assert out == expected_text(prompt, 8) + "\n"
+
+
+def test_prompt_from_stdin_and_final_only(replica: ReplicaProcess, marker: str) -> None:
+    code, out, _ = run(
+        ["ask", "--final-only", "--space", replica.url],
+        stdin=f"{marker} [[replica tokens=7 delay=0]]\n",
+    )
+    assert (code, out) == (0, "7\n")
+    code, out, _ = run(
+        ["ask", "-", "--final-only", "--space", replica.url],
+        stdin=f"{marker} [[replica tokens=9 delay=0]]",
+    )
+    assert (code, out) == (0, "9\n")
+
+
+def test_json_output(replica: ReplicaProcess, marker: str) -> None:
+    prompt = f"{marker} [[replica tokens=4 delay=0]]"
+    code, out, _ = run(["ask", prompt, "--json", "--space", replica.url])
+    assert code == 0
+    result = json.loads(out)
+    assert result["text"] == expected_text(prompt, 4)
+    assert result["final_answer"] == "4"
+    assert result["space"] == replica.url
+    assert result["elapsed"] >= result["time_to_first_token"] >= 0
+
+
+def test_images_by_path_and_stdin_and_system(
+    replica: ReplicaProcess, marker: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "red.png"
+    Image.new("RGB", (40, 30), (255, 0, 0)).save(path)
+    code, out, _ = run(
+        [
+            "ask",
+            f"{marker} [[replica tokens=1 delay=0]]",
+            "-i",
+            str(path),
+            "--system",
+            "Be brief.",
+            "--space",
+            replica.url,
+        ]
+    )
+    assert code == 0
+    assert "Image: 40x30 RGB PNG" in out
+    assert replica.wait_ended(marker)["prompt"].startswith("System: Be brief.\nUser: ")
+    buffer = io.BytesIO()
+    Image.new("RGB", (50, 20), (0, 0, 255)).save(buffer, format="PNG")
+    code, out, _ = run(
+        ["ask", f"{marker}-b [[replica tokens=1 delay=0]]", "-i", "-", "--space", replica.url],
+        stdin=buffer.getvalue(),
+    )
+    assert code == 0
+    assert "Image: 50x28 RGB PNG" in out  # padded to the 28 px minimum
+
+
+def test_token_defaults_to_hf_token(private_replica: ReplicaProcess, marker: str) -> None:  # noqa: F811
+    args = ["ask", f"{marker} [[replica tokens=1 delay=0]]", "--space", private_replica.url]
+    code, _, err = run(args)
+    assert code == 4
+    assert "AuthenticationError" in err
+    code, out, _ = run(args, env={"HF_TOKEN": TOKEN})
+    assert code == 0
+    assert marker in out
+
+
+@pytest.mark.parametrize(
+    ("directive", "code", "name"),
+    [
+        ("[[replica fail=quota]]", 5, "QuotaExceededError"),
+        ("[[replica fail=before]]", 7, "AppError"),
+        ("[[replica tokens=50 delay=0 fail=hang after=2]]", 6, "IdleTimeoutError"),
+    ],
+)
+def test_errors_are_one_line_with_distinct_codes(
+    replica: ReplicaProcess, marker: str, directive: str, code: int, name: str
+) -> None:
+    got, _, err = run(
+        ["ask", f"{marker} {directive}", "--space", replica.url, "--idle-timeout", "0.5"]
+    )
+    assert got == code
+    assert err.startswith(f"qvq: {name}: ")
+    assert len(err.strip().splitlines()) == 1
+    assert "Traceback" not in err
+
+
+def test_unreachable_space_and_bad_input() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    assert run(["ask", "hi", "--space", url])[0] == 3
+    code, _, err = run(["ask", "hi", "-i", "/no/such.png", "--space", url])
+    assert code == 2
+    assert "no such image file" in err
+    code, _, err = run(["ask", "-", "-i", "-", "--space", url], stdin="prompt")
+    assert code == 2
+    assert "both the prompt and an image" in err
+
+
+def test_debug_shows_the_traceback(replica: ReplicaProcess, marker: str) -> None:
+    code, _, err = run(
+        ["--debug", "ask", f"{marker} [[replica fail=before]]", "--space", replica.url]
+    )
+    assert code == 7
+    assert "Traceback" in err
+
+
+def test_info_shows_the_api(replica: ReplicaProcess) -> None:
+    code, out, _ = run(["info", "--space", replica.url])
+    assert code == 0
+    assert out.splitlines()[:3] == [
+        f"Space: {replica.url}",
+        "Endpoint /generate",
+        "  image: filepath  [Image 'Image']",
+    ]
+    code, out, _ = run(["info", "--json", "--space", replica.url])
+    assert "/generate" in json.loads(out)["api"]["named_endpoints"]
+
+
+def test_help_lists_exit_codes() -> None:
+    result = CliRunner().invoke(cli, ["--help"])
+    assert "130 Ctrl-C" in result.output
+
+
+def test_queue_status_line_only_on_a_terminal() -> None:
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal, pipe = Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        status = _Status(stream)
+        status.queued(QueueUpdate(position=2, queue_size=7, eta=12.4))
+        status.clear()
+    assert "waiting in the Space's queue: position 3 of 7, about 12 s" in terminal.getvalue()
+    assert terminal.getvalue().endswith("\r\x1b[K")
+    assert pipe.getvalue() == ""
+
+
+# -- end to end, as a user runs it -----------------------------------------------------------------
+
+
+def test_piped_stdout_end_to_end(replica: ReplicaProcess, marker: str) -> None:
+    prompt = f"{marker} [[replica tokens=30 delay=0.005]]"
+    done = subprocess.run(
+        [sys.executable, "-m", "qvq_gradio.cli", "ask", prompt],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**replica_env(), "QVQ_SPACE": replica.url},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected_text(prompt, 30) + "\n"
+    assert done.stderr == ""  # no status line on a pipe
+
+
+def test_ctrl_c_cancels_upstream_and_exits_130(replica: ReplicaProcess, marker: str) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qvq_gradio.cli",
+            "ask",
+            f"{marker} [[replica tokens=5000 delay=0.01]]",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**replica_env(), "QVQ_SPACE": replica.url},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.read(8) == "Received"  # the answer is streaming
+        replica.wait_started(marker)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert "interrupted; the job was cancelled" in err
+    record = replica.wait_ended(marker)
+    assert record["state"] == "cancelled"
+    assert record["tokens_generated"] < 5000
