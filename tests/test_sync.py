@@ -21,7 +21,10 @@ from .conftest import replica_env
 from .test_stream import expected_text
 
 
-def test_ask_and_stream_in_plain_code(replica: ReplicaProcess, marker: str) -> None:
+def test_ask_and_stream_in_plain_code(
+    replica: ReplicaProcess, marker: str, no_blocking: Any
+) -> None:
+    # Under the guard: the portal thread runs an event loop, and our code there must not block.
     prompt = f"{marker} [[replica tokens=12 delay=0.01]]"
     assert qvq_gradio.ask(prompt, space=replica.url) == expected_text(prompt, 12)
     deltas = list(qvq_gradio.stream(prompt, space=replica.url))
