@@ -11,6 +11,11 @@ Three things are changed about ``gradio_client.Client`` (measured facts in FACTS
 * latency and CPU: the :class:`JobFeed` wakes the waiting stream the moment gradio_client's
   worker thread has something, instead of the stream polling (or gradio_client's own iterator
   busy-waiting in 1 ms sleeps);
+* isolation: Gradio's ``/cancel`` cancels every running task of the *session* (session hash +
+  endpoint), and gradio_client uses one session per ``Client``. Cancelling one stream would
+  stop every other stream sharing the client, and leave them waiting for text that never comes.
+  :meth:`QVQClient.for_one_job` gives each job its own session (and SSE reader) while sharing
+  the config, API description, headers and worker pools: no extra network round trip;
 * TLS set-up: gradio_client calls ``httpx.post(..., verify=ssl_verify)`` for every request, and
   httpx builds a new SSL context (loading the whole CA bundle, ~40 ms holding the GIL) for
   each call unless ``verify`` already is one. :func:`shared_ssl_context` is built once and
@@ -28,6 +33,8 @@ import html
 import os
 import re
 import ssl
+import threading
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -36,6 +43,7 @@ import httpx
 from gradio_client import Client
 from gradio_client import exceptions as gc_exceptions
 from gradio_client import utils as gc_utils
+from gradio_client.client import Endpoint
 
 from .errors import (
     AppError,
@@ -49,7 +57,14 @@ from .errors import (
     SpaceConnectionError,
 )
 
-__all__ = ["JobFeed", "QVQClient", "Snapshot", "shared_ssl_context", "translate_error"]
+__all__ = [
+    "JobClient",
+    "JobFeed",
+    "QVQClient",
+    "Snapshot",
+    "shared_ssl_context",
+    "translate_error",
+]
 
 
 @functools.cache
@@ -141,9 +156,56 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
 
     def __repr__(self) -> str:
         # The base class renders the whole API description (a network call on some versions).
-        return f"<QVQClient {self.src}>"
+        return f"<{type(self).__name__} {self.src}>"
 
     __str__ = __repr__
+
+    def for_one_job(self) -> JobClient:
+        """A view of this client with a Gradio session of its own, for exactly one job.
+
+        It shares config, API description, headers, cookies and worker pools (so it costs no
+        network round trip) but has its own session hash, SSE state and SSE reader thread, and
+        endpoints bound to it. Keep a reference while its job runs (endpoints hold it weakly)
+        and call :meth:`JobClient.release` afterwards.
+        """
+        view = JobClient.__new__(JobClient)
+        view.__dict__.update(self.__dict__)
+        view.session_hash = str(uuid.uuid4())
+        # Per-session SSE state, as Client.__init__ sets it up.
+        view.stream_open = False
+        view.streaming_future = None
+        view.pending_messages_per_event = {}
+        view.pending_event_ids = set()
+        view.pending_lock = threading.Lock()
+        view.stream_epoch = 0
+        view.pending_event_epoch = {}
+        view.stream_executor = concurrent.futures.ThreadPoolExecutor(
+            max_workers=1, thread_name_prefix="qvq-sse"
+        )
+        view.cookies = dict(self.cookies)
+        # No heartbeat for a one-job session (the HTTP API needs none); close() stays harmless.
+        view._refresh_heartbeat = threading.Event()
+        view._kill_heartbeat = threading.Event()
+        view.heartbeat = threading.Thread(target=lambda: None)
+        view.endpoints = {
+            dependency.get("id", index): Endpoint(
+                view, dependency.get("id", index), dependency, view.protocol
+            )
+            for index, dependency in enumerate(view.config["dependencies"])
+        }
+        return view
+
+
+class JobClient(QVQClient):
+    """One job's view of a :class:`QVQClient` (see :meth:`QVQClient.for_one_job`)."""
+
+    def release(self) -> None:
+        """Let this view's SSE reader thread end once its stream closes."""
+        self.stream_executor.shutdown(wait=False)
+
+    def __del__(self) -> None:
+        # The worker pools belong to the parent client: never shut them down from a view.
+        pass
 
 
 def job_feed(job: Any) -> JobFeed:

@@ -23,6 +23,7 @@ import logging
 import math
 import os
 import threading
+import time
 from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -36,7 +37,14 @@ import httpx
 from gradio_client import handle_file
 from gradio_client.utils import Status
 
-from ._gradio import JobFeed, QVQClient, job_feed, shared_ssl_context, translate_error
+from ._gradio import (
+    JobClient,
+    JobFeed,
+    QVQClient,
+    job_feed,
+    shared_ssl_context,
+    translate_error,
+)
 from .errors import (
     ConnectTimeoutError,
     IdleTimeoutError,
@@ -65,6 +73,8 @@ API_NAME: Final = "/generate"
 _READ_TIMEOUT: Final = 60.0
 # How long cancelling a job upstream may take before we give up on it (it is one POST).
 _CANCEL_TIMEOUT: Final = 10.0
+# Pause before the second cancel of a job that had not started generating (see _cancel_job).
+_RECANCEL_DELAY: Final = 0.3
 _GENERATING = (Status.PROCESSING, Status.ITERATING, Status.PROGRESS)
 
 
@@ -178,9 +188,30 @@ def _shutdown_client(client: QVQClient) -> None:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _cancel_job(job: Any) -> None:
+def _cancel_job(job: Any, started: bool = False) -> None:
+    """Cancel ``job`` on the Space (blocking; run it in a worker thread).
+
+    ``started``: the Space had reported the job generating, so it is a running task there.
+    """
     try:
+        # A cancel sent before the job has joined the Space's queue carries no event id: the
+        # Space never hears of it and runs the job anyway (gradio_client's /reset after joining
+        # does not stop it). So first wait for gradio_client's worker to join and learn the id.
+        # It sets no event we could wait on, hence short polls, bounded by _CANCEL_TIMEOUT.
+        deadline = time.monotonic() + _CANCEL_TIMEOUT
+        while job.communicator.event_id is None and not job.future.done():
+            if time.monotonic() > deadline:
+                log.warning("cancelling a job that has not reached the Space's queue yet")
+                break
+            time.sleep(0.01)
         job.cancel()
+        if not started:
+            # Gradio's /cancel stops running tasks and removes queued events, but misses an
+            # event caught between the two (just taken off the queue, its task not yet
+            # running). Measured here: about 1 cancel in 6 right after joining. A second cancel
+            # a moment later finds it running. The session is this job's alone, so it is safe.
+            time.sleep(_RECANCEL_DELAY)
+            job.cancel_fn()
     except Exception as exc:  # the Space may be gone; the job is abandoned either way
         log.debug("cancelling job upstream failed: %r", exc)
 
@@ -441,10 +472,18 @@ class Session:
         start = anyio.current_time()
         deadline = start + total if total is not None else math.inf
         upload: Upload | None = None
+        started: float | None = None
         job: Any = None
         feed: JobFeed | None = None
+        submitted: list[Any] = []  # filled by the worker thread, so a cancelled submit is seen
+        views: list[JobClient] = []
         try:
-            upload = await prepare_upload(items, image_options, proxy=self.config.proxy)
+            with anyio.move_on_after(total) as scope:
+                upload = await prepare_upload(items, image_options, proxy=self.config.proxy)
+            if scope.cancelled_caught:
+                raise TotalTimeoutError(
+                    f"Preparing the image took longer than total_timeout={total:g} s", space=space
+                )
             if upload is not None and upload.note:
                 text = f"{upload.note}\n{text}"
             client = await self._get_client(deadline, connect_timeout)
@@ -452,7 +491,10 @@ class Session:
 
             def submit() -> Any:
                 image_arg = handle_file(image_target) if image_target else None
-                return client.submit(image_arg, text, api_name=API_NAME)
+                # A Gradio session of its own: cancelling this job stops no other stream.
+                views.append(client.for_one_job())
+                submitted.append(views[0].submit(image_arg, text, api_name=API_NAME))
+                return submitted[0]
 
             try:
                 job = await anyio.to_thread.run_sync(submit)
@@ -470,7 +512,6 @@ class Session:
             answer = ""
             seen = -1
             last_queue: QueueUpdate | None = None
-            started: float | None = None
             first_token: float | None = None
             last_progress = start
             while True:
@@ -536,13 +577,20 @@ class Session:
         finally:
             if feed is not None:
                 feed.detach()
+            # If we were cancelled while submitting, the job exists upstream but was never
+            # returned to us: cancel it all the same, or it would run to the end on the Space.
+            job = job if job is not None else (submitted[0] if submitted else None)
             with anyio.CancelScope(shield=True):
                 if job is not None:
                     self._jobs.discard(job)
                     if not job.future.done():
                         log.debug("cancelling unfinished job upstream")
-                        with anyio.move_on_after(_CANCEL_TIMEOUT):
-                            await anyio.to_thread.run_sync(_cancel_job, job, abandon_on_cancel=True)
+                        with anyio.move_on_after(_CANCEL_TIMEOUT + _RECANCEL_DELAY):
+                            await anyio.to_thread.run_sync(
+                                _cancel_job, job, started is not None, abandon_on_cancel=True
+                            )
+                for view in views:
+                    view.release()
                 if upload is not None:
                     await anyio.to_thread.run_sync(upload.close)
 

@@ -307,3 +307,61 @@ async def test_closing_the_session_ends_its_streams(replica: ReplicaProcess, mar
             pass
     record = await ended(replica, marker)
     assert record["state"] == "cancelled"
+
+
+async def test_cancelled_while_submitting_still_cancels_upstream(
+    session: Session, replica: ReplicaProcess, marker: str, mocker: Any
+) -> None:
+    from qvq_gradio._gradio import QVQClient
+
+    entered, release = threading.Event(), threading.Event()
+    jobs: list[Any] = []
+    real_submit = QVQClient.submit
+
+    def gated_submit(self: Any, *args: Any, **kwargs: Any) -> Any:
+        entered.set()
+        release.wait(30)
+        jobs.append(real_submit(self, *args, **kwargs))
+        return jobs[-1]
+
+    mocker.patch.object(QVQClient, "submit", gated_submit)
+
+    async def consume() -> None:
+        async for _ in session.stream(f"{marker} [[replica tokens=3000 delay=0.01]]"):
+            pass
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(consume)
+        await anyio.to_thread.run_sync(entered.wait, 30)
+        tg.cancel_scope.cancel()  # the caller gives up while submit() is still running
+        release.set()
+    assert len(jobs) == 1  # the job exists upstream although the caller never saw it
+    # The job was cancelled before it joined the Space's queue; the Space must still stop.
+    record = await ended(replica, marker)
+    assert record["state"] == "cancelled"
+    assert record["tokens_generated"] < 3000
+
+
+async def test_cancelling_one_stream_leaves_the_others_running(
+    session: Session, replica: ReplicaProcess, marker: str
+) -> None:
+    # Gradio's /cancel stops every task of a session; each job must have a session of its own.
+    results: dict[str, str] = {}
+    prompts = {name: f"{marker}-{name} [[replica tokens=150 delay=0.01]]" for name in "bcd"}
+
+    async def finish(name: str) -> None:
+        results[name] = await session.ask(prompts[name])
+
+    async with anyio.create_task_group() as tg:
+        for name in prompts:
+            tg.start_soon(finish, name)
+        for name in prompts:  # all three are generating
+            await anyio.to_thread.run_sync(replica.wait_started, f"{marker}-{name}")
+        stream = session.stream(f"{marker}-a [[replica tokens=150 delay=0.01]]")
+        async for _ in stream:
+            break
+        await stream.aclose()
+    assert (await ended(replica, f"{marker}-a"))["state"] == "cancelled"
+    for name, prompt in prompts.items():
+        assert results[name] == expected_text(prompt, 150)
+        assert (await ended(replica, f"{marker}-{name}"))["state"] == "done"
