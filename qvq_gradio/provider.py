@@ -171,7 +171,10 @@ class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):
         proxy: str | None = None,
         **kwargs: Any,
     ) -> AsyncGenerator[str, None]:
-        """Stream the answer to ``messages`` (and the first image of ``media``) as text deltas.
+        """Stream the answer to ``messages`` (with the images of ``media``) as text deltas.
+
+        The Space takes one image per question: several become one labelled grid by default
+        (see :class:`~qvq_gradio.ImageOptions`).
 
         Keyword arguments beyond the seed's: ``space`` (URL or Space id; default
         ``$QVQ_SPACE``, else :attr:`url`), ``headers`` (e.g. ``{"x-ip-token": ...}``),
