@@ -475,7 +475,7 @@ class Session:
         started: float | None = None
         job: Any = None
         feed: JobFeed | None = None
-        submitted: list[Any] = []  # filled by the worker thread, so a cancelled submit is seen
+        submitted: list[Any] = []  # filled by the worker thread (see the finally clause)
         views: list[JobClient] = []
         try:
             with anyio.move_on_after(total) as scope:
@@ -577,8 +577,9 @@ class Session:
         finally:
             if feed is not None:
                 feed.detach()
-            # If we were cancelled while submitting, the job exists upstream but was never
-            # returned to us: cancel it all the same, or it would run to the end on the Space.
+            # Defensive: anyio hands back the job even when we are cancelled while submit()
+            # runs (the cancellation lands at the next checkpoint). Should that ever change,
+            # the job would exist upstream without us holding it; cancel it all the same.
             job = job if job is not None else (submitted[0] if submitted else None)
             with anyio.CancelScope(shield=True):
                 if job is not None:
