@@ -24,6 +24,7 @@ import traceback
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TextIO, TypeVar
 
+import anyio
 import click
 
 from .answer import extract_final_answer
@@ -101,26 +102,36 @@ class _Status:
 
     def __init__(self, stream: TextIO) -> None:
         self._stream = stream
-        self._live = stream.isatty()
+        self.live = stream.isatty()
         self._frames = itertools.cycle(_SPINNER)
-        self._shown = False
+        self._line: str | None = None  # what is on screen now, without the spinner
 
     def queued(self, update: QueueUpdate) -> None:
-        if not self._live:
+        if not self.live:
             return
         where = "" if update.position is None else f": position {update.position + 1}"
         if update.queue_size:
             where += f" of {update.queue_size}"
         eta = "" if update.eta is None else f", about {update.eta:.0f} s"
-        self._stream.write(f"\r\x1b[K{next(self._frames)} waiting in the Space's queue{where}{eta}")
-        self._stream.flush()
-        self._shown = True
+        self._line = f"waiting in the Space's queue{where}{eta}"
+        self.tick()
+
+    def tick(self) -> None:
+        """Redraw the line with the next spinner frame (it turns between the Space's updates)."""
+        if self._line is not None:
+            self._stream.write(f"\r\x1b[K{next(self._frames)} {self._line}")
+            self._stream.flush()
+
+    async def spin(self, period: float = 0.1) -> None:
+        while True:
+            await anyio.sleep(period)
+            self.tick()
 
     def clear(self) -> None:
-        if self._shown:
+        if self._line is not None:
             self._stream.write("\r\x1b[K")
             self._stream.flush()
-            self._shown = False
+            self._line = None
 
 
 def _seconds(value: float | None) -> float | None:
@@ -221,25 +232,39 @@ def ask(
     status = _Status(sys.stderr)
 
     async def work() -> Finished:
-        async with Session(
+        finished: Finished | None = None
+        session = Session(
             space,
             token=token,
             proxy=proxy,
             connect_timeout=connect_timeout,
             idle_timeout=idle_timeout,
             total_timeout=total_timeout,
-        ) as session:
-            async for event in session.events(messages, media=media):
-                if isinstance(event, QueueUpdate):
-                    status.queued(event)
-                elif isinstance(event, TextDelta):
-                    status.clear()
-                    if streaming:
-                        sys.stdout.write(event.text)
-                        sys.stdout.flush()
-                elif isinstance(event, Finished):
-                    return event
-        raise ProtocolError("the stream ended without an answer")  # pragma: no cover
+        )
+        error: Exception | None = None
+        async with session, anyio.create_task_group() as spinner:
+            if status.live:
+                spinner.start_soon(status.spin)
+            try:
+                async for event in session.events(messages, media=media):
+                    if isinstance(event, QueueUpdate):
+                        status.queued(event)
+                    elif isinstance(event, TextDelta):
+                        status.clear()
+                        if streaming:
+                            sys.stdout.write(event.text)
+                            sys.stdout.flush()
+                    elif isinstance(event, Finished):
+                        finished = event
+            except Exception as exc:  # re-raised below, not wrapped in the task group's group
+                error = exc
+            finally:
+                spinner.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        if finished is None:  # pragma: no cover - events always end with Finished
+            raise ProtocolError("the stream ended without an answer")
+        return finished
 
     try:
         finished = _run(work)

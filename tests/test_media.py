@@ -175,6 +175,7 @@ async def test_corpus_end_to_end(
     received = (await ended(replica, marker))["image"]
     expected, _ = await _normalised(case, tmp_path, image_server)
     assert (received["width"], received["height"]) == expected.size
+    assert received["mode"] == "RGB"
     assert received["format"] == expected.format
     assert received["sha256"] == _pixels_sha(expected)
 
