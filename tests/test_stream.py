@@ -196,13 +196,13 @@ async def test_sixteen_concurrent_streams(
     results: dict[int, str] = {}
 
     async def one(i: int) -> None:
-        results[i] = await session.ask(f"{marker}-{i}- [[replica tokens=40 delay=0.01]]")
+        results[i] = await session.ask(f"{marker}-{i}- [[replica tokens=100 delay=0.01]]")
 
     async with anyio.create_task_group() as tg:
         for i in range(16):
             tg.start_soon(one, i)
     for i in range(16):
-        assert results[i] == expected_text(f"{marker}-{i}- [[replica tokens=40 delay=0.01]]", 40)
+        assert results[i] == expected_text(f"{marker}-{i}- [[replica tokens=100 delay=0.01]]", 100)
     records = [r for r in await anyio.to_thread.run_sync(replica.requests) if marker in r["prompt"]]
     assert len(records) == 16
     # They really ran at the same time: every one started before any one ended.
