@@ -47,7 +47,7 @@ from PIL import Image
 
 from ._gradio import shared_ssl_context
 from .errors import MediaDownloadError, MediaError
-from .imaging import ImageOptions, Normalised, Source, compose_grid, normalise, open_image
+from .imaging import ImageOptions, Source, compose_grid, normalise, open_image
 
 __all__ = [
     "ImageInput",
@@ -279,7 +279,6 @@ class Upload:
 
     target: str = ""
     note: str | None = None
-    normalised: Normalised | None = None
     directory: Path | None = field(default=None, repr=False)
 
     def close(self) -> None:
@@ -306,7 +305,6 @@ def _write(upload: Upload, data: bytes, name: str) -> None:
 
 def _normalise_to(upload: Upload, source: Source, name: str | None, options: ImageOptions) -> None:
     result = normalise(source, options)
-    upload.normalised = result
     if result.passthrough and isinstance(source, Path):
         upload.target = str(source)  # the user's own file, uploaded as it is: nothing to copy
         return
