@@ -23,11 +23,9 @@ import atexit
 import logging
 import threading
 from collections.abc import AsyncGenerator, Mapping
-from contextlib import aclosing
 from typing import Any, ClassVar
 
 from .errors import UnknownModelError
-from .events import TextDelta
 from .media import MediaListType
 from .prompt import Messages, build_prompt
 from .space import Session, SpaceConfig, resolve_space
@@ -187,7 +185,7 @@ class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):
         """
         cls.get_model(model)
         build_prompt(messages)  # a list of messages, strictly: a bare string is a mistake here
-        session = kwargs.pop("session", None)
+        session: Session | None = kwargs.pop("session", None)
         space = resolve_space(kwargs.pop("space", None), default=cls.url)
         headers = kwargs.pop("headers", None)
         if "timeout" in kwargs and "total_timeout" not in kwargs:
@@ -198,12 +196,4 @@ class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):
             log.warning("Qwen_QVQ_72B ignores unknown keyword arguments: %s", ", ".join(unknown))
         if session is None:
             session = shared_session(space, token=api_key, proxy=proxy, headers=headers)
-        events = session.events(messages, media=list(media or []), **options)
-        return cls._texts(events)
-
-    @staticmethod
-    async def _texts(events: AsyncGenerator[Any, None]) -> AsyncGenerator[str, None]:
-        async with aclosing(events):
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    yield event.text
+        return session.stream(messages, media=list(media or []), **options)

@@ -160,6 +160,14 @@ def _new_text(previous: str, output: Any, space: str) -> str:
     return output[len(previous) :]
 
 
+async def _texts(events: AsyncGenerator[Event, None]) -> AsyncGenerator[str, None]:
+    """The text of each :class:`TextDelta`; closing this closes ``events`` (so cancels)."""
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, TextDelta):
+                yield event.text
+
+
 def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int) -> QVQClient:
     # While connecting, every request (config, API info) must answer within connect_timeout.
     httpx_kwargs: dict[str, Any] = {"timeout": httpx.Timeout(connect_timeout)}
@@ -404,7 +412,7 @@ class Session:
             built.text, items, idle, total, connect, image_options or self.image_options
         )
 
-    async def stream(
+    def stream(
         self,
         prompt: str | Messages,
         image: Any = None,
@@ -415,20 +423,21 @@ class Session:
         connect_timeout: float | _Unset = _UNSET,
         image_options: ImageOptions | None = None,
     ) -> AsyncGenerator[str, None]:
-        """Stream the answer as text deltas; their concatenation is the Space's final text."""
-        events = self.events(
-            prompt,
-            image,
-            media=media,
-            idle_timeout=idle_timeout,
-            total_timeout=total_timeout,
-            connect_timeout=connect_timeout,
-            image_options=image_options,
+        """Stream the answer as text deltas; their concatenation is the Space's final text.
+
+        Like :meth:`events`, bad input raises here, before anything is sent.
+        """
+        return _texts(
+            self.events(
+                prompt,
+                image,
+                media=media,
+                idle_timeout=idle_timeout,
+                total_timeout=total_timeout,
+                connect_timeout=connect_timeout,
+                image_options=image_options,
+            )
         )
-        async with aclosing(events):
-            async for event in events:
-                if isinstance(event, TextDelta):
-                    yield event.text
 
     async def ask(
         self,

@@ -269,3 +269,12 @@ async def test_truncated_image_is_a_media_error(
     with pytest.raises(MediaError):
         await session.ask(f"{marker}", image=path)
     assert await _requests_with(replica, marker) == []
+
+
+def test_session_stream_refuses_bad_input_at_call_time() -> None:
+    session = Session("http://127.0.0.1:9")
+    with pytest.raises(MessagesError):
+        session.stream([])  # no iteration needed: nothing is sent, nothing is started
+    with pytest.raises(TypeError, match="accepted"):
+        session.stream("hi", image=12345)
+    session.close()
