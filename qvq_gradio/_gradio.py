@@ -16,11 +16,17 @@ Three things are changed about ``gradio_client.Client`` (measured facts in FACTS
   stop every other stream sharing the client, and leave them waiting for text that never comes.
   :meth:`QVQClient.for_one_job` gives each job its own session (and SSE reader) while sharing
   the config, API description, headers and worker pools: no extra network round trip;
-* TLS set-up: gradio_client calls ``httpx.post(..., verify=ssl_verify)`` for every request, and
-  httpx builds a new SSL context (loading the whole CA bundle, ~40 ms holding the GIL) for
-  each call unless ``verify`` already is one. :func:`shared_ssl_context` is built once and
-  passed as ``ssl_verify``; with 32 streams starting at once this took the event loop's p99
-  lag from ~45 ms to a few ms.
+* threads: gradio_client's three ``ThreadPoolExecutor`` pools are replaced by
+  :class:`~qvq_gradio._threads.ElasticExecutor` pools, whose idle threads end after a burst and
+  whose threads are daemons: a thread stuck reading a dead connection never holds up closing or
+  interpreter exit;
+* dead connections: every request of one of our jobs passes a :class:`StreamWatch` (an
+  ``httpx.Auth``, the one hook that both ``httpx.post`` and ``httpx.Client`` accept), which
+  keeps the job's sockets so :meth:`JobClient.abort` can shut them down from another thread,
+  and turns a broken event stream into a logged, quiet end instead of a traceback that
+  gradio_client prints to stderr;
+* bounded memory applies to our own jobs only (:class:`JobClient`); jobs that users submit
+  through the session's client behave exactly as gradio_client documents.
 
 :func:`translate_error` is the one place where errors from gradio_client and httpx become ours.
 """
@@ -28,14 +34,17 @@ Three things are changed about ``gradio_client.Client`` (measured facts in FACTS
 from __future__ import annotations
 
 import concurrent.futures
-import functools
+import contextlib
 import html
-import os
+import json
+import logging
 import re
-import ssl
+import socket
 import threading
+import time
 import uuid
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Generator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +54,7 @@ from gradio_client import exceptions as gc_exceptions
 from gradio_client import utils as gc_utils
 from gradio_client.client import Endpoint
 
+from ._threads import ElasticExecutor
 from .errors import (
     AppError,
     AuthenticationError,
@@ -55,6 +65,8 @@ from .errors import (
     RateLimitError,
     ResponseError,
     SpaceConnectionError,
+    redact,
+    register_secret,
 )
 
 __all__ = [
@@ -62,21 +74,13 @@ __all__ = [
     "JobFeed",
     "QVQClient",
     "Snapshot",
-    "shared_ssl_context",
+    "StreamWatch",
+    "endpoint_signature",
+    "scrub",
     "translate_error",
 ]
 
-
-@functools.cache
-def shared_ssl_context() -> ssl.SSLContext:
-    """The SSL context httpx would build by default, built once per process."""
-    if os.environ.get("SSL_CERT_FILE"):
-        return ssl.create_default_context(cafile=os.environ["SSL_CERT_FILE"])
-    if os.environ.get("SSL_CERT_DIR"):
-        return ssl.create_default_context(capath=os.environ["SSL_CERT_DIR"])
-    import certifi
-
-    return ssl.create_default_context(cafile=certifi.where())
+log = logging.getLogger("qvq_gradio")
 
 
 @dataclass(frozen=True, slots=True)
@@ -136,8 +140,95 @@ class _KeepLast(list[Any]):
         super().append(item)
 
 
+class _QuietEnd(httpx.SyncByteStream):
+    """An event stream whose transport errors end it quietly (logged at debug level).
+
+    gradio_client prints a traceback to stderr for any error of its event-stream reader except
+    ``RemoteProtocolError``, which it takes as the stream closing. The job's outcome is the same
+    either way (its waiters are told the stream ended), so the error is logged and re-raised as
+    that one.
+    """
+
+    def __init__(self, inner: httpx.SyncByteStream) -> None:
+        self._inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._inner
+        except httpx.RemoteProtocolError:
+            raise
+        except httpx.TransportError as exc:
+            log.debug("the Space's event stream broke: %r", exc)
+            raise httpx.RemoteProtocolError(f"event stream ended: {exc!r}") from exc
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class StreamWatch(httpx.Auth):
+    """Sees every response of one job (httpx hands each to the auth flow before its body).
+
+    It keeps each response's socket, so that :meth:`abort` can shut them down from any thread:
+    a thread blocked reading a frozen connection then wakes at once (closing a socket from
+    another thread does not wake a blocked read; shutting it down does).
+    """
+
+    def __init__(self) -> None:
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._aborted = False
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        response = yield request
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with self._lock:
+                self._sockets.add(sock)
+                aborted = self._aborted
+            if aborted:
+                _shut(sock)
+        event_stream = request.method == "GET" and request.url.path.endswith("/queue/data")
+        if event_stream and isinstance(response.stream, httpx.SyncByteStream):
+            response.stream = _QuietEnd(response.stream)
+
+    def abort(self) -> None:
+        """Shut down every connection of this job, now and from now on."""
+        with self._lock:
+            self._aborted = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_POOLS = ("executor", "helper_executor", "stream_executor")
+
+
+def _elastic_pools(client: Any, max_workers: int) -> None:
+    """Replace gradio_client's pools (no thread of theirs has started yet)."""
+    sizes = {"executor": max_workers, "helper_executor": 2 * max_workers, "stream_executor": 1}
+    for name, size in sizes.items():
+        old = getattr(client, name, None)
+        if isinstance(old, concurrent.futures.Executor):
+            old.shutdown(wait=False)
+            setattr(client, name, ElasticExecutor(size, name=f"qvq-{name.split('_')[0]}"))
+
+
 class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type information
-    """``gradio_client.Client`` with no telemetry and bounded per-job memory."""
+    """``gradio_client.Client`` with no telemetry and pools that shrink and never block exit."""
+
+    def __init__(self, src: str, *args: Any, max_workers: int = 40, **kwargs: Any) -> None:
+        super().__init__(src, *args, max_workers=max_workers, **kwargs)
+        _elastic_pools(self, max_workers)
+        # gradio_client sends the token (given, $HF_TOKEN or the saved one) in this header: it
+        # must never show in an error message, a traceback or a log line.
+        credential = self.headers.get("x-hf-authorization", "")
+        register_secret(credential.removeprefix("Bearer ").strip())
 
     @property
     def analytics_enabled(self) -> bool:
@@ -148,11 +239,23 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         # Client.__init__ assigns this and starts the telemetry thread when it reads True.
         pass
 
-    def new_helper(self, fn_index: int, headers: dict[str, str] | None = None) -> Any:
-        helper = super().new_helper(fn_index, headers=headers)
-        helper.job.outputs = _KeepLast()
-        helper.updates = JobFeed()
-        return helper
+    def close(self) -> None:
+        # Client.close() joins the heartbeat thread for up to 1 s, longer than a dead
+        # connection deserves; the thread is a daemon and ends at its next read.
+        self._kill_heartbeat.set()
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop the heartbeat and every worker thread, waiting at most ``timeout`` seconds in
+        all: threads still busy then (stuck reading a dead connection) are abandoned."""
+        self.close()
+        deadline = time.monotonic() + timeout
+        pools = [getattr(self, name, None) for name in _POOLS]
+        for pool in pools:
+            if isinstance(pool, ElasticExecutor):
+                pool.shutdown(wait=False, cancel_futures=True)
+        for pool in pools:
+            if isinstance(pool, ElasticExecutor):
+                pool.shutdown(timeout=max(deadline - time.monotonic(), 0.0))
 
     def __repr__(self) -> str:
         # The base class renders the whole API description (a network call on some versions).
@@ -160,17 +263,20 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
 
     __str__ = __repr__
 
-    def for_one_job(self) -> JobClient:
+    def for_one_job(self, timeout: httpx.Timeout) -> JobClient:
         """A view of this client with a Gradio session of its own, for exactly one job.
 
         It shares config, API description, headers, cookies and worker pools (so it costs no
-        network round trip) but has its own session hash, SSE state and SSE reader thread, and
-        endpoints bound to it. Keep a reference while its job runs (endpoints hold it weakly)
-        and call :meth:`JobClient.release` afterwards.
+        network round trip) but has its own session hash, SSE state and SSE reader thread,
+        endpoints bound to it, its own httpx settings (``timeout``; a :class:`StreamWatch`),
+        and it keeps only the newest output of its job. Keep a reference while its job runs
+        (endpoints hold it weakly) and call :meth:`JobClient.release` afterwards.
         """
         view = JobClient.__new__(JobClient)
         view.__dict__.update(self.__dict__)
         view.session_hash = str(uuid.uuid4())
+        view.watch = StreamWatch()
+        view.httpx_kwargs = {**self.httpx_kwargs, "timeout": timeout, "auth": view.watch}
         # Per-session SSE state, as Client.__init__ sets it up.
         view.stream_open = False
         view.streaming_future = None
@@ -179,9 +285,7 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         view.pending_lock = threading.Lock()
         view.stream_epoch = 0
         view.pending_event_epoch = {}
-        view.stream_executor = concurrent.futures.ThreadPoolExecutor(
-            max_workers=1, thread_name_prefix="qvq-sse"
-        )
+        view.stream_executor = ElasticExecutor(1, name="qvq-sse")
         view.cookies = dict(self.cookies)
         # No heartbeat for a one-job session (the HTTP API needs none); close() stays harmless.
         view._refresh_heartbeat = threading.Event()
@@ -199,6 +303,23 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
 class JobClient(QVQClient):
     """One job's view of a :class:`QVQClient` (see :meth:`QVQClient.for_one_job`)."""
 
+    watch: StreamWatch
+    httpx_kwargs: dict[str, Any]
+
+    def new_helper(self, fn_index: int, headers: dict[str, str] | None = None) -> Any:
+        helper = super().new_helper(fn_index, headers=headers)
+        helper.job.outputs = _KeepLast()
+        helper.updates = JobFeed()
+        return helper
+
+    def set_timeout(self, timeout: httpx.Timeout) -> None:
+        """The timeout of this job's requests from now on (e.g. a short one for its cancel)."""
+        self.httpx_kwargs = {**self.httpx_kwargs, "timeout": timeout}
+
+    def abort(self) -> None:
+        """Shut down this job's connections: a reader blocked on a dead one wakes now."""
+        self.watch.abort()
+
     def release(self) -> None:
         """Let this view's SSE reader thread end once its stream closes."""
         self.stream_executor.shutdown(wait=False)
@@ -206,6 +327,21 @@ class JobClient(QVQClient):
     def __del__(self) -> None:
         # The worker pools belong to the parent client: never shut them down from a view.
         pass
+
+
+def endpoint_signature(config: Mapping[str, Any], api_name: str) -> tuple[Any, ...] | None:
+    """What identifies ``api_name`` in a Gradio config: its function index and input types.
+
+    ``None`` when the app has no such endpoint. Two configs with the same signature run the
+    same function for a job submitted to that index.
+    """
+    name = api_name.lstrip("/")
+    components = {c.get("id"): c.get("type") for c in config.get("components", [])}
+    for index, dependency in enumerate(config.get("dependencies", [])):
+        if dependency.get("api_name") == name:
+            inputs = tuple(components.get(i) for i in dependency.get("inputs", []))
+            return (dependency.get("id", index), inputs)
+    return None
 
 
 def job_feed(job: Any) -> JobFeed:
@@ -272,11 +408,34 @@ def _from_status(code: int, detail: str, space: str) -> ResponseError:
     return SpaceConnectionError(f"The Space answered HTTP {code}: {detail}", space=space)
 
 
+def scrub(exc: BaseException) -> None:
+    """Redact tokens in ``exc`` and every exception chained to it, in place (args, messages,
+    notes): what a traceback or ``log.exception`` would print of them."""
+    seen: set[int] = set()
+    pending: list[BaseException | None] = [exc]
+    while pending:
+        current = pending.pop()
+        if current is None or id(current) in seen:
+            continue
+        seen.add(id(current))
+        with contextlib.suppress(Exception):  # an exception type may refuse new attributes
+            current.args = tuple(redact(a) if isinstance(a, str) else a for a in current.args)
+            for name, value in list(vars(current).items()):
+                if isinstance(value, str):
+                    setattr(current, name, redact(value))
+                elif name == "__notes__" and isinstance(value, list):
+                    value[:] = [redact(v) if isinstance(v, str) else v for v in value]
+        pending += [current.__cause__, current.__context__]
+
+
 def translate_error(exc: BaseException, *, space: str) -> ResponseError:
     """Map an error raised by gradio_client (or httpx under it) to our tree.
 
-    Callers raise the result ``from exc``. Already-translated errors pass through.
+    Callers raise the result ``from exc``. Already-translated errors pass through. ``exc`` and
+    every exception chained to it are scrubbed of tokens first: they stay reachable (and keep
+    their types) as ``__cause__`` for debugging, without any credential a Space echoed.
     """
+    scrub(exc)
     if isinstance(exc, ResponseError):
         return exc
     if isinstance(exc, gc_exceptions.AppError):
@@ -301,6 +460,14 @@ def translate_error(exc: BaseException, *, space: str) -> ResponseError:
         return SpaceConnectionError(
             "The job was cancelled by the Space or the connection to it was lost", space=space
         )
+    if isinstance(exc, json.JSONDecodeError):
+        if re.match(r"\s*<(?:!doctype|html|head|body)", exc.doc[:200], re.IGNORECASE):
+            return ProtocolError(
+                "The address answered with an HTML page, not a Gradio app (a login page or "
+                "a captive portal?); check the Space URL and any proxy",
+                space=space,
+            )
+        return ProtocolError(f"The Space answered with text that is not JSON: {exc}", space=space)
     text = str(exc)
     if "Cannot find a function with `api_name`" in text:
         return ProtocolError(f"The Space has no /generate endpoint: {text}", space=space)

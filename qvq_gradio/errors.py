@@ -22,13 +22,20 @@
             ├── IdleTimeoutError              no new text for ``idle_timeout`` seconds
             └── TotalTimeoutError             the answer took longer than ``total_timeout``
 
-Messages never contain a token. Errors coming from gradio_client are translated in exactly one
-place, :func:`qvq_gradio._gradio.translate_error`, always ``raise ... from exc``.
+Every :class:`ResponseError` carries ``text``: the answer text that had arrived when it was
+raised ("" before the first token), so nothing received is lost.
+
+Messages never contain a token: neither ours nor those of the exceptions chained to them
+(``__cause__``, ``__context__``), nor the log records of the ``qvq_gradio`` logger. Errors coming
+from gradio_client are translated in exactly one place,
+:func:`qvq_gradio._gradio.translate_error`, always ``raise ... from exc``.
 """
 
 from __future__ import annotations
 
+import logging
 import re
+import threading
 
 __all__ = [
     "AppError",
@@ -59,11 +66,39 @@ class QVQError(Exception):
 
 # Hugging Face tokens ("hf_" + letters) and bearer credentials never reach a message.
 _SECRET = re.compile(r"\bhf_[A-Za-z0-9]{6,}|(?<=Bearer )\S+", re.IGNORECASE)
+# The credentials this process was given (tokens, credential headers), whatever their shape.
+_known: set[str] = set()
+_known_lock = threading.Lock()
+_MIN_SECRET = 6  # shorter values would redact ordinary words
+
+
+def register_secret(value: str | None) -> None:
+    """Treat ``value`` as a credential: :func:`redact` removes it from every text from now on."""
+    if value and len(value) >= _MIN_SECRET:
+        with _known_lock:
+            _known.add(value)
 
 
 def redact(text: str) -> str:
-    """``text`` with anything that looks like a token replaced by ``***``."""
+    """``text`` with every known credential and anything that looks like a token as ``***``."""
+    for secret in sorted(_known, key=len, reverse=True):
+        if secret in text:
+            text = text.replace(secret, "***")
     return _SECRET.sub("***", text)
+
+
+class _RedactRecords(logging.Filter):
+    """Log records of the ``qvq_gradio`` logger never carry a credential."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        clean = redact(message)
+        if clean != message:
+            record.msg, record.args = clean, ()
+        return True
+
+
+logging.getLogger("qvq_gradio").addFilter(_RedactRecords())
 
 
 # -- input: raised before any network call ------------------------------------------------------
@@ -102,11 +137,16 @@ class MediaDownloadError(MediaError):
 
 
 class ResponseError(QVQError):
-    """The Space (or the way to it) failed. The seed's name; base of every Space-side failure."""
+    """The Space (or the way to it) failed. The seed's name; base of every Space-side failure.
 
-    def __init__(self, message: str, *, space: str | None = None) -> None:
+    ``text`` holds the answer text that had arrived before the failure ("" if none), so a
+    caller of ``ask()`` loses nothing; ``space`` names the Space it is about.
+    """
+
+    def __init__(self, message: str, *, text: str = "", space: str | None = None) -> None:
         self.message = redact(message)
         self.space = space
+        self.text = text
         super().__init__(self.message)
 
 
@@ -125,10 +165,15 @@ class QuotaExceededError(ResponseError):
     """
 
     def __init__(
-        self, message: str, *, retry_after: float | None = None, space: str | None = None
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        text: str = "",
+        space: str | None = None,
     ) -> None:
         self.retry_after = retry_after
-        super().__init__(message, space=space)
+        super().__init__(message, text=text, space=space)
 
 
 class GPUUnavailableError(ResponseError):
@@ -144,25 +189,11 @@ class AppError(ResponseError):
 
 
 class ProtocolError(ResponseError):
-    """The Space answered in a shape this package does not understand.
-
-    ``text`` holds whatever answer text had arrived, so nothing is lost.
-    """
-
-    def __init__(self, message: str, *, text: str = "", space: str | None = None) -> None:
-        self.text = text
-        super().__init__(message, space=space)
+    """The Space answered in a shape this package does not understand."""
 
 
 class StreamTimeoutError(ResponseError, TimeoutError):
-    """A time limit ran out; the job was cancelled upstream.
-
-    ``text`` holds the answer text received before the limit, so nothing is lost.
-    """
-
-    def __init__(self, message: str, *, text: str = "", space: str | None = None) -> None:
-        self.text = text
-        super().__init__(message, space=space)
+    """A time limit ran out; the job was cancelled upstream (``text``: what had arrived)."""
 
 
 class ConnectTimeoutError(StreamTimeoutError):

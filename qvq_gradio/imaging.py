@@ -110,12 +110,19 @@ _SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"),
     (b"GIF8", "GIF"),
     (b"BM", "BMP"),
-    (b"II*\x00", "TIFF"),
-    (b"MM\x00*", "TIFF"),
 )
+_TIFF = (b"II*\x00", b"MM\x00*")
 
 
 def _describe_non_image(head: bytes) -> str:
+    if head.startswith(_TIFF):
+        # Pillow identifies a TIFF from its tags: a header it reads but a layout it rejects
+        # (planar data with 2 or 4+ samples, as tifffile writes; odd bit depths) is a valid
+        # file of a kind Pillow does not support, not a damaged one.
+        return (
+            "a TIFF of a kind Pillow does not support (for example planar or multi-sample "
+            "data, as tifffile writes); save it as PNG or an 8-bit RGB TIFF first"
+        )
     for signature, name in _SIGNATURES:
         if head.startswith(signature):
             return f"a damaged {name} file (its data does not decode)"

@@ -45,7 +45,7 @@ import anyio.to_thread
 import httpx
 from PIL import Image
 
-from ._gradio import shared_ssl_context
+from ._tls import shared_ssl_context
 from .errors import MediaDownloadError, MediaError
 from .imaging import ImageOptions, Source, compose_grid, normalise, open_image
 
@@ -127,7 +127,11 @@ def _url_name(url: str) -> str:
 def _shown(url: str) -> str:
     """A URL for messages: no query string or credentials (signed URLs carry secrets there)."""
     parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or ''}{parts.path}"
+    try:
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:  # a port that is not a number: shown as the host alone
+        port = ""
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 # -- reading ------------------------------------------------------------------------------------

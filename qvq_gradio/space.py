@@ -4,56 +4,46 @@ A stream runs in three steps, all without blocking the event loop:
 
 1. the image (if any) is normalised in a worker thread; input errors stop here, nothing sent;
 2. the ``Client`` is created once per session, lazily, in a worker thread, under
-   ``connect_timeout``; the job is submitted from a worker thread;
-3. gradio_client's threads push each cumulative output into the job's :class:`JobFeed`, which
-   wakes the stream; the stream turns outputs into deltas. Completion is decided from the job's
-   Future, never from its status alone.
+   ``connect_timeout`` (and again after the Space was redeployed);
+3. the job's life (submit, follow, verify, cancel) is :class:`~qvq_gradio.job.SpaceJob`'s.
 
 When the consumer stops early (``break``, ``aclose()``, task cancellation, a timeout) the job is
-cancelled upstream, so the Space stops generating, and the temporary image file is removed.
+cancelled upstream, in the background so the caller never waits on it, and the temporary image
+file is removed. Closing the session never waits on a dead connection for more than about a
+second: threads stuck in a read are woken or abandoned (they are daemons).
 """
 
 from __future__ import annotations
 
-import asyncio
-import concurrent.futures
-import contextlib
 import functools
 import logging
 import math
 import os
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Final
 
 import anyio
-import anyio.lowlevel
 import anyio.to_thread
 import httpx
-from gradio_client import handle_file
-from gradio_client.utils import Status
 
-from ._gradio import (
-    JobClient,
-    JobFeed,
-    QVQClient,
-    job_feed,
-    shared_ssl_context,
-    translate_error,
-)
+from ._gradio import QVQClient, translate_error
+from ._tls import shared_ssl_context
 from .errors import (
     ConnectTimeoutError,
-    IdleTimeoutError,
     ProtocolError,
+    ResponseError,
     SpaceConnectionError,
     TotalTimeoutError,
+    register_secret,
 )
-from .events import Event, Finished, QueueUpdate, TextDelta
+from .events import Event, Finished, TextDelta
 from .imaging import ImageOptions
+from .job import API_NAME, CLOSE_WAIT, Background, Redeployed, SpaceJob, check_endpoint
 from .media import MediaItem, Upload, classify, prepare_upload
 from .prompt import Messages, build_prompt
 
@@ -65,17 +55,16 @@ log = logging.getLogger("qvq_gradio")
 DEFAULT_SPACE: Final = "https://qwen-qvq-72b-preview.hf.space"
 #: Environment variable naming the Space (a URL or a ``owner/name`` Space id).
 SPACE_ENV: Final = "QVQ_SPACE"
-#: The Space's endpoint: inputs ``[image or None, text]``, a generator of the text so far.
-API_NAME: Final = "/generate"
-
-# httpx read timeout under gradio_client. The SSE stream carries a heartbeat every 15 s, so a
-# silent minute means the connection is dead; it also bounds every other request.
+# httpx read timeout under gradio_client while nothing bounds a stream more tightly. The event
+# stream carries a heartbeat every 15 s, so a silent minute means the connection is dead.
 _READ_TIMEOUT: Final = 60.0
-# How long cancelling a job upstream may take before we give up on it (it is one POST).
-_CANCEL_TIMEOUT: Final = 10.0
-# Pause before the second cancel of a job that had not started generating (see _cancel_job).
-_RECANCEL_DELAY: Final = 0.3
-_GENERATING = (Status.PROCESSING, Status.ITERATING, Status.PROGRESS)
+# A job's read timeout exceeds its idle timeout by this much: the idle timeout the user set is
+# the one that fires on a silent stream, as an IdleTimeoutError with the text so far.
+_READ_MARGIN: Final = 15.0
+# What closing grants idle worker threads to end, beyond the wait for cancels.
+_SETTLE: Final = 0.5
+# Credential-bearing headers whose values are redacted from messages and logs.
+_SECRET_HEADERS: Final = ("auth", "token", "key", "cookie", "secret")
 
 
 class _Unset:
@@ -100,6 +89,12 @@ class SpaceConfig:
     proxy: str | None = field(default=None, repr=False)
     headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
 
+    def __post_init__(self) -> None:
+        register_secret(self.token)
+        for name, value in self.headers:
+            if any(word in name.lower() for word in _SECRET_HEADERS):
+                register_secret(value)
+
     def __repr__(self) -> str:
         parts = [f"space={self.space!r}", f"token={'***' if self.token else None}"]
         if self.proxy:
@@ -107,57 +102,6 @@ class SpaceConfig:
         if self.headers:
             parts.append(f"headers=[{', '.join(name for name, _ in self.headers)}]")
         return f"SpaceConfig({', '.join(parts)})"
-
-
-class _Waker:
-    """Wakes one waiting stream from any thread, without blocking that thread.
-
-    Calls coalesce: at most one wake-up is scheduled on the loop at a time. No lock is taken on
-    the loop side (a lock held by a worker thread would block the loop).
-    """
-
-    def __init__(self) -> None:
-        native = anyio.lowlevel.current_token().native_token
-        self._schedule: Callable[[Callable[[], None]], Any]
-        if isinstance(native, asyncio.AbstractEventLoop):
-            self._schedule = native.call_soon_threadsafe
-        else:  # trio
-            self._schedule = native.run_sync_soon  # type: ignore[attr-defined]
-        self._event = anyio.Event()
-        self._pending = False
-
-    def __call__(self) -> None:
-        if self._pending:
-            return
-        self._pending = True
-        # A closed loop raises RuntimeError: nobody is waiting any more.
-        with contextlib.suppress(RuntimeError):
-            self._schedule(self._fire)
-
-    def _fire(self) -> None:
-        self._pending = False
-        self._event.set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event = anyio.Event()
-
-
-def _new_text(previous: str, output: Any, space: str) -> str:
-    """The delta from ``previous`` to the cumulative ``output``."""
-    if output is None:
-        output = ""
-    if not isinstance(output, str):
-        raise ProtocolError(
-            f"The Space sent {type(output).__name__} where text was expected",
-            text=previous,
-            space=space,
-        )
-    if not output.startswith(previous):
-        raise ProtocolError(
-            "The Space rewrote text it had already sent", text=previous, space=space
-        )
-    return output[len(previous) :]
 
 
 async def _texts(events: AsyncGenerator[Event, None]) -> AsyncGenerator[str, None]:
@@ -186,42 +130,6 @@ def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int)
     # From now on: streams, uploads and joins, which may legitimately take longer.
     client.httpx_kwargs["timeout"] = httpx.Timeout(_READ_TIMEOUT, connect=connect_timeout)
     return client
-
-
-def _shutdown_client(client: QVQClient) -> None:
-    client.close()  # stops the heartbeat thread
-    for name in ("executor", "helper_executor", "stream_executor"):
-        pool = getattr(client, name, None)
-        if isinstance(pool, concurrent.futures.ThreadPoolExecutor):
-            pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _cancel_job(job: Any, started: bool = False) -> None:
-    """Cancel ``job`` on the Space (blocking; run it in a worker thread).
-
-    ``started``: the Space had reported the job generating, so it is a running task there.
-    """
-    try:
-        # A cancel sent before the job has joined the Space's queue carries no event id: the
-        # Space never hears of it and runs the job anyway (gradio_client's /reset after joining
-        # does not stop it). So first wait for gradio_client's worker to join and learn the id.
-        # It sets no event we could wait on, hence short polls, bounded by _CANCEL_TIMEOUT.
-        deadline = time.monotonic() + _CANCEL_TIMEOUT
-        while job.communicator.event_id is None and not job.future.done():
-            if time.monotonic() > deadline:
-                log.warning("cancelling a job that has not reached the Space's queue yet")
-                break
-            time.sleep(0.01)
-        job.cancel()
-        if not started:
-            # Gradio's /cancel stops running tasks and removes queued events, but misses an
-            # event caught between the two (just taken off the queue, its task not yet
-            # running). Measured here: about 1 cancel in 6 right after joining. A second cancel
-            # a moment later finds it running. The session is this job's alone, so it is safe.
-            time.sleep(_RECANCEL_DELAY)
-            job.cancel_fn()
-    except Exception as exc:  # the Space may be gone; the job is abandoned either way
-        log.debug("cancelling job upstream failed: %r", exc)
 
 
 class Session:
@@ -287,7 +195,8 @@ class Session:
         self._client: QVQClient | None = None
         self._state_lock = threading.Lock()  # guards _client and _closed; never held long
         self._connect_lock = threading.Lock()  # one connection attempt at a time
-        self._jobs: set[Any] = set()
+        self._jobs: set[SpaceJob] = set()
+        self._background = Background()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -317,15 +226,25 @@ class Session:
             await anyio.to_thread.run_sync(self.close)
 
     def close(self) -> None:
-        """Blocking form of :meth:`aclose`, for synchronous code."""
+        """Blocking form of :meth:`aclose`, for synchronous code.
+
+        Cancels open jobs upstream (waiting at most about a second for that), then stops the
+        client's threads. It never waits on a dead connection: threads stuck reading one are
+        woken (their sockets shut down) or abandoned (they are daemons).
+        """
         with self._state_lock:
             self._closed = True
             client, self._client = self._client, None
-        for job in list(self._jobs):
-            _cancel_job(job)
-        self._jobs.clear()
+            jobs = list(self._jobs)
+            self._jobs.clear()
+        deadline = time.monotonic() + CLOSE_WAIT
+        for job in jobs:
+            job.release(self._background)
+        self._background.close(CLOSE_WAIT)
+        for job in jobs:
+            job.abort()
         if client is not None:
-            _shutdown_client(client)
+            client.shutdown(max(deadline - time.monotonic(), 0.0) + _SETTLE)
 
     # -- the client ---------------------------------------------------------------------------
 
@@ -342,8 +261,15 @@ class Session:
                 if not self._closed:
                     self._client = client
                     return client
-            _shutdown_client(client)  # closed while we were connecting
+            client.shutdown(_SETTLE)  # closed while we were connecting
             raise RuntimeError("this Session is closed")
+
+    def _forget(self, client: QVQClient) -> None:
+        """Drop ``client`` (the Space was redeployed): the next question connects anew."""
+        with self._state_lock:
+            if self._client is client:
+                self._client = None
+        client.close()  # its jobs still running keep its pools; idle threads end on their own
 
     async def client(self) -> QVQClient:
         """The session's ``gradio_client.Client`` (created on first use, then reused)."""
@@ -468,6 +394,10 @@ class Session:
             "the stream ended without an answer", space=self.space
         )  # pragma: no cover
 
+    def _job_timeout(self, idle: float | None, connect_timeout: float) -> httpx.Timeout:
+        read = _READ_TIMEOUT if idle is None else max(idle + _READ_MARGIN, _READ_TIMEOUT)
+        return httpx.Timeout(read, connect=connect_timeout)
+
     async def _run(
         self,
         text: str,
@@ -481,11 +411,7 @@ class Session:
         start = anyio.current_time()
         deadline = start + total if total is not None else math.inf
         upload: Upload | None = None
-        started: float | None = None
-        job: Any = None
-        feed: JobFeed | None = None
-        submitted: list[Any] = []  # filled by the worker thread (see the finally clause)
-        views: list[JobClient] = []
+        job: SpaceJob | None = None
         try:
             with anyio.move_on_after(total) as scope:
                 upload = await prepare_upload(items, image_options, proxy=self.config.proxy)
@@ -495,124 +421,71 @@ class Session:
                 )
             if upload is not None and upload.note:
                 text = f"{upload.note}\n{text}"
-            client = await self._get_client(deadline, connect_timeout)
             image_target = upload.target if upload is not None else None
-
-            def submit() -> Any:
-                image_arg = handle_file(image_target) if image_target else None
-                # A Gradio session of its own: cancelling this job stops no other stream.
-                views.append(client.for_one_job())
-                submitted.append(views[0].submit(image_arg, text, api_name=API_NAME))
-                return submitted[0]
-
-            try:
-                job = await anyio.to_thread.run_sync(submit)
-            except Exception as exc:
-                raise translate_error(exc, space=space) from exc
-            self._jobs.add(job)
-            if self._closed:
-                raise SpaceConnectionError("the Session was closed", space=space)
-
-            waker = _Waker()
-            feed = job_feed(job)
-            feed.attach(waker)
-            job.future.add_done_callback(lambda _future: waker())
-
-            answer = ""
-            seen = -1
-            last_queue: QueueUpdate | None = None
-            first_token: float | None = None
-            last_progress = start
-            while True:
-                # Read "done" before the snapshot: the worker pushes every output before the
-                # Future completes, so a snapshot taken after seeing "done" holds all the text.
-                done = job.future.done()
-                snapshot = feed.snapshot
-                if snapshot.version != seen:
-                    seen = snapshot.version
-                    status = snapshot.status
-                    if status is not None and status.code == Status.IN_QUEUE:
-                        update = QueueUpdate(status.rank, status.queue_size, status.eta)
-                        if update != last_queue:
-                            last_queue = update
-                            yield update
-                    elif status is not None and status.code in _GENERATING and started is None:
-                        started = last_progress = anyio.current_time()
-                    if snapshot.has_output:
-                        delta = _new_text(answer, snapshot.output, space)
-                        if delta:
-                            answer += delta
-                            last_progress = anyio.current_time()
-                            if first_token is None:
-                                first_token = last_progress
-                                started = started or first_token
-                            yield TextDelta(delta)
-                if done:
-                    final = self._final_text(job)
-                    delta = _new_text(answer, final, space)
-                    if delta:
-                        answer += delta
-                        first_token = first_token or anyio.current_time()
-                        yield TextDelta(delta)
-                    now = anyio.current_time()
-                    yield Finished(
-                        text=answer,
-                        space=space,
-                        elapsed=now - start,
-                        time_to_first_token=None if first_token is None else first_token - start,
-                        queue_wait=None if started is None else started - start,
-                    )
-                    return
-                idle_deadline = (
-                    last_progress + idle if idle is not None and started is not None else math.inf
+            for attempt in (1, 2):
+                client = await self._get_client(deadline, connect_timeout)
+                signature = check_endpoint(client.config, space)
+                limits = self._job_timeout(idle, connect_timeout)
+                job = await SpaceJob.submit(
+                    client, image_target, text, limits, space, self._background
                 )
-                wake_by = min(deadline, idle_deadline)
-                delay = None if wake_by == math.inf else max(wake_by - anyio.current_time(), 0.0)
-                with anyio.move_on_after(delay):
-                    await waker.wait()
-                if feed.snapshot.version != seen or job.future.done():
-                    continue
-                now = anyio.current_time()
-                if now >= deadline:
-                    raise TotalTimeoutError(
-                        f"No complete answer within total_timeout={total:g} s",
-                        text=answer,
-                        space=space,
-                    )
-                if now >= idle_deadline:
-                    raise IdleTimeoutError(
-                        f"No new text for idle_timeout={idle:g} s", text=answer, space=space
-                    )
+                with self._state_lock:
+                    closed = self._closed
+                    if not closed:
+                        self._jobs.add(job)
+                if closed:
+                    raise SpaceConnectionError("the Session was closed", space=space)
+                # Read the config again alongside the job: a redeployed Space may run another
+                # function at our cached index. Text is held back until this confirms it.
+                verify = self._background.submit(job.view._get_config)
+                events = job.follow(
+                    start=start,
+                    deadline=deadline,
+                    idle=idle,
+                    total=total,
+                    verify=verify,
+                    signature=signature,
+                )
+                try:
+                    async with aclosing(events):
+                        async for event in events:
+                            yield event
+                    break
+                except Redeployed:
+                    log.info("%s was redeployed; reconnecting and asking again", space)
+                    self._release(job)
+                    job = None
+                    self._forget(client)
+                    if attempt == 2:
+                        raise ProtocolError(
+                            "The Space changed its API again while we asked", space=space
+                        ) from None
+            assert job is not None
+            now = anyio.current_time()
+            yield Finished(
+                text=job.answer,
+                space=space,
+                elapsed=now - start,
+                time_to_first_token=None if job.first_token is None else job.first_token - start,
+                queue_wait=None if job.started is None else job.started - start,
+            )
+        except ResponseError as error:
+            # Nothing received is lost: the error carries the text that had arrived.
+            if job is not None and not error.text:
+                error.text = job.answer
+            if self._closed and not isinstance(error, ProtocolError):
+                raise SpaceConnectionError(
+                    "the Session was closed", text=error.text, space=space
+                ) from error
+            raise
         finally:
-            if feed is not None:
-                feed.detach()
-            # Defensive: anyio hands back the job even when we are cancelled while submit()
-            # runs (the cancellation lands at the next checkpoint). Should that ever change,
-            # the job would exist upstream without us holding it; cancel it all the same.
-            job = job if job is not None else (submitted[0] if submitted else None)
             with anyio.CancelScope(shield=True):
                 if job is not None:
-                    self._jobs.discard(job)
-                    if not job.future.done():
-                        log.debug("cancelling unfinished job upstream")
-                        with anyio.move_on_after(_CANCEL_TIMEOUT + _RECANCEL_DELAY):
-                            await anyio.to_thread.run_sync(
-                                _cancel_job, job, started is not None, abandon_on_cancel=True
-                            )
-                for view in views:
-                    view.release()
+                    self._release(job)
                 if upload is not None:
                     await anyio.to_thread.run_sync(upload.close)
 
-    def _final_text(self, job: Any) -> Any:
-        future: concurrent.futures.Future[Any] = job.future
-        try:
-            exc = future.exception()
-        except concurrent.futures.CancelledError as cancelled:
-            exc = cancelled
-        if exc is not None:
-            if self._closed:
-                raise SpaceConnectionError("the Session was closed", space=self.space) from exc
-            error = translate_error(exc, space=self.space)
-            raise error from exc
-        return future.result()
+    def _release(self, job: SpaceJob) -> None:
+        with self._state_lock:
+            self._jobs.discard(job)
+        job.release(self._background)

@@ -1,0 +1,366 @@
+"""The life of one job on the Space: submit, follow, verify, cancel, release.
+
+A :class:`SpaceJob` is submitted from a worker thread on a Gradio session of its own
+(:meth:`~qvq_gradio._gradio.QVQClient.for_one_job`). gradio_client's threads push each
+cumulative output into the job's :class:`~qvq_gradio._gradio.JobFeed`, which wakes
+:meth:`SpaceJob.follow`; it turns outputs into deltas. Completion is decided from the job's
+Future, never from its status alone.
+
+Alongside the job, the Space's config is read again (:meth:`SpaceJob.follow` holds back text
+until then): a Space restarted with its functions in another order would otherwise run another
+function for our cached function index. The check costs no latency while nothing changed.
+
+Cancelling upstream never delays the caller: :class:`Background` sends it from a daemon thread,
+bounded, and a session closing waits for pending cancels at most ``CLOSE_WAIT`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import math
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any, Final
+
+import anyio
+import anyio.lowlevel
+import anyio.to_thread
+import httpx
+from gradio_client import handle_file
+from gradio_client.utils import Status
+
+from ._gradio import JobClient, JobFeed, QVQClient, endpoint_signature, job_feed, translate_error
+from ._threads import ElasticExecutor
+from .errors import IdleTimeoutError, ProtocolError, TotalTimeoutError
+from .events import Event, QueueUpdate, TextDelta
+
+__all__ = ["API_NAME", "CLOSE_WAIT", "Background", "Redeployed", "SpaceJob", "check_endpoint"]
+
+log = logging.getLogger("qvq_gradio")
+
+#: The Space's endpoint: inputs ``[image or None, text]``, a generator of the text so far.
+API_NAME: Final = "/generate"
+#: How long a closing session waits for cancels still being sent before abandoning them.
+CLOSE_WAIT: Final = 1.0
+# How long cancelling a job upstream may take before we give up on it (it is one POST).
+_CANCEL_TIMEOUT: Final = 10.0
+# Pause before the second cancel of a job that had not started generating (see _cancel).
+_RECANCEL_DELAY: Final = 0.3
+_GENERATING = (Status.PROCESSING, Status.ITERATING, Status.PROGRESS)
+_IMAGE_INPUTS = frozenset({"image", "file", "imageeditor"})
+
+
+class Redeployed(Exception):
+    """The Space was restarted with another app: the job ran on a stale function index."""
+
+
+def check_endpoint(config: Mapping[str, Any], space: str) -> tuple[Any, ...]:
+    """``/generate``'s signature in ``config``; :class:`ProtocolError` if it is not the QVQ one."""
+    signature = endpoint_signature(config, API_NAME)
+    if signature is None:
+        raise ProtocolError(f"The Space has no {API_NAME} endpoint", space=space)
+    inputs = signature[1]
+    if len(inputs) != 2 or inputs[0] not in _IMAGE_INPUTS:
+        raise ProtocolError(
+            f"The Space's {API_NAME} takes inputs {list(inputs)}, not [image, text]: "
+            "it is not (or no longer) the QVQ app",
+            space=space,
+        )
+    return signature
+
+
+class _Waker:
+    """Wakes one waiting stream from any thread, without blocking that thread.
+
+    Calls coalesce: at most one wake-up is scheduled on the loop at a time. No lock is taken on
+    the loop side (a lock held by a worker thread would block the loop).
+    """
+
+    def __init__(self) -> None:
+        native = anyio.lowlevel.current_token().native_token
+        self._schedule: Callable[[Callable[[], None]], Any]
+        if isinstance(native, asyncio.AbstractEventLoop):
+            self._schedule = native.call_soon_threadsafe
+        else:  # trio
+            self._schedule = native.run_sync_soon  # type: ignore[attr-defined]
+        self._event = anyio.Event()
+        self._pending = False
+
+    def __call__(self, *_: Any) -> None:
+        if self._pending:
+            return
+        self._pending = True
+        # A closed loop raises RuntimeError: nobody is waiting any more.
+        with contextlib.suppress(RuntimeError):
+            self._schedule(self._fire)
+
+    def _fire(self) -> None:
+        self._pending = False
+        self._event.set()
+
+    async def wait(self) -> None:
+        await self._event.wait()
+        self._event = anyio.Event()
+
+
+def new_text(previous: str, output: Any, space: str) -> str:
+    """The delta from ``previous`` to the cumulative ``output``."""
+    if output is None:
+        output = ""
+    if not isinstance(output, str):
+        raise ProtocolError(
+            f"The Space sent {type(output).__name__} where text was expected",
+            text=previous,
+            space=space,
+        )
+    if not output.startswith(previous):
+        raise ProtocolError(
+            "The Space rewrote text it had already sent", text=previous, space=space
+        )
+    return output[len(previous) :]
+
+
+class Background:
+    """Blocking work that nobody waits for: upstream cancels and config checks.
+
+    Daemon threads (an :class:`~qvq_gradio._threads.ElasticExecutor`), so a cancel stuck on a
+    dead network never holds up the caller, closing or interpreter exit.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ElasticExecutor(64, name="qvq-background")
+        self._cancels: set[concurrent.futures.Future[None]] = set()
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
+        return self._pool.submit(fn, *args)
+
+    def cancel(self, job: SpaceJob) -> None:
+        """Cancel ``job`` upstream, in the background."""
+        try:
+            future = self._pool.submit(job.cancel_blocking)
+        except RuntimeError:  # shut down: the session is closing and cancels inline
+            job.cancel_blocking()
+            return
+        self._cancels.add(future)
+        future.add_done_callback(self._cancels.discard)
+
+    def close(self, wait: float = CLOSE_WAIT) -> None:
+        """Wait at most ``wait`` seconds for pending cancels, then abandon what is left."""
+        deadline = time.monotonic() + wait
+        concurrent.futures.wait(list(self._cancels), timeout=wait)
+        self._pool.shutdown(timeout=max(deadline - time.monotonic(), 0.0))
+
+
+class SpaceJob:
+    """One job on the Space, on a Gradio session of its own."""
+
+    def __init__(self, view: JobClient, job: Any, space: str) -> None:
+        self.view = view
+        self.job = job
+        self.space = space
+        self.answer = ""
+        self.started: float | None = None  #: when the Space began generating (anyio time)
+        self.first_token: float | None = None
+        self._released = False
+
+    @classmethod
+    async def submit(
+        cls,
+        client: QVQClient,
+        image: str | None,
+        text: str,
+        limits: httpx.Timeout,
+        space: str,
+        background: Background,
+    ) -> SpaceJob:
+        """Submit from a worker thread (not abandoned: a caller who gives up meanwhile still
+        has the job cancelled upstream, in the background)."""
+        views: list[JobClient] = []
+        jobs: list[Any] = []
+
+        def submit() -> None:
+            image_arg = handle_file(image) if image else None
+            # A Gradio session of its own: cancelling this job stops no other stream.
+            views.append(client.for_one_job(limits))
+            jobs.append(views[0].submit(image_arg, text, api_name=API_NAME))
+
+        try:
+            await anyio.to_thread.run_sync(submit)
+        except Exception as exc:
+            for view in views:
+                view.release()
+            raise translate_error(exc, space=space) from exc
+        except BaseException:  # cancelled while the thread ran: the job exists upstream
+            if jobs:
+                cls(views[0], jobs[0], space).release(background)
+            raise
+        return cls(views[0], jobs[0], space)
+
+    @property
+    def done(self) -> bool:
+        return bool(self.job.future.done())
+
+    async def follow(
+        self,
+        *,
+        start: float,
+        deadline: float,
+        idle: float | None,
+        total: float | None,
+        verify: concurrent.futures.Future[Any] | None,
+        signature: tuple[Any, ...],
+    ) -> AsyncGenerator[Event, None]:
+        """Queue updates and text deltas until the job is done (then it returns).
+
+        ``verify``, if given, is the Space's config read again: no text is yielded before it
+        confirms that ``/generate`` is still the function we submitted to (else
+        :class:`Redeployed`).
+        """
+        waker = _Waker()
+        feed: JobFeed = job_feed(self.job)
+        feed.attach(waker)
+        self.job.future.add_done_callback(waker)
+        if verify is not None:
+            verify.add_done_callback(waker)
+        try:
+            seen = -1
+            last_queue: QueueUpdate | None = None
+            last_progress = start
+            while True:
+                verified = verify is None or verify.done()
+                if verify is not None and verified:
+                    self._check(verify, signature)
+                    verify = None
+                # Read "done" before the snapshot: the worker pushes every output before the
+                # Future completes, so a snapshot taken after seeing "done" holds all the text.
+                done = self.done
+                snapshot = feed.snapshot
+                if snapshot.version != seen and verified:
+                    seen = snapshot.version
+                    status = snapshot.status
+                    if status is not None and status.code == Status.IN_QUEUE:
+                        update = QueueUpdate(status.rank, status.queue_size, status.eta)
+                        if update != last_queue:
+                            last_queue = update
+                            yield update
+                    elif (
+                        status is not None and status.code in _GENERATING and self.started is None
+                    ):
+                        self.started = last_progress = anyio.current_time()
+                    if snapshot.has_output:
+                        delta = new_text(self.answer, snapshot.output, self.space)
+                        if delta:
+                            last_progress = self._add(delta)
+                            yield TextDelta(delta)
+                if done and verified:
+                    delta = new_text(self.answer, self._result(), self.space)
+                    if delta:
+                        self._add(delta)
+                        yield TextDelta(delta)
+                    return
+                idle_deadline = (
+                    last_progress + idle
+                    if idle is not None and self.started is not None
+                    else math.inf
+                )
+                wake_by = min(deadline, idle_deadline)
+                delay = None if wake_by == math.inf else max(wake_by - anyio.current_time(), 0.0)
+                with anyio.move_on_after(delay):
+                    await waker.wait()
+                if feed.snapshot.version != seen or self.done:
+                    continue
+                if verify is not None and verify.done():
+                    continue
+                now = anyio.current_time()
+                if now >= deadline:
+                    raise TotalTimeoutError(
+                        f"No complete answer within total_timeout={total:g} s",
+                        text=self.answer,
+                        space=self.space,
+                    )
+                if now >= idle_deadline:
+                    raise IdleTimeoutError(
+                        f"No new text for idle_timeout={idle:g} s",
+                        text=self.answer,
+                        space=self.space,
+                    )
+        finally:
+            feed.detach()
+
+    def _add(self, delta: str) -> float:
+        self.answer += delta
+        now = anyio.current_time()
+        if self.first_token is None:
+            self.first_token = now
+            self.started = self.started or now
+        return now
+
+    def _check(self, verify: concurrent.futures.Future[Any], signature: tuple[Any, ...]) -> None:
+        try:
+            config = verify.result()
+        except Exception as exc:  # the job's own outcome will say what went wrong
+            log.debug("could not re-read the Space's config: %r", exc)
+            return
+        if endpoint_signature(config, API_NAME) != signature:
+            raise Redeployed()
+
+    def _result(self) -> Any:
+        future: concurrent.futures.Future[Any] = self.job.future
+        try:
+            exc = future.exception()
+        except concurrent.futures.CancelledError as cancelled:
+            exc = cancelled
+        if exc is not None:
+            raise translate_error(exc, space=self.space) from exc
+        return future.result()
+
+    def abort(self) -> None:
+        """Shut down the job's connections (a thread reading a frozen one wakes now)."""
+        self.view.abort()
+
+    def cancel_blocking(self) -> None:
+        """Cancel the job on the Space (blocking; run it in a worker thread), bounded."""
+        job = self.job
+        try:
+            self.view.set_timeout(httpx.Timeout(_CANCEL_TIMEOUT))
+            # A cancel sent before the job has joined the Space's queue carries no event id:
+            # the Space never hears of it and runs the job anyway (gradio_client's /reset after
+            # joining does not stop it). So first wait for gradio_client's worker to join and
+            # learn the id. It sets no event we could wait on, hence short polls, bounded.
+            deadline = time.monotonic() + _CANCEL_TIMEOUT
+            while job.communicator.event_id is None and not job.future.done():
+                if time.monotonic() > deadline:
+                    log.warning("cancelling a job that has not reached the Space's queue yet")
+                    break
+                time.sleep(0.01)
+            job.cancel()
+            if self.started is None:
+                # Gradio's /cancel stops running tasks and removes queued events, but misses an
+                # event caught between the two (just taken off the queue, its task not yet
+                # running). Measured: about 1 cancel in 6 right after joining. A second cancel
+                # a moment later finds it running. The session is this job's alone: safe.
+                time.sleep(_RECANCEL_DELAY)
+                job.cancel_fn()
+        except Exception as exc:  # the Space may be gone; the job is abandoned either way
+            log.debug("cancelling job upstream failed: %r", exc)
+        finally:
+            self.abort()
+            # Only now: the SSE reader is started on this pool after the job joins the queue.
+            self.view.release()
+
+    def release(self, background: Background | None) -> None:
+        """Done with the job: cancel it upstream if unfinished (in the background), free it."""
+        if self._released:
+            return
+        self._released = True
+        if self.done:
+            self.view.release()
+            return
+        log.debug("cancelling unfinished job upstream")
+        if background is None:
+            self.cancel_blocking()
+        else:
+            background.cancel(self)
