@@ -61,7 +61,10 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (ProtocolError, 7),
     (QVQError, 1),
 )
-_FAIL_CHOICES = ("before", "mid", "quota", "hang")
+_FAIL_CHOICES = ("before", "mid", "quota", "hang", "echo-token")
+_LAYOUTS = ("qvq", "reordered", "text-only")
+# Timeouts: positive seconds, refused by click (usage error, exit 2) before anything runs.
+_SECONDS = click.FloatRange(min=0, min_open=True)
 _SPINNER = "⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏"
 
 
@@ -190,15 +193,15 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
 @click.option("--proxy", help="HTTP(S) proxy URL for every request.")
 @click.option("--system", help="A system message sent before the prompt.")
-@click.option("--connect-timeout", type=float, default=30.0, show_default=True)
+@click.option("--connect-timeout", type=_SECONDS, default=30.0, show_default=True)
 @click.option(
     "--idle-timeout",
-    type=float,
+    type=_SECONDS,
     default=120.0,
     show_default=True,
     help="Seconds without new text once generation started.",
 )
-@click.option("--total-timeout", type=float, default=None, help="Seconds for the whole answer.")
+@click.option("--total-timeout", type=_SECONDS, default=None, help="Seconds for the whole answer.")
 @click.option(
     "--json",
     "as_json",
@@ -335,10 +338,8 @@ def info(space: str | None, token: str | None, proxy: str | None, as_json: bool)
 def _need_replica() -> Any:
     try:
         from . import replica
-    except ImportError as exc:  # gradio missing
-        raise click.ClickException(
-            f"the replica needs the 'replica' extra: pip install 'qvq-gradio[replica]' ({exc})"
-        ) from exc
+    except ImportError as exc:  # the replica extra is not installed; the message says which
+        raise click.ClickException(str(exc)) from exc
     return replica
 
 
@@ -381,6 +382,13 @@ def demo(tokens: int, delay: float) -> None:
 @click.option("--fail-after", default=5, show_default=True)
 @click.option("--max-queue", type=int, default=None)
 @click.option("--require-token", default=None, help="Refuse requests without this HF token.")
+@click.option(
+    "--layout",
+    type=click.Choice(_LAYOUTS),
+    default="qvq",
+    show_default=True,
+    help="The app's functions: as the QVQ Space, or changed as by a redeploy.",
+)
 def replica_command(
     host: str,
     port: int,
@@ -391,6 +399,7 @@ def replica_command(
     fail_after: int,
     max_queue: int | None,
     require_token: str | None,
+    layout: str,
 ) -> None:
     """Serve the bundled replica of the QVQ Space (for offline tests)."""
     replica = _need_replica()
@@ -402,6 +411,7 @@ def replica_command(
         fail_after=fail_after,
         max_queue=max_queue,
         token=require_token,
+        layout=layout,
     )
 
     def ready(url: str) -> None:

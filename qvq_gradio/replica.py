@@ -12,7 +12,9 @@ Behaviour is set per replica (:class:`ReplicaConfig`) and can be overridden per 
 directive anywhere in the prompt, e.g. ``[[replica tokens=200 delay=0.01 fail=mid after=5]]``.
 Failure modes: ``before`` (``gr.Error`` before the first token), ``mid`` (``gr.Error`` after
 ``after`` tokens), ``quota`` (a ZeroGPU quota message), ``hang`` (stop after ``after`` tokens
-and never finish).
+and never finish), ``echo-token`` (an error that echoes the credential it was sent, as some
+Spaces do). ``layout`` changes the app itself: ``reordered`` puts another function with the same
+inputs before ``/generate`` (a redeployed Space), ``text-only`` gives ``/generate`` one input.
 
 Every request is logged with how many tokens it really generated and how it ended
 (``done``, ``failed``, ``cancelled``), so tests can prove that cancelling stopped the server::
@@ -23,13 +25,14 @@ Every request is logged with how many tokens it really generated and how it ende
         ...  # point qvq_gradio at replica.url (space=replica.url or QVQ_SPACE)
         record = replica.wait_ended("my marker")    # blocks until that request ended
 
-From the command line: ``qvq replica`` or ``python -m qvq_gradio.replica --port 7860``.
+From the command line: ``qvq replica`` or ``python -m qvq_gradio replica --port 7860``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import importlib.util
 import os
 import re
 import socket
@@ -57,8 +60,30 @@ __all__ = [
     "describe_image",
 ]
 
-FailMode = Literal["before", "mid", "quota", "hang"]
-_FAIL_MODES: tuple[str, ...] = ("before", "mid", "quota", "hang")
+
+
+def _require_extra() -> None:
+    """Importing the replica without the ``replica`` extra says which extra to install."""
+    missing = []
+    for name in ("gradio", "uvicorn"):
+        present = sys.modules[name] is not None if name in sys.modules else None
+        if present is None:
+            present = importlib.util.find_spec(name) is not None
+        if not present:
+            missing.append(name)
+    if missing:
+        raise ImportError(
+            f"the replica needs the 'replica' extra (missing: {', '.join(missing)}): "
+            "pip install 'qvq-gradio[replica]'"
+        )
+
+
+_require_extra()
+
+FailMode = Literal["before", "mid", "quota", "hang", "echo-token"]
+FAIL_MODES: tuple[str, ...] = ("before", "mid", "quota", "hang", "echo-token")
+Layout = Literal["qvq", "reordered", "text-only"]
+LAYOUTS: tuple[str, ...] = ("qvq", "reordered", "text-only")
 
 #: What ZeroGPU Spaces say when the quota is used up (with the HTML link they carry).
 QUOTA_MESSAGE = (
@@ -86,6 +111,7 @@ class ReplicaConfig:
     fail: FailMode | None = None
     fail_after: int = 5  #: tokens before ``mid`` / ``hang`` happen
     max_queue: int | None = None  #: queue size beyond which joins get HTTP 503
+    layout: Layout = "qvq"  #: the app's functions (see the module docstring)
     token: str | None = field(default=None, repr=False)  #: required HF token, if any
 
     def with_directives(self, prompt: str) -> ReplicaConfig:
@@ -99,8 +125,8 @@ class ReplicaConfig:
                 elif key == "delay":
                     changes["delay"] = float(value)
                 elif key == "fail":
-                    if value not in _FAIL_MODES:
-                        raise ValueError(f"fail must be one of {_FAIL_MODES}, got {value!r}")
+                    if value not in FAIL_MODES:
+                        raise ValueError(f"fail must be one of {FAIL_MODES}, got {value!r}")
                     changes["fail"] = value
                 elif key == "after":
                     changes["fail_after"] = int(value)
@@ -155,6 +181,18 @@ def answer_head(prompt: str, image: dict[str, Any] | None) -> str:
             f"pixels-sha256:{image['sha256']}"
         )
     return "\n".join(lines) + "\n\n"
+
+
+#: What the replica's other functions answer (see ``layout``).
+OTHER_FUNCTION_TEXT = "replica: another function answered"
+
+
+async def _other_function(image: str | None, text: str) -> AsyncIterator[str]:
+    yield OTHER_FUNCTION_TEXT
+
+
+async def _other_function_text(text: str) -> AsyncIterator[str]:
+    yield OTHER_FUNCTION_TEXT
 
 
 def _word(i: int) -> str:
@@ -225,6 +263,13 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
                 )
             if settings.fail == "quota":
                 raise gr.Error(QUOTA_MESSAGE, print_exception=False)
+            if settings.fail == "echo-token":
+                sent = request.headers.get("x-hf-authorization", "(none)")
+                raise gr.Error(
+                    f"Unauthorized: {sent} is not a valid token "
+                    f"({sent.removeprefix('Bearer ')})",
+                    print_exception=False,
+                )
             out = answer_head(text, record.image)
             yield out
             for i in range(settings.tokens):
@@ -265,7 +310,16 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
         image_in = gr.Image(type="filepath", label="Image")
         text_in = gr.Textbox(label="Question")
         answer = gr.Textbox(label="Answer")
-        gr.Button("Submit").click(generate, [image_in, text_in], answer, api_name="generate")
+        if base.layout == "reordered":
+            # Another function first: a client holding the old config's function index for
+            # /generate would run this one.
+            gr.Button("Describe").click(
+                _other_function, [image_in, text_in], answer, api_name="describe"
+            )
+        if base.layout == "text-only":
+            gr.Button("Submit").click(_other_function_text, [text_in], answer, api_name="generate")
+        else:
+            gr.Button("Submit").click(generate, [image_in, text_in], answer, api_name="generate")
     blocks.queue(default_concurrency_limit=base.concurrency, max_size=base.max_queue)
 
     app = FastAPI()
@@ -407,21 +461,36 @@ class Replica(_Control):
 
 
 class ReplicaProcess(_Control):
-    """The replica in a child process (``python -m qvq_gradio.replica``); a context manager.
+    """The replica in a child process (``python -m qvq_gradio replica``); a context manager.
 
     Use it where the test process must stay free of the server's own work, e.g. under
     ``blockbuster``, which would flag Gradio's blocking calls in the server's event loop.
     """
 
-    def __init__(self, args: Sequence[str] = (), *, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        args: Sequence[str] = (),
+        *,
+        env: dict[str, str] | None = None,
+        port: int = 0,
+        python: str | None = None,
+    ) -> None:
         self._args = list(args)
         self._env = env
+        self._port = port
+        # The interpreter to serve from: ``$QVQ_REPLICA_PYTHON`` runs the replica under another
+        # environment (e.g. an older Gradio) while the client side stays in this one.
+        self._python = python or os.environ.get("QVQ_REPLICA_PYTHON") or sys.executable
         self._proc: subprocess.Popen[str] | None = None
         self.url = ""
 
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
     def start(self) -> ReplicaProcess:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "qvq_gradio.replica", "--port", "0", *self._args],
+            [self._python, "-m", "qvq_gradio", "replica", "--port", str(self._port), *self._args],
             stdout=subprocess.PIPE,
             stdin=subprocess.DEVNULL,
             text=True,
@@ -435,6 +504,12 @@ class ReplicaProcess(_Control):
                 return self
         code = self._proc.wait()
         raise RuntimeError(f"the replica process exited with code {code} before serving")
+
+    def kill(self) -> None:
+        """End the server at once (SIGKILL), as a crash would."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
@@ -464,9 +539,3 @@ def serve(
     if ready is not None:
         ready(f"http://{host}:{sock.getsockname()[1]}")
     uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through ReplicaProcess
-    from .cli import main
-
-    sys.exit(main(["replica", *sys.argv[1:]]))

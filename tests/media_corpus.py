@@ -109,6 +109,24 @@ def palette_with_transparency() -> bytes:
     return encoded(image, "PNG", transparency=0)
 
 
+def planar_tiff(samples: int) -> bytes:
+    """A valid TIFF as tifffile writes multi-sample data: planar, one plane per sample."""
+    import tifffile
+
+    buffer = io.BytesIO()
+    tifffile.imwrite(buffer, np.zeros((samples, 20, 30), np.uint8), planarconfig="separate")
+    return buffer.getvalue()
+
+
+def refused_port() -> int:
+    """A loopback port that nothing listens on (bound, never listening)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def sixteen_bit() -> bytes:
     gradient = np.tile(np.linspace(0, 65535, 64, dtype=np.uint16), (32, 1))
     return encoded(Image.fromarray(gradient), "PNG")  # mode I;16
@@ -178,6 +196,18 @@ CORPUS: list[Case] = [
     Case("url-too-large-declared", lambda t, u: f"{u}/huge-declared", MediaDownloadError, "limit"),
     Case("url-too-large-streamed", lambda t, u: f"{u}/huge-streamed", MediaDownloadError, "limit"),
     Case("url-slow", lambda t, u: f"{u}/slow.png", MediaDownloadError, "longer than"),
+    Case(
+        "url-refused-names-the-port",
+        lambda t, u: f"http://127.0.0.1:{refused_port()}/x.png",
+        MediaDownloadError,
+        r"cannot fetch http://127\.0\.0\.1:\d+/x\.png",
+    ),
+    Case(
+        "tiff-planar-multi-sample",
+        lambda t, u: planar_tiff(5),
+        MediaError,
+        "a TIFF of a kind Pillow does not support",
+    ),
     # -- odd, but usable ------------------------------------------------------------------------
     Case(
         "one-pixel",

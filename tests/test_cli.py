@@ -143,6 +143,33 @@ def test_unreachable_space_and_bad_input() -> None:
     assert "both the prompt and an image" in err
 
 
+@pytest.mark.parametrize("option", ["--idle-timeout", "--total-timeout", "--connect-timeout"])
+@pytest.mark.parametrize("value", ["-1", "0"])
+def test_bad_timeouts_are_usage_errors(option: str, value: str) -> None:
+    code, _, err = run(["ask", "hi", option, value, "--space", "http://127.0.0.1:9"])
+    assert code == 2
+    assert "Traceback" not in err
+    assert f"Invalid value for '{option}'" in err
+
+
+@pytest.mark.parametrize(
+    "code",
+    ["from qvq_gradio.cli import main; sys.exit(main(['demo']))", "import qvq_gradio.replica"],
+)
+def test_replica_without_its_extra_names_the_extra(code: str) -> None:
+    # As if installed without the extra: the import of uvicorn fails.
+    done = subprocess.run(
+        [sys.executable, "-c", f"import sys; sys.modules['uvicorn'] = None; {code}"],
+        capture_output=True,
+        text=True,
+        env=replica_env(),
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "pip install 'qvq-gradio[replica]'" in done.stderr
+    assert "ModuleNotFoundError" not in done.stderr
+
+
 def test_debug_shows_the_traceback(replica: ReplicaProcess, marker: str) -> None:
     code, _, err = run(
         ["--debug", "ask", f"{marker} [[replica fail=before]]", "--space", replica.url]
