@@ -30,7 +30,7 @@ from qvq_gradio import (
     TotalTimeoutError,
     UnknownModelError,
 )
-from qvq_gradio.replica import Replica, ReplicaConfig, ReplicaProcess
+from qvq_gradio.replica import ReplicaProcess
 
 from .conftest import ended, replica_env
 
@@ -160,8 +160,8 @@ async def test_token_from_environment(
 
 
 async def test_queue_updates_and_full_queue(marker: str) -> None:
-    config = ReplicaConfig(concurrency=1, max_queue=1)
-    with Replica(config) as server:
+    args = ["--concurrency", "1", "--max-queue", "1"]
+    with ReplicaProcess(args, env=replica_env()) as server:
         async with Session(server.url) as session:
             running = session.stream(f"{marker}-a [[replica tokens=5 delay=0 fail=hang after=1]]")
             await running.__anext__()  # generating, and will hang: holds the one slot

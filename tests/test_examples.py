@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from qvq_gradio.replica import ReplicaProcess
 
 from .conftest import replica_env
@@ -38,6 +40,7 @@ def record_ended(replica: ReplicaProcess, marker: str) -> dict[str, object]:
     return replica.wait_ended(marker)
 
 
+@pytest.mark.inprocess_gradio
 def test_demo_streams_offline() -> None:
     env = {**replica_env(), "HF_HUB_OFFLINE": "1"}
     env.pop("QVQ_SPACE", None)
@@ -57,6 +60,7 @@ def test_demo_streams_offline() -> None:
     assert "[replica Space on http://127.0.0.1:" in done.stderr
 
 
+@pytest.mark.inprocess_gradio
 def test_replica_example_runs() -> None:
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "replica_example.py")],

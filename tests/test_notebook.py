@@ -17,6 +17,7 @@ from .test_stream import expected_text
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.mark.inprocess_gradio
 def test_quickstart_notebook_runs(replica: ReplicaProcess) -> None:
     import nbclient
     import nbformat
