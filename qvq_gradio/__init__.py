@@ -25,14 +25,19 @@ from .errors import (
     RateLimitError,
     ResponseError,
     SpaceConnectionError,
+    SpaceNameError,
+    SpaceUnavailableError,
     StreamTimeoutError,
     TotalTimeoutError,
     UnknownModelError,
 )
-from .events import Event, Finished, QueueUpdate, TextDelta
+from .events import Event, Finished, QueueUpdate, SpaceChanged, SpaceWaking, TextDelta
 from .imaging import ImageOptions
 from .media import ImageInput, MediaListType, MultipleImagesWarning
+from .options import AskOptions
+from .pool import Pool, SpaceStatus, connect
 from .prompt import Messages
+from .protocol import SessionLike
 from .provider import Qwen_QVQ_72B, close_shared_sessions, shared_session
 from .space import DEFAULT_SPACE, SPACE_ENV, Session
 from .sync import SyncSession, ask, stream
@@ -43,6 +48,7 @@ __all__ = [
     "DEFAULT_SPACE",
     "SPACE_ENV",
     "AppError",
+    "AskOptions",
     "AuthenticationError",
     "ConnectTimeoutError",
     "Event",
@@ -59,6 +65,7 @@ __all__ = [
     "Messages",
     "MessagesError",
     "MultipleImagesWarning",
+    "Pool",
     "ProtocolError",
     "QVQError",
     "QueueUpdate",
@@ -67,7 +74,13 @@ __all__ = [
     "RateLimitError",
     "ResponseError",
     "Session",
+    "SessionLike",
+    "SpaceChanged",
     "SpaceConnectionError",
+    "SpaceNameError",
+    "SpaceStatus",
+    "SpaceUnavailableError",
+    "SpaceWaking",
     "StreamTimeoutError",
     "SyncSession",
     "TextDelta",
@@ -76,6 +89,7 @@ __all__ = [
     "__version__",
     "ask",
     "close_shared_sessions",
+    "connect",
     "extract_final_answer",
     "shared_session",
     "stream",

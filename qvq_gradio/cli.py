@@ -383,6 +383,19 @@ def demo(tokens: int, delay: float) -> None:
 @click.option("--max-queue", type=int, default=None)
 @click.option("--require-token", default=None, help="Refuse requests without this HF token.")
 @click.option(
+    "--quota-budget",
+    type=int,
+    default=None,
+    help="Requests served before quota errors start (then --quota-retry seconds of them).",
+)
+@click.option(
+    "--quota-retry",
+    type=float,
+    default=588.0,
+    show_default=True,
+    help="Seconds a quota error asks to wait.",
+)
+@click.option(
     "--layout",
     type=click.Choice(_LAYOUTS),
     default="qvq",
@@ -399,6 +412,8 @@ def replica_command(
     fail_after: int,
     max_queue: int | None,
     require_token: str | None,
+    quota_budget: int | None,
+    quota_retry: float,
     layout: str,
 ) -> None:
     """Serve the bundled replica of the QVQ Space (for offline tests)."""
@@ -412,6 +427,8 @@ def replica_command(
         max_queue=max_queue,
         token=require_token,
         layout=layout,
+        quota_budget=quota_budget,
+        quota_retry=quota_retry,
     )
 
     def ready(url: str) -> None:

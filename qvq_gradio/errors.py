@@ -6,11 +6,13 @@
     ├── InputError (also ValueError)         bad input, raised before anything is sent
     │   ├── UnknownModelError                 model name not one of Qwen_QVQ_72B.models
     │   ├── MessagesError                     messages of the wrong shape, role or type
+    │   ├── SpaceNameError                    a Space that is neither a URL nor ``owner/name``
     │   └── MediaError                        an image that cannot be read or used
     │       ├── ImageTooLargeError            over the decoding limit (a decompression bomb)
     │       └── MediaDownloadError            an image URL could not be fetched as an image
     └── ResponseError                         the seed's name: anything that came from the Space
         ├── SpaceConnectionError              could not reach the Space, or it went away
+        ├── SpaceUnavailableError             the Space is paused, stopped, broken or unknown
         ├── AuthenticationError               the Space refused our credentials
         ├── QuotaExceededError                ZeroGPU quota used up (``retry_after`` seconds)
         ├── GPUUnavailableError               ZeroGPU had no GPU free for us
@@ -54,6 +56,8 @@ __all__ = [
     "RateLimitError",
     "ResponseError",
     "SpaceConnectionError",
+    "SpaceNameError",
+    "SpaceUnavailableError",
     "StreamTimeoutError",
     "TotalTimeoutError",
     "UnknownModelError",
@@ -121,6 +125,10 @@ class MessagesError(InputError):
     """``messages`` is not a list of ``{"role", "content"}`` dicts this package can send."""
 
 
+class SpaceNameError(InputError):
+    """A Space given as neither an ``http(s)://`` URL nor a ``owner/name`` Space id."""
+
+
 class MediaError(InputError):
     """An image given in ``media`` or inside a message cannot be read or used."""
 
@@ -152,6 +160,18 @@ class ResponseError(QVQError):
 
 class SpaceConnectionError(ResponseError):
     """The Space could not be reached, its config could not be read, or it stopped."""
+
+
+class SpaceUnavailableError(ResponseError):
+    """The Space exists but cannot answer (``state``: ``PAUSED``, ``STOPPED``, ``BUILD_ERROR``,
+    ``RUNTIME_ERROR``, ``CONFIG_ERROR``, ``NO_APP_FILE``), or there is no such Space
+    (``state`` ``NOT_FOUND``). The message says what the state means and what to do."""
+
+    def __init__(
+        self, message: str, *, state: str, text: str = "", space: str | None = None
+    ) -> None:
+        self.state = state
+        super().__init__(message, text=text, space=space)
 
 
 class AuthenticationError(ResponseError):

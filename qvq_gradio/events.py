@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TypeAlias
 
-__all__ = ["Event", "Finished", "QueueUpdate", "TextDelta"]
+__all__ = ["Event", "Finished", "QueueUpdate", "SpaceChanged", "SpaceWaking", "TextDelta"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -22,6 +22,28 @@ class QueueUpdate:
     position: int | None
     queue_size: int | None
     eta: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceChanged:
+    """A :class:`~qvq_gradio.Pool` gave the question to ``space``.
+
+    The first one of a stream has ``previous=None``; later ones mean the question moved (before
+    any text reached the caller) because ``previous`` failed with ``reason``.
+    """
+
+    space: str
+    previous: str | None = None
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpaceWaking:
+    """The Space is not running yet (``state``: e.g. ``SLEEPING``, ``BUILDING``); we wait for it
+    within ``connect_timeout``."""
+
+    space: str
+    state: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,4 +64,4 @@ class Finished:
     queue_wait: float | None
 
 
-Event: TypeAlias = QueueUpdate | TextDelta | Finished
+Event: TypeAlias = QueueUpdate | SpaceChanged | SpaceWaking | TextDelta | Finished

@@ -47,8 +47,9 @@ API_NAME: Final = "/generate"
 CLOSE_WAIT: Final = 1.0
 # How long cancelling a job upstream may take before we give up on it (it is one POST).
 _CANCEL_TIMEOUT: Final = 10.0
-# Pause before the second cancel of a job that had not started generating (see _cancel).
-_RECANCEL_DELAY: Final = 0.3
+# When to cancel again a job that had not started generating (seconds after the first cancel;
+# see cancel_blocking). Cheap: it runs in the background and the caller never waits on it.
+_RECANCEL_AT: Final = (0.3, 1.0, 2.5)
 _GENERATING = (Status.PROCESSING, Status.ITERATING, Status.PROGRESS)
 _IMAGE_INPUTS = frozenset({"image", "file", "imageeditor"})
 
@@ -340,10 +341,13 @@ class SpaceJob:
             if self.started is None:
                 # Gradio's /cancel stops running tasks and removes queued events, but misses an
                 # event caught between the two (just taken off the queue, its task not yet
-                # running). Measured: about 1 cancel in 6 right after joining. A second cancel
-                # a moment later finds it running. The session is this job's alone: safe.
-                time.sleep(_RECANCEL_DELAY)
-                job.cancel_fn()
+                # running). Measured: about 1 cancel in 6 right after joining, and a wider gap
+                # on Gradio 5.9 or a loaded machine. Cancelling again a moment later finds it
+                # running. The session is this job's alone, so that is safe.
+                sent = time.monotonic()
+                for at in _RECANCEL_AT:
+                    time.sleep(max(sent + at - time.monotonic(), 0.0))
+                    job.cancel_fn()
         except Exception as exc:  # the Space may be gone; the job is abandoned either way
             log.debug("cancelling job upstream failed: %r", exc)
         finally:

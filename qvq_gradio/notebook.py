@@ -17,17 +17,20 @@ import io
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from contextlib import aclosing
 from typing import Any
 
 import anyio
 import anyio.to_thread
+from typing_extensions import Unpack
 
 from .answer import extract_final_answer, split_reasoning
 from .events import Event, Finished, QueueUpdate, TextDelta
-from .imaging import ImageOptions, open_image
+from .imaging import open_image
 from .media import classify, load
+from .options import AskOptions
+from .protocol import SessionLike
 from .provider import shared_session
-from .space import Session
 from .sync import SyncSession
 
 __all__ = ["ashow", "in_notebook", "show"]
@@ -137,12 +140,12 @@ def render_answer(text: str, elapsed: float | None = None) -> str:
 
 
 def _session(
-    session: Session | None,
-    space: str | None,
+    session: SessionLike | None,
+    space: str | Sequence[str] | None,
     token: str | None,
     proxy: str | None,
     headers: Mapping[str, str] | None,
-) -> Session:
+) -> SessionLike:
     return session or shared_session(space, token=token, proxy=proxy, headers=headers)
 
 
@@ -150,24 +153,26 @@ def show(
     prompt: Any,
     image: Any = None,
     *,
-    media: Sequence[Any] | None = None,
-    session: Session | None = None,
-    space: str | None = None,
+    session: SessionLike | None = None,
+    space: str | Sequence[str] | None = None,
     token: str | None = None,
     proxy: str | None = None,
     headers: Mapping[str, str] | None = None,
-    image_options: ImageOptions | None = None,
     throttle: float = 0.1,
+    **options: Unpack[AskOptions],
 ) -> str:
-    """Ask and display the answer live; returns the whole text. Works in any cell."""
+    """Ask and display the answer live; returns the whole text. Works in any cell.
+
+    ``session`` may be a :class:`~qvq_gradio.Session` or :class:`~qvq_gradio.Pool`; ``options``
+    are the per-call :class:`~qvq_gradio.options.AskOptions`.
+    """
     chosen = _session(session, space, token, proxy, headers)
+    events = SyncSession.wrap(chosen).events(prompt, image, **options)  # checks the input
     rich = in_notebook()
     thumbnail = _thumbnail_png(image) if rich and image is not None else None
     renderer = _Renderer(thumbnail, throttle, rich)
     try:
-        for event in SyncSession.wrap(chosen).events(
-            prompt, image, media=media, image_options=image_options
-        ):
+        for event in events:
             renderer.on_event(event)
     except BaseException as error:
         renderer.fail(error)
@@ -179,25 +184,26 @@ async def ashow(
     prompt: Any,
     image: Any = None,
     *,
-    media: Sequence[Any] | None = None,
-    session: Session | None = None,
-    space: str | None = None,
+    session: SessionLike | None = None,
+    space: str | Sequence[str] | None = None,
     token: str | None = None,
     proxy: str | None = None,
     headers: Mapping[str, str] | None = None,
-    image_options: ImageOptions | None = None,
     throttle: float = 0.1,
+    **options: Unpack[AskOptions],
 ) -> str:
     """The ``await``-able twin of :func:`show`."""
     chosen = _session(session, space, token, proxy, headers)
+    events = chosen.events(prompt, image, **options)  # checks the input
     rich = in_notebook()
     thumbnail = None
     if rich and image is not None:
         thumbnail = await anyio.to_thread.run_sync(_thumbnail_png, image)
     renderer = _Renderer(thumbnail, throttle, rich)
     try:
-        async for event in chosen.events(prompt, image, media=media, image_options=image_options):
-            renderer.on_event(event)
+        async with aclosing(events):
+            async for event in events:
+                renderer.on_event(event)
     except BaseException as error:
         renderer.fail(error)
         raise

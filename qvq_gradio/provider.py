@@ -21,14 +21,16 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from .errors import UnknownModelError
 from .media import MediaListType
 from .prompt import Messages, build_prompt
-from .space import Session, SpaceConfig, resolve_space
+from .protocol import SessionLike
+from .space import SPACE_ENV, SpaceConfig, parse_spaces
 
 __all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "Qwen_QVQ_72B", "shared_session"]
 
@@ -60,24 +62,29 @@ _G4F_KWARGS = frozenset(
 )
 _SESSION_KWARGS = ("connect_timeout", "idle_timeout", "total_timeout", "image_options")
 
-_shared: dict[SpaceConfig, Session] = {}
+_shared: dict[SpaceConfig, SessionLike] = {}
 _shared_lock = threading.Lock()
 
 
 def shared_session(
-    space: str | None = None,
+    space: str | Sequence[str] | None = None,
     *,
     token: str | None = None,
     proxy: str | None = None,
     headers: Mapping[str, str] | None = None,
-) -> Session:
-    """The process-wide :class:`Session` for one (Space, token, proxy, headers).
+) -> SessionLike:
+    """The process-wide session for one (Space, token, proxy, headers).
 
-    The provider uses these, so repeated calls share one gradio_client ``Client``. They are
-    closed at interpreter exit, or by :func:`close_shared_sessions`.
+    ``space`` may name several Spaces (a list, or comma-separated, as ``$QVQ_SPACE`` may): they
+    are then asked as one :class:`~qvq_gradio.Pool`. The provider uses these, so repeated calls
+    share one gradio_client ``Client`` per Space. They are closed at interpreter exit, or by
+    :func:`close_shared_sessions`.
     """
+    from .pool import connect  # the pool module builds on this one's siblings
+
+    spaces = parse_spaces(space)
     config = SpaceConfig(
-        space=resolve_space(space),
+        space=",".join(spaces),
         token=token,
         proxy=proxy,
         headers=tuple(sorted((headers or {}).items())),
@@ -85,7 +92,7 @@ def shared_session(
     with _shared_lock:
         session = _shared.get(config)
         if session is None:
-            session = Session(config.space, token=token, proxy=proxy, headers=headers)
+            session = connect(spaces, token=token, proxy=proxy, headers=headers)
             _shared[config] = session
         return session
 
@@ -178,15 +185,17 @@ class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):
         ``$QVQ_SPACE``, else :attr:`url`), ``headers`` (e.g. ``{"x-ip-token": ...}``),
         ``connect_timeout``, ``idle_timeout``, ``total_timeout`` (``timeout`` is an alias),
         ``image_options`` (an :class:`~qvq_gradio.ImageOptions`), and ``session`` (a
-        :class:`Session` to use instead of the shared one).
+        :class:`~qvq_gradio.Session` or :class:`~qvq_gradio.Pool` to use instead of the shared
+        one). ``space`` (or ``$QVQ_SPACE``) may name several Spaces, comma-separated: they are
+        asked as one pool.
 
         Unknown models and malformed messages raise here, before anything is sent; failures
         from the Space raise :class:`ResponseError` subclasses while iterating.
         """
         cls.get_model(model)
         build_prompt(messages)  # a list of messages, strictly: a bare string is a mistake here
-        session: Session | None = kwargs.pop("session", None)
-        space = resolve_space(kwargs.pop("space", None), default=cls.url)
+        session: SessionLike | None = kwargs.pop("session", None)
+        space = kwargs.pop("space", None) or os.environ.get(SPACE_ENV) or cls.url
         headers = kwargs.pop("headers", None)
         if "timeout" in kwargs and "total_timeout" not in kwargs:
             kwargs["total_timeout"] = kwargs.pop("timeout")

@@ -58,6 +58,7 @@ __all__ = [
     "answer_head",
     "build_app",
     "describe_image",
+    "quota_message",
 ]
 
 
@@ -112,6 +113,10 @@ class ReplicaConfig:
     fail_after: int = 5  #: tokens before ``mid`` / ``hang`` happen
     max_queue: int | None = None  #: queue size beyond which joins get HTTP 503
     layout: Layout = "qvq"  #: the app's functions (see the module docstring)
+    #: A ZeroGPU-like quota: after this many requests, requests fail with a quota error for
+    #: ``quota_retry`` seconds (the message says so), then the budget starts again.
+    quota_budget: int | None = None
+    quota_retry: float = 588.0  #: seconds a quota error asks to wait (``fail=quota`` too)
     token: str | None = field(default=None, repr=False)  #: required HF token, if any
 
     def with_directives(self, prompt: str) -> ReplicaConfig:
@@ -195,6 +200,39 @@ async def _other_function_text(text: str) -> AsyncIterator[str]:
     yield OTHER_FUNCTION_TEXT
 
 
+def quota_message(retry: float) -> str:
+    """ZeroGPU's quota wording, asking to retry in ``retry`` seconds (H:MM:SS)."""
+    seconds = max(round(retry), 0)
+    clock = f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+    return QUOTA_MESSAGE.replace("0:09:48", clock)
+
+
+class _Quota:
+    """The replica's quota budget (see ``ReplicaConfig.quota_budget``)."""
+
+    def __init__(self, budget: int | None, retry: float) -> None:
+        self._budget, self._retry = budget, retry
+        self._used = 0
+        self._until = 0.0
+        self._lock = threading.Lock()
+
+    def refusal(self) -> str | None:
+        """The quota message if this request is over the budget, else None (and count it)."""
+        if self._budget is None:
+            return None
+        with self._lock:
+            now = time.monotonic()
+            if self._until:
+                if now < self._until:
+                    return quota_message(self._until - now)
+                self._until, self._used = 0.0, 0  # the quota is back
+            if self._used >= self._budget:
+                self._until = now + self._retry
+                return quota_message(self._retry)
+            self._used += 1
+            return None
+
+
 def _word(i: int) -> str:
     return ("" if i == 0 else " ") + REASONING_WORDS[i % len(REASONING_WORDS)]
 
@@ -246,6 +284,7 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
 
     base = config or ReplicaConfig()
     log = _Log()
+    quota = _Quota(base.quota_budget, base.quota_retry)
 
     async def generate(image: str | None, text: str, request: gr.Request) -> AsyncIterator[str]:
         record = log.start(text)
@@ -261,8 +300,11 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
                 raise gr.Error(
                     "replica: failing before the first token, as asked", print_exception=False
                 )
+            refusal = quota.refusal()
             if settings.fail == "quota":
-                raise gr.Error(QUOTA_MESSAGE, print_exception=False)
+                refusal = quota_message(settings.quota_retry)
+            if refusal is not None:
+                raise gr.Error(refusal, print_exception=False)
             if settings.fail == "echo-token":
                 sent = request.headers.get("x-hf-authorization", "(none)")
                 raise gr.Error(

@@ -19,8 +19,10 @@ import functools
 import logging
 import math
 import os
+import re
 import threading
 import time
+import urllib.parse
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from typing import Any, Final
 import anyio
 import anyio.to_thread
 import httpx
+from typing_extensions import Unpack
 
 from ._gradio import QVQClient, translate_error
 from ._tls import shared_ssl_context
@@ -38,6 +41,7 @@ from .errors import (
     ProtocolError,
     ResponseError,
     SpaceConnectionError,
+    SpaceNameError,
     TotalTimeoutError,
     register_secret,
 )
@@ -45,9 +49,22 @@ from .events import Event, Finished, TextDelta
 from .imaging import ImageOptions
 from .job import API_NAME, CLOSE_WAIT, Background, Redeployed, SpaceJob, check_endpoint
 from .media import MediaItem, Upload, classify, prepare_upload
+from .options import AskOptions, ask_options, check_timeout
 from .prompt import Messages, build_prompt
 
-__all__ = ["API_NAME", "DEFAULT_SPACE", "SPACE_ENV", "Session", "SpaceConfig", "resolve_space"]
+__all__ = [
+    "API_NAME",
+    "DEFAULT_SPACE",
+    "SPACE_ENV",
+    "Question",
+    "Session",
+    "SpaceConfig",
+    "answer",
+    "check_space",
+    "parse_spaces",
+    "resolve_space",
+    "texts",
+]
 
 log = logging.getLogger("qvq_gradio")
 
@@ -67,17 +84,45 @@ _SETTLE: Final = 0.5
 _SECRET_HEADERS: Final = ("auth", "token", "key", "cookie", "secret")
 
 
-class _Unset:
-    def __repr__(self) -> str:
-        return "<default>"
-
-
-_UNSET: Final = _Unset()
-
-
 def resolve_space(space: str | None = None, *, default: str = DEFAULT_SPACE) -> str:
     """``space`` if given, else ``$QVQ_SPACE``, else ``default`` (the seed's Space)."""
     return space or os.environ.get(SPACE_ENV) or default
+
+
+_SPACE_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def check_space(space: str) -> str:
+    """``space`` if it is an ``http(s)://`` URL or a ``owner/name`` Space id, stripped;
+    :class:`SpaceNameError` otherwise (before any network call)."""
+    name = space.strip()
+    if "," in name:
+        raise SpaceNameError(
+            f"{name!r} names several Spaces: a Session asks one; use qvq_gradio.Pool (or "
+            "qvq_gradio.connect) for several"
+        )
+    parts = urllib.parse.urlsplit(name)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return name
+    if _SPACE_ID.fullmatch(name):
+        return name
+    raise SpaceNameError(
+        f"{name!r} is not a Space: give an http(s):// URL or a Space id like 'owner/name'"
+    )
+
+
+def parse_spaces(spaces: str | Sequence[str] | None = None) -> list[str]:
+    """The Spaces named by ``spaces`` (a list, or comma-separated), else ``$QVQ_SPACE``, else
+    the seed's Space; each checked with :func:`check_space`, duplicates dropped."""
+    if spaces is None or spaces == "" or spaces == []:
+        spaces = resolve_space(None)
+    names = spaces.split(",") if isinstance(spaces, str) else [
+        part for item in spaces for part in item.split(",")
+    ]
+    checked = [check_space(name) for name in names if name.strip()]
+    if not checked:
+        raise SpaceNameError("no Space given")
+    return list(dict.fromkeys(checked))
 
 
 @dataclass(frozen=True)
@@ -104,12 +149,21 @@ class SpaceConfig:
         return f"SpaceConfig({', '.join(parts)})"
 
 
-async def _texts(events: AsyncGenerator[Event, None]) -> AsyncGenerator[str, None]:
+async def texts(events: AsyncGenerator[Event, None]) -> AsyncGenerator[str, None]:
     """The text of each :class:`TextDelta`; closing this closes ``events`` (so cancels)."""
     async with aclosing(events):
         async for event in events:
             if isinstance(event, TextDelta):
                 yield event.text
+
+
+async def answer(events: AsyncGenerator[Event, None], space: str) -> str:
+    """The text of the :class:`Finished` event that ends ``events``."""
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, Finished):
+                return event.text
+    raise ProtocolError("the stream ended without an answer", space=space)  # pragma: no cover
 
 
 def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int) -> QVQClient:
@@ -130,6 +184,29 @@ def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int)
     # From now on: streams, uploads and joins, which may legitimately take longer.
     client.httpx_kwargs["timeout"] = httpx.Timeout(_READ_TIMEOUT, connect=connect_timeout)
     return client
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question, checked: the prompt as sent, its images (not yet read), its options."""
+
+    text: str
+    items: list[MediaItem]
+    options: AskOptions
+
+    @classmethod
+    def of(
+        cls, prompt: str | Messages, image: Any, options: Mapping[str, Any], *, where: str
+    ) -> Question:
+        """Check everything the caller gave (raising before anything is sent)."""
+        checked = ask_options(options, where=where)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        built = build_prompt(messages)
+        media = checked.get("media") or []
+        items = [
+            classify(item) for item in (*([] if image is None else [image]), *media, *built.images)
+        ]
+        return cls(built.text, items, checked)
 
 
 class Session:
@@ -172,17 +249,13 @@ class Session:
         max_workers: int = 256,
         image_options: ImageOptions | None = None,
     ) -> None:
-        for name, value in (
-            ("connect_timeout", connect_timeout),
-            ("idle_timeout", idle_timeout),
-            ("total_timeout", total_timeout),
-        ):
-            if value is not None and not value > 0:
-                raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+        check_timeout("connect_timeout", connect_timeout, optional=False)
+        check_timeout("idle_timeout", idle_timeout, optional=True)
+        check_timeout("total_timeout", total_timeout, optional=True)
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers!r}")
         self.config = SpaceConfig(
-            space=resolve_space(space),
+            space=check_space(resolve_space(space)),
             token=token,
             proxy=proxy,
             headers=tuple(sorted((headers or {}).items())),
@@ -310,89 +383,43 @@ class Session:
     # -- streams ------------------------------------------------------------------------------
 
     def events(
-        self,
-        prompt: str | Messages,
-        image: Any = None,
-        *,
-        media: Sequence[Any] | None = None,
-        idle_timeout: float | _Unset | None = _UNSET,
-        total_timeout: float | _Unset | None = _UNSET,
-        connect_timeout: float | _Unset = _UNSET,
-        image_options: ImageOptions | None = None,
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
     ) -> AsyncGenerator[Event, None]:
         """Stream events: :class:`QueueUpdate`, :class:`TextDelta`, then one :class:`Finished`.
 
-        ``prompt`` is a string (one user message) or a list of messages. Bad input raises here,
-        before anything is sent. Close the generator (or use ``contextlib.aclosing``) to cancel.
+        ``prompt`` is a string (one user message) or a list of messages; ``options`` are the
+        per-call :class:`~qvq_gradio.options.AskOptions` (``media``, the timeouts,
+        ``image_options``), each defaulting to the session's. Bad input raises here, before
+        anything is sent. Close the generator (or use ``contextlib.aclosing``) to cancel.
         """
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        built = build_prompt(messages)
-        items = [
-            classify(item)
-            for item in (*([] if image is None else [image]), *(media or []), *built.images)
-        ]
-        idle = self.idle_timeout if isinstance(idle_timeout, _Unset) else idle_timeout
-        total = self.total_timeout if isinstance(total_timeout, _Unset) else total_timeout
-        connect = self.connect_timeout if isinstance(connect_timeout, _Unset) else connect_timeout
+        return self.events_for(Question.of(prompt, image, options, where="events"))
+
+    def events_for(self, question: Question) -> AsyncGenerator[Event, None]:
+        """:meth:`events` for a question already checked (a pool asks it of several Spaces)."""
+        options = question.options
         return self._run(
-            built.text, items, idle, total, connect, image_options or self.image_options
+            question.text,
+            question.items,
+            options.get("idle_timeout", self.idle_timeout),
+            options.get("total_timeout", self.total_timeout),
+            options.get("connect_timeout", self.connect_timeout),
+            options.get("image_options") or self.image_options,
         )
 
     def stream(
-        self,
-        prompt: str | Messages,
-        image: Any = None,
-        *,
-        media: Sequence[Any] | None = None,
-        idle_timeout: float | _Unset | None = _UNSET,
-        total_timeout: float | _Unset | None = _UNSET,
-        connect_timeout: float | _Unset = _UNSET,
-        image_options: ImageOptions | None = None,
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
     ) -> AsyncGenerator[str, None]:
         """Stream the answer as text deltas; their concatenation is the Space's final text.
 
         Like :meth:`events`, bad input raises here, before anything is sent.
         """
-        return _texts(
-            self.events(
-                prompt,
-                image,
-                media=media,
-                idle_timeout=idle_timeout,
-                total_timeout=total_timeout,
-                connect_timeout=connect_timeout,
-                image_options=image_options,
-            )
-        )
+        return texts(self.events(prompt, image, **options))
 
     async def ask(
-        self,
-        prompt: str | Messages,
-        image: Any = None,
-        *,
-        media: Sequence[Any] | None = None,
-        idle_timeout: float | _Unset | None = _UNSET,
-        total_timeout: float | _Unset | None = _UNSET,
-        connect_timeout: float | _Unset = _UNSET,
-        image_options: ImageOptions | None = None,
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
     ) -> str:
         """The whole answer as one string."""
-        events = self.events(
-            prompt,
-            image,
-            media=media,
-            idle_timeout=idle_timeout,
-            total_timeout=total_timeout,
-            connect_timeout=connect_timeout,
-            image_options=image_options,
-        )
-        async with aclosing(events):
-            async for event in events:
-                if isinstance(event, Finished):
-                    return event.text
-        raise ProtocolError(
-            "the stream ended without an answer", space=self.space
-        )  # pragma: no cover
+        return await answer(self.events(prompt, image, **options), self.space)
 
     def _job_timeout(self, idle: float | None, connect_timeout: float) -> httpx.Timeout:
         read = _READ_TIMEOUT if idle is None else max(idle + _READ_MARGIN, _READ_TIMEOUT)

@@ -21,12 +21,15 @@ from typing import Any, TypeVar
 
 import anyio
 from anyio.from_thread import BlockingPortal
+from typing_extensions import Unpack
 
 from .events import Event
 from .imaging import ImageOptions
+from .options import AskOptions
 from .prompt import Messages
+from .protocol import SessionLike
 from .provider import shared_session
-from .space import _UNSET, Session, _Unset
+from .space import Session
 
 __all__ = ["SyncSession", "ask", "events", "portal", "stream"]
 
@@ -92,8 +95,11 @@ def _iterate(agen: AsyncGenerator[T, None]) -> Iterator[T]:
 class SyncSession:
     """A :class:`~qvq_gradio.Session` with blocking methods; same arguments, same defaults.
 
-    Use it as a context manager or call :meth:`close`.
+    Use it as a context manager or call :meth:`close`. :meth:`wrap` gives blocking access to
+    any :class:`~qvq_gradio.protocol.SessionLike`, a :class:`~qvq_gradio.Pool` included.
     """
+
+    session: SessionLike
 
     def __init__(
         self,
@@ -121,8 +127,8 @@ class SyncSession:
         )
 
     @classmethod
-    def wrap(cls, session: Session) -> SyncSession:
-        """Blocking access to an existing :class:`Session`."""
+    def wrap(cls, session: SessionLike) -> SyncSession:
+        """Blocking access to an existing :class:`Session` (or :class:`~qvq_gradio.Pool`)."""
         wrapper = cls.__new__(cls)
         wrapper.session = session
         return wrapper
@@ -145,78 +151,27 @@ class SyncSession:
         self.session.close()
 
     def events(
-        self,
-        prompt: str | Messages,
-        image: Any = None,
-        *,
-        media: Sequence[Any] | None = None,
-        idle_timeout: float | _Unset | None = _UNSET,
-        total_timeout: float | _Unset | None = _UNSET,
-        connect_timeout: float | _Unset = _UNSET,
-        image_options: ImageOptions | None = None,
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
     ) -> Iterator[Event]:
         """Blocking :meth:`Session.events`: queue updates, text deltas, then ``Finished``."""
-        agen = self.session.events(
-            prompt,
-            image,
-            media=media,
-            idle_timeout=idle_timeout,
-            total_timeout=total_timeout,
-            connect_timeout=connect_timeout,
-            image_options=image_options,
-        )
-        return _iterate(agen)
+        return _iterate(self.session.events(prompt, image, **options))
 
     def stream(
-        self,
-        prompt: str | Messages,
-        image: Any = None,
-        *,
-        media: Sequence[Any] | None = None,
-        idle_timeout: float | _Unset | None = _UNSET,
-        total_timeout: float | _Unset | None = _UNSET,
-        connect_timeout: float | _Unset = _UNSET,
-        image_options: ImageOptions | None = None,
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
     ) -> Iterator[str]:
         """Blocking :meth:`Session.stream`: the answer's text deltas."""
-        agen = self.session.stream(
-            prompt,
-            image,
-            media=media,
-            idle_timeout=idle_timeout,
-            total_timeout=total_timeout,
-            connect_timeout=connect_timeout,
-            image_options=image_options,
-        )
-        return _iterate(agen)
+        return _iterate(self.session.stream(prompt, image, **options))
 
-    def ask(
-        self,
-        prompt: str | Messages,
-        image: Any = None,
-        *,
-        media: Sequence[Any] | None = None,
-        idle_timeout: float | _Unset | None = _UNSET,
-        total_timeout: float | _Unset | None = _UNSET,
-        connect_timeout: float | _Unset = _UNSET,
-        image_options: ImageOptions | None = None,
-    ) -> str:
+    def ask(self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]) -> str:
         """Blocking :meth:`Session.ask`: the whole answer."""
-        return "".join(
-            self.stream(
-                prompt,
-                image,
-                media=media,
-                idle_timeout=idle_timeout,
-                total_timeout=total_timeout,
-                connect_timeout=connect_timeout,
-                image_options=image_options,
-            )
-        )
+        return "".join(self.stream(prompt, image, **options))
 
 
 def _shared(
-    space: str | None, token: str | None, proxy: str | None, headers: Mapping[str, str] | None
+    space: str | Sequence[str] | None,
+    token: str | None,
+    proxy: str | None,
+    headers: Mapping[str, str] | None,
 ) -> SyncSession:
     return SyncSession.wrap(shared_session(space, token=token, proxy=proxy, headers=headers))
 
@@ -225,78 +180,46 @@ def events(
     prompt: str | Messages,
     image: Any = None,
     *,
-    media: Sequence[Any] | None = None,
-    space: str | None = None,
+    space: str | Sequence[str] | None = None,
     token: str | None = None,
     proxy: str | None = None,
     headers: Mapping[str, str] | None = None,
-    idle_timeout: float | _Unset | None = _UNSET,
-    total_timeout: float | _Unset | None = _UNSET,
-    connect_timeout: float | _Unset = _UNSET,
-    image_options: ImageOptions | None = None,
+    **options: Unpack[AskOptions],
 ) -> Iterator[Event]:
-    """Typed events for one question, on the shared session for (space, token, proxy, headers)."""
-    return _shared(space, token, proxy, headers).events(
-        prompt,
-        image,
-        media=media,
-        idle_timeout=idle_timeout,
-        total_timeout=total_timeout,
-        connect_timeout=connect_timeout,
-        image_options=image_options,
-    )
+    """Typed events for one question, on the shared session for (space, token, proxy, headers).
+
+    ``space``: a Space URL or ``owner/name`` id, several (a list, or comma-separated: they are
+    used as one :class:`~qvq_gradio.Pool`); default ``$QVQ_SPACE``, else the seed's Space.
+    """
+    return _shared(space, token, proxy, headers).events(prompt, image, **options)
 
 
 def stream(
     prompt: str | Messages,
     image: Any = None,
     *,
-    media: Sequence[Any] | None = None,
-    space: str | None = None,
+    space: str | Sequence[str] | None = None,
     token: str | None = None,
     proxy: str | None = None,
     headers: Mapping[str, str] | None = None,
-    idle_timeout: float | _Unset | None = _UNSET,
-    total_timeout: float | _Unset | None = _UNSET,
-    connect_timeout: float | _Unset = _UNSET,
-    image_options: ImageOptions | None = None,
+    **options: Unpack[AskOptions],
 ) -> Iterator[str]:
     """Stream the answer's text deltas; ``break`` cancels the job upstream."""
-    return _shared(space, token, proxy, headers).stream(
-        prompt,
-        image,
-        media=media,
-        idle_timeout=idle_timeout,
-        total_timeout=total_timeout,
-        connect_timeout=connect_timeout,
-        image_options=image_options,
-    )
+    return _shared(space, token, proxy, headers).stream(prompt, image, **options)
 
 
 def ask(
     prompt: str | Messages,
     image: Any = None,
     *,
-    media: Sequence[Any] | None = None,
-    space: str | None = None,
+    space: str | Sequence[str] | None = None,
     token: str | None = None,
     proxy: str | None = None,
     headers: Mapping[str, str] | None = None,
-    idle_timeout: float | _Unset | None = _UNSET,
-    total_timeout: float | _Unset | None = _UNSET,
-    connect_timeout: float | _Unset = _UNSET,
-    image_options: ImageOptions | None = None,
+    **options: Unpack[AskOptions],
 ) -> str:
     """Ask one question and return the whole answer.
 
     ``space`` defaults to ``$QVQ_SPACE``, else the seed's Space; ``token`` to ``$HF_TOKEN``.
     """
-    return _shared(space, token, proxy, headers).ask(
-        prompt,
-        image,
-        media=media,
-        idle_timeout=idle_timeout,
-        total_timeout=total_timeout,
-        connect_timeout=connect_timeout,
-        image_options=image_options,
-    )
+    return _shared(space, token, proxy, headers).ask(prompt, image, **options)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -13,6 +12,7 @@ import pytest
 from blockbuster import BlockBuster, blockbuster_ctx
 
 from qvq_gradio import Session
+from qvq_gradio.pytest_plugin import replica_environment
 from qvq_gradio.replica import ReplicaProcess
 
 # Variables that change what the package or gradio_client do; tests set what they need.
@@ -31,16 +31,13 @@ def _isolated_env(
 
 
 def replica_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in _ISOLATED}
-    env.update(GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
-    return env
+    return replica_environment()
 
 
 @pytest.fixture(scope="session")
-def replica() -> Iterator[ReplicaProcess]:
-    """The replica Space in a child process, shared by the whole run."""
-    with ReplicaProcess(env=replica_env()) as server:
-        yield server
+def replica(qvq_replica: ReplicaProcess) -> ReplicaProcess:
+    """The replica Space in a child process, shared by the whole run (the plugin's fixture)."""
+    return qvq_replica
 
 
 @pytest.fixture

@@ -7,10 +7,12 @@ import inspect
 import subprocess
 import sys
 import textwrap
+import typing
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from typing_extensions import Unpack
 
 import qvq_gradio
 from qvq_gradio import Finished, Session, SyncSession, TextDelta
@@ -101,7 +103,7 @@ def test_ctrl_c_in_a_sync_stream_cancels_upstream(replica: ReplicaProcess, marke
     assert record["tokens_generated"] < 3000
 
 
-# -- the twins keep the same signatures -----------------------------------------------------------
+# -- every surface takes the same per-call options -------------------------------------------------
 
 
 def _params(
@@ -113,25 +115,65 @@ def _params(
     ]
 
 
-@pytest.mark.parametrize("name", ["events", "stream", "ask"])
-def test_sync_session_methods_mirror_the_async_ones(name: str) -> None:
-    assert _params(getattr(SyncSession, name)) == _params(getattr(Session, name))
+def _surfaces() -> dict[str, Callable[..., Any]]:
+    from qvq_gradio import Pool, notebook, sync
+
+    surfaces: dict[str, Callable[..., Any]] = {}
+    for name in ("events", "stream", "ask"):
+        for owner in (Session, Pool, SyncSession, sync):
+            surfaces[f"{getattr(owner, '__name__', owner)}.{name}"] = getattr(owner, name)
+    surfaces["notebook.show"] = notebook.show
+    surfaces["notebook.ashow"] = notebook.ashow
+    return surfaces
+
+
+@pytest.mark.parametrize("name", sorted(_surfaces()))
+def test_every_surface_takes_the_one_options_type(name: str) -> None:
+    from qvq_gradio.options import ASK_OPTIONS, AskOptions
+
+    func = _surfaces()[name]
+    options = inspect.signature(func).parameters["options"]
+    assert options.kind is inspect.Parameter.VAR_KEYWORD
+    hint = typing.get_type_hints(func, include_extras=True)["options"]
+    assert hint == Unpack[AskOptions]
+    # No surface spells an option out again beside **options.
+    assert not set(inspect.signature(func).parameters) & set(ASK_OPTIONS)
+    assert ASK_OPTIONS == (
+        "media", "idle_timeout", "total_timeout", "connect_timeout", "image_options"
+    )
+
+
+_BLOCKING = {
+    "SyncSession.ask": lambda **o: SyncSession("http://127.0.0.1:9").ask("hi", **o),
+    "sync.ask": lambda **o: qvq_gradio.ask("hi", space="http://127.0.0.1:9", **o),
+    "sync.stream": lambda **o: qvq_gradio.stream("hi", space="http://127.0.0.1:9", **o),
+    "Session.events": lambda **o: Session("http://127.0.0.1:9").events("hi", **o),
+    "Pool.events": lambda **o: qvq_gradio.Pool(
+        ["http://127.0.0.1:9", "http://127.0.0.1:10"]
+    ).events("hi", **o),
+    "notebook.show": lambda **o: _show("hi", space="http://127.0.0.1:9", **o),
+}
+
+
+def _show(*args: Any, **kwargs: Any) -> Any:
+    from qvq_gradio import notebook
+
+    return notebook.show(*args, **kwargs)
+
+
+@pytest.mark.parametrize("name", sorted(_BLOCKING))
+def test_every_surface_checks_the_options_before_sending(name: str) -> None:
+    call = _BLOCKING[name]
+    with pytest.raises(TypeError, match="unexpected keyword argument 'idle_timout'"):
+        call(idle_timout=5)
+    with pytest.raises(ValueError, match="idle_timeout must be a positive number"):
+        call(idle_timeout=-1)
+    with pytest.raises(ValueError, match="total_timeout must be a positive number"):
+        call(total_timeout=0)
 
 
 def test_sync_session_constructor_mirrors_session() -> None:
     assert _params(SyncSession.__init__) == _params(Session.__init__)
-
-
-@pytest.mark.parametrize("name", ["events", "stream", "ask"])
-def test_module_functions_are_the_method_plus_the_connection(name: str) -> None:
-    from qvq_gradio import sync
-
-    expected = _params(getattr(Session, name))
-    connection = [
-        (p, inspect.Parameter.KEYWORD_ONLY, None) for p in ("space", "token", "proxy", "headers")
-    ]
-    expected = expected[:3] + connection + expected[3:]  # after prompt, image, media
-    assert _params(getattr(sync, name)) == expected
 
 
 # -- the final answer -----------------------------------------------------------------------------

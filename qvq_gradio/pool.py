@@ -1,0 +1,393 @@
+"""Several Spaces as one: :class:`Pool`, with routing, failover and Space health.
+
+One public ZeroGPU Space is small, shared and rationed; users who outgrow it run the same app on
+more Spaces. A pool holds one :class:`~qvq_gradio.Session` per Space and is a
+:class:`~qvq_gradio.protocol.SessionLike` itself, so it goes wherever a session goes.
+
+* Routing: each question goes to the healthy Space with the most free capacity (fewest in
+  flight relative to ``max_in_flight_per_space``); ties rotate. When every healthy Space is
+  full, the question waits for a free slot.
+* Failover, only before the first token: a question that fails before any text reached the
+  caller because the Space could not take it (unreachable, connect timeout, HTTP 429 or a full
+  queue, no GPU, quota, not running) moves to another Space, and ``events()`` says so with a
+  :class:`~qvq_gradio.SpaceChanged`. After the first token the error is raised as from a
+  session: an answer is never duplicated or spliced. Input errors, app errors and protocol
+  errors never move; an authentication failure disables that Space for the pool's life.
+* Health: a failing Space cools down — for a quota error its ``retry_after``, otherwise an
+  exponential backoff with jitter, capped — and comes back by itself. When every Space is
+  cooling, the question raises the error of the Space that recovers first (a
+  ``QuotaExceededError`` carries the time left), or with ``wait=True`` waits for it.
+
+    async with Pool(["owner/qvq-a", "owner/qvq-b", "https://my-mirror.example"]) as pool:
+        print(await pool.ask("What is in this picture?", image="cat.jpg"))
+        for row in pool.status():
+            print(row.space, row.state, row.answered)
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime
+import itertools
+import logging
+import random
+import statistics
+import threading
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Literal
+
+import anyio
+from typing_extensions import Unpack
+
+from .errors import (
+    AuthenticationError,
+    ConnectTimeoutError,
+    GPUUnavailableError,
+    QuotaExceededError,
+    RateLimitError,
+    ResponseError,
+    SpaceConnectionError,
+    SpaceUnavailableError,
+)
+from .events import Event, SpaceChanged, TextDelta
+from .options import AskOptions
+from .prompt import Messages
+from .protocol import SessionLike
+from .space import Question, Session, answer, parse_spaces, texts
+
+__all__ = ["Pool", "SpaceStatus", "connect"]
+
+log = logging.getLogger("qvq_gradio")
+
+#: Errors that mean "this Space could not take the question": before the first token, the
+#: question moves to another Space.
+FAILOVER = (
+    SpaceConnectionError,
+    ConnectTimeoutError,
+    RateLimitError,
+    GPUUnavailableError,
+    QuotaExceededError,
+    SpaceUnavailableError,
+)
+_BACKOFF_FIRST = 1.0  # seconds of cooling after a first failure; doubles per failure in a row
+_BACKOFF_CAP = 120.0
+_QUOTA_DEFAULT = 60.0  # a quota error that does not say when to retry
+_TTFT_SAMPLES = 100
+
+State = Literal["ok", "cooling", "disabled"]
+
+
+@dataclass(frozen=True)
+class SpaceStatus:
+    """One Space of a pool, as :meth:`Pool.status` sees it now."""
+
+    space: str
+    state: State
+    until: datetime.datetime | None  #: when cooling ends (UTC); None unless cooling
+    in_flight: int
+    limit: int
+    answered: int
+    failed: int
+    last_error: str | None  #: "ErrorType: message" of the last failure
+    median_time_to_first_token: float | None  #: seconds, over recent answers
+
+
+@dataclass(eq=False)
+class _Member:
+    session: Session
+    limit: int
+    in_flight: int = 0
+    answered: int = 0
+    failed: int = 0
+    failures_in_row: int = 0
+    until: float = 0.0  # time.monotonic() when cooling ends
+    disabled: bool = False
+    last_error: ResponseError | None = None
+    ttft: deque[float] = field(default_factory=lambda: deque(maxlen=_TTFT_SAMPLES))
+
+    @property
+    def space(self) -> str:
+        return self.session.space
+
+    def state(self, now: float) -> State:
+        if self.disabled:
+            return "disabled"
+        return "cooling" if self.until > now else "ok"
+
+
+class Pool:
+    """Several Spaces behind the interface of one :class:`~qvq_gradio.Session`.
+
+    Args:
+        spaces: Space URLs or ``owner/name`` ids (a list, or one comma-separated string).
+        max_in_flight_per_space: questions one Space is given at once (default 4: a ZeroGPU
+            Space runs a few at a time and queues the rest; more only lengthens its queue).
+        wait: when every Space is cooling, wait for the first to recover instead of raising
+            its error.
+        session_options: passed to each :class:`~qvq_gradio.Session` (``token``, ``proxy``,
+            ``headers``, the timeouts, ``image_options``, ``max_workers``).
+    """
+
+    def __init__(
+        self,
+        spaces: str | Sequence[str],
+        *,
+        max_in_flight_per_space: int = 4,
+        wait: bool = False,
+        **session_options: Any,
+    ) -> None:
+        if max_in_flight_per_space < 1:
+            raise ValueError(
+                f"max_in_flight_per_space must be at least 1, got {max_in_flight_per_space!r}"
+            )
+        names = parse_spaces(spaces)
+        self.wait = wait
+        self._members = [
+            _Member(Session(name, **session_options), max_in_flight_per_space) for name in names
+        ]
+        self._lock = threading.Lock()  # guards member counters; never held across an await
+        self._turn = itertools.count()
+        self._changed: anyio.Event | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"<Pool of {len(self._members)} Spaces: {self.space}>"
+
+    @property
+    def space(self) -> str:
+        return ",".join(member.space for member in self._members)
+
+    @property
+    def spaces(self) -> list[str]:
+        return [member.space for member in self._members]
+
+    @property
+    def sessions(self) -> list[Session]:
+        """The session of each Space, in the order given."""
+        return [member.session for member in self._members]
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Pool:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close every Space's session (concurrently)."""
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            async with anyio.create_task_group() as tg:
+                for member in self._members:
+                    tg.start_soon(member.session.aclose)
+
+    def close(self) -> None:
+        """Blocking form of :meth:`aclose`."""
+        self._closed = True
+        threads = [
+            threading.Thread(target=member.session.close, daemon=True) for member in self._members
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+
+    # -- health -----------------------------------------------------------------------------
+
+    def status(self) -> list[SpaceStatus]:
+        """Each Space's state, load, counts, last error and median time to first token."""
+        now, wall = time.monotonic(), time.time()
+        rows = []
+        with self._lock:
+            for m in self._members:
+                state = m.state(now)
+                until = (
+                    datetime.datetime.fromtimestamp(wall + m.until - now, datetime.timezone.utc)
+                    if state == "cooling"
+                    else None
+                )
+                rows.append(
+                    SpaceStatus(
+                        space=m.space,
+                        state=state,
+                        until=until,
+                        in_flight=m.in_flight,
+                        limit=m.limit,
+                        answered=m.answered,
+                        failed=m.failed,
+                        last_error=None
+                        if m.last_error is None
+                        else f"{type(m.last_error).__name__}: {m.last_error}",
+                        median_time_to_first_token=statistics.median(m.ttft) if m.ttft else None,
+                    )
+                )
+        return rows
+
+    def _cool(self, member: _Member, error: ResponseError) -> None:
+        with self._lock:
+            member.failed += 1
+            member.last_error = error
+            if isinstance(error, AuthenticationError):
+                member.disabled = True
+                log.warning(
+                    "%s refused our credentials; the pool will not use it again: %s",
+                    member.space,
+                    error,
+                )
+            elif isinstance(error, FAILOVER):
+                member.failures_in_row += 1
+                if isinstance(error, QuotaExceededError):
+                    pause = error.retry_after or _QUOTA_DEFAULT
+                else:
+                    backoff = _BACKOFF_FIRST * 2 ** (member.failures_in_row - 1)
+                    pause = min(_BACKOFF_CAP, backoff) * random.uniform(0.5, 1.0)
+                member.until = time.monotonic() + pause
+                log.info("%s cools down for %.1f s: %s", member.space, pause, error)
+        self._notify()
+
+    def _succeeded(self, member: _Member, ttft: float | None) -> None:
+        with self._lock:
+            member.answered += 1
+            member.failures_in_row = 0
+            if ttft is not None:
+                member.ttft.append(ttft)
+
+    # -- routing ----------------------------------------------------------------------------
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
+
+    async def _take(self) -> _Member:
+        """A slot on the healthy Space with the most free capacity (waits while all are full;
+        raises, or waits with ``wait=True``, while all are cooling)."""
+        while True:
+            if self._closed:
+                raise SpaceConnectionError("the Pool was closed", space=self.space)
+            now = time.monotonic()
+            with self._lock:
+                live = [m for m in self._members if m.state(now) == "ok"]
+                free = [m for m in live if m.in_flight < m.limit]
+                if free:
+                    turn = next(self._turn)
+                    n = len(self._members)
+                    index = {id(m): i for i, m in enumerate(self._members)}
+                    chosen = min(
+                        free,
+                        key=lambda m: (m.in_flight / m.limit, (index[id(m)] - turn) % n),
+                    )
+                    chosen.in_flight += 1
+                    return chosen
+                waiting = [m for m in self._members if not m.disabled]
+            if not waiting:
+                raise self._error_of(None)
+            if live:  # all full: wait for a slot
+                await self._wait_change(None)
+                continue
+            first = min(waiting, key=lambda m: m.until)
+            if not self.wait:
+                raise self._error_of(first)
+            log.info("every Space cools; waiting %.1f s for %s", first.until - now, first.space)
+            await self._wait_change(first.until - now)
+
+    async def _wait_change(self, at_most: float | None) -> None:
+        """Until a slot frees or a Space's health changes (or ``at_most`` seconds)."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        with anyio.move_on_after(at_most):
+            await self._changed.wait()
+
+    def _error_of(self, member: _Member | None) -> ResponseError:
+        if member is None:  # every Space disabled
+            errors = [m.last_error for m in self._members if m.last_error is not None]
+            return copy.copy(errors[-1]) if errors else SpaceConnectionError(
+                "no Space of the pool can be used", space=self.space
+            )
+        left = max(member.until - time.monotonic(), 0.0)
+        error = member.last_error
+        if isinstance(error, QuotaExceededError):
+            return QuotaExceededError(error.message, retry_after=left, space=error.space)
+        if error is None:  # pragma: no cover - cooling always records its error
+            return SpaceConnectionError("every Space of the pool is cooling down", space=self.space)
+        return copy.copy(error)
+
+    def _release(self, member: _Member) -> None:
+        with self._lock:
+            member.in_flight -= 1
+        self._notify()
+
+    # -- questions --------------------------------------------------------------------------
+
+    def events(
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
+    ) -> AsyncGenerator[Event, None]:
+        """As :meth:`Session.events`, plus a :class:`~qvq_gradio.SpaceChanged` before each
+        Space tried. Bad input raises here, before anything is sent."""
+        return self._run(Question.of(prompt, image, options, where="events"))
+
+    def stream(
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
+    ) -> AsyncGenerator[str, None]:
+        """As :meth:`Session.stream`: the answer's text deltas, from whichever Space."""
+        return texts(self.events(prompt, image, **options))
+
+    async def ask(
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
+    ) -> str:
+        """As :meth:`Session.ask`: the whole answer."""
+        return await answer(self.events(prompt, image, **options), self.space)
+
+    async def _run(self, question: Question) -> AsyncGenerator[Event, None]:
+        previous: _Member | None = None
+        reason: ResponseError | None = None
+        while True:
+            member = await self._take()
+            try:
+                yield SpaceChanged(
+                    member.space,
+                    None if previous is None else previous.space,
+                    None if reason is None else f"{type(reason).__name__}: {reason}",
+                )
+                started = time.monotonic()
+                first: float | None = None
+                try:
+                    async for event in member.session.events_for(question):
+                        if first is None and isinstance(event, TextDelta):
+                            first = time.monotonic() - started
+                        yield event
+                except ResponseError as error:
+                    self._cool(member, error)
+                    if first is not None or not isinstance(error, FAILOVER):
+                        raise
+                    log.info("%s failed before answering; moving the question", member.space)
+                    previous, reason = member, error
+                    continue
+                self._succeeded(member, first)
+                return
+            finally:
+                self._release(member)
+
+
+def connect(spaces: str | Sequence[str] | None = None, **options: Any) -> SessionLike:
+    """A :class:`~qvq_gradio.Session` for one Space, a :class:`Pool` for several.
+
+    ``spaces`` defaults to ``$QVQ_SPACE`` (comma-separated for several), else the seed's Space.
+    ``options`` go to the session (or the pool: ``max_in_flight_per_space``, ``wait``).
+    """
+    names = parse_spaces(spaces)
+    if len(names) == 1:
+        for pool_only in ("max_in_flight_per_space", "wait"):
+            options.pop(pool_only, None)
+        return Session(names[0], **options)
+    return Pool(names, **options)

@@ -1,0 +1,46 @@
+"""The one interface the shells need: :class:`SessionLike`.
+
+:class:`~qvq_gradio.Session` (one Space) and :class:`~qvq_gradio.Pool` (several Spaces as one)
+both satisfy it, and everything built on top — the provider's ``session=``, the blocking API,
+``notebook.show``, the batch engine — accepts any ``SessionLike`` rather than checking for a
+class, as httpx's client accepts any transport.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator
+from typing import Any, Protocol, runtime_checkable
+
+from typing_extensions import Unpack
+
+from .events import Event
+from .options import AskOptions
+from .prompt import Messages
+
+__all__ = ["SessionLike"]
+
+
+@runtime_checkable
+class SessionLike(Protocol):
+    """Asks questions of one Space or several; see :class:`~qvq_gradio.Session`."""
+
+    @property
+    def space(self) -> str:
+        """The Space (or, for a pool, the Spaces, comma-separated) this asks."""
+        ...
+
+    def events(
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
+    ) -> AsyncGenerator[Event, None]: ...
+
+    def stream(
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
+    ) -> AsyncGenerator[str, None]: ...
+
+    async def ask(
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
+    ) -> str: ...
+
+    async def aclose(self) -> None: ...
+
+    def close(self) -> None: ...
