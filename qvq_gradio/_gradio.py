@@ -65,11 +65,13 @@ from .errors import (
     RateLimitError,
     ResponseError,
     SpaceConnectionError,
+    SpaceUnavailableError,
     redact,
     register_secret,
 )
 
 __all__ = [
+    "SPACE_STATES",
     "JobClient",
     "JobFeed",
     "QVQClient",
@@ -78,6 +80,7 @@ __all__ = [
     "endpoint_signature",
     "scrub",
     "translate_error",
+    "unavailable",
 ]
 
 log = logging.getLogger("qvq_gradio")
@@ -398,14 +401,79 @@ def _classify_app_error(raw: str | None, space: str) -> ResponseError:
 def _from_status(code: int, detail: str, space: str) -> ResponseError:
     if code in (401, 403):
         return AuthenticationError(
-            f"The Space refused our credentials (HTTP {code}); check the Hugging Face token",
+            f"{space} refused our credentials (HTTP {code}); check the Hugging Face token",
             space=space,
         )
     if code == 429:
-        return RateLimitError(f"Too many requests to the Space (HTTP 429): {detail}", space=space)
+        return RateLimitError(f"Too many requests to {space} (HTTP 429): {detail}", space=space)
     if code == 503:
-        return RateLimitError("The Space's queue is full (HTTP 503); retry later", space=space)
-    return SpaceConnectionError(f"The Space answered HTTP {code}: {detail}", space=space)
+        return RateLimitError(f"The queue of {space} is full (HTTP 503); retry later", space=space)
+    return SpaceConnectionError(f"{space} answered HTTP {code}: {detail}", space=space)
+
+
+#: What each Hub state that is not "running" means, and what to do about it.
+SPACE_STATES = {
+    "PAUSED": "is paused by its owner: use another Space, or ask the owner to restart it",
+    "STOPPED": "is stopped: use another Space, or ask the owner to restart it",
+    "BUILD_ERROR": "failed to build: the owner must fix it; use another Space meanwhile",
+    "RUNTIME_ERROR": "crashed (runtime error): the owner must restart it; use another Space",
+    "CONFIG_ERROR": "has a broken configuration: the owner must fix it; use another Space",
+    "NO_APP_FILE": "has no app file: it is not (yet) an app; check the Space id",
+    "DELETING": "is being deleted: use another Space",
+}
+_INVALID_STATE = re.compile(r"invalid state: (\w+)")
+
+
+def unavailable(space: str, state: str) -> SpaceUnavailableError:
+    """The error for a Space in ``state`` (one of :data:`SPACE_STATES`)."""
+    meaning = SPACE_STATES.get(state, f"is {state.lower()} and cannot answer; use another Space")
+    return SpaceUnavailableError(f"{space} {meaning} (state {state})", state=state, space=space)
+
+
+def _is_named(exc: BaseException, names: tuple[str, ...]) -> bool:
+    """``exc`` derives from an httpx-family class named one of ``names`` (the Hub client uses
+    httpx2, older versions httpx: their classes share names, not identity)."""
+    return any(
+        cls.__name__ in names and cls.__module__.split(".")[0].startswith("httpx")
+        for cls in type(exc).__mro__
+    )
+
+
+def _from_hub(exc: BaseException, space: str) -> ResponseError | None:
+    """The Hub client's errors, met when a Space is given as ``owner/name``."""
+    try:
+        from huggingface_hub import errors as hub_errors
+    except ImportError:  # pragma: no cover - gradio_client depends on huggingface_hub
+        return None
+    if isinstance(exc, hub_errors.RepositoryNotFoundError):
+        return SpaceUnavailableError(
+            f"There is no Space {space} on the Hub (or it is private: give a token that can "
+            "see it)",
+            state="NOT_FOUND",
+            space=space,
+        )
+    if isinstance(exc, hub_errors.HfHubHTTPError):
+        response = getattr(exc, "response", None)
+        code = getattr(response, "status_code", None)
+        if code in (401, 403):
+            return AuthenticationError(
+                f"The Hub refused our credentials for {space} (HTTP {code}); check the token",
+                space=space,
+            )
+        if code == 404:
+            return SpaceUnavailableError(
+                f"There is no Space {space} on the Hub", state="NOT_FOUND", space=space
+            )
+        return SpaceConnectionError(f"The Hub answered HTTP {code} about {space}", space=space)
+    if _is_named(exc, ("TimeoutException",)):
+        return ConnectTimeoutError(
+            f"Timed out asking the Hugging Face Hub about {space}: {exc!r}", space=space
+        )
+    if _is_named(exc, ("TransportError",)):
+        return SpaceConnectionError(
+            f"Could not reach the Hugging Face Hub to look up {space}: {exc}", space=space
+        )
+    return None
 
 
 def scrub(exc: BaseException) -> None:
@@ -442,20 +510,23 @@ def translate_error(exc: BaseException, *, space: str) -> ResponseError:
         return _classify_app_error(exc.message, space)
     if isinstance(exc, gc_exceptions.AuthenticationError):
         return AuthenticationError(
-            "The Space refused our credentials; check the Hugging Face token", space=space
+            f"{space} refused our credentials; check the Hugging Face token", space=space
         )
     if isinstance(exc, gc_exceptions.ValidationError):
         return AppError(f"The Space rejected the input: {clean_message(str(exc))}", space=space)
     if isinstance(exc, gc_utils.QueueError):
-        return RateLimitError("The Space's queue is full; retry later", space=space)
+        return RateLimitError(f"The queue of {space} is full; retry later", space=space)
     if isinstance(exc, gc_utils.TooManyRequestsError):
-        return RateLimitError("Too many requests to the Space; retry later", space=space)
+        return RateLimitError(f"Too many requests to {space}; retry later", space=space)
     if isinstance(exc, httpx.HTTPStatusError):
         return _from_status(exc.response.status_code, exc.response.reason_phrase, space)
     if isinstance(exc, httpx.TimeoutException):
-        return ConnectTimeoutError(f"Timed out talking to the Space: {exc!r}", space=space)
+        return ConnectTimeoutError(f"Timed out talking to {space}: {exc!r}", space=space)
     if isinstance(exc, httpx.TransportError):
-        return SpaceConnectionError(f"Could not reach the Space: {exc}", space=space)
+        return SpaceConnectionError(f"Could not reach {space}: {exc}", space=space)
+    hub = _from_hub(exc, space)
+    if hub is not None:
+        return hub
     if isinstance(exc, concurrent.futures.CancelledError):
         return SpaceConnectionError(
             "The job was cancelled by the Space or the connection to it was lost", space=space
@@ -469,6 +540,9 @@ def translate_error(exc: BaseException, *, space: str) -> ResponseError:
             )
         return ProtocolError(f"The Space answered with text that is not JSON: {exc}", space=space)
     text = str(exc)
+    invalid = _INVALID_STATE.search(text)
+    if invalid:  # gradio_client's check of the Space's state on the Hub
+        return unavailable(space, invalid.group(1))
     if "Cannot find a function with `api_name`" in text:
         return ProtocolError(f"The Space has no /generate endpoint: {text}", space=space)
     if "Server stopped" in text:

@@ -6,7 +6,8 @@
     qvq demo                                             # offline: the bundled replica Space
     qvq replica --port 7860                              # serve the replica
 
-Exit codes: 0 success, 1 other failure, 2 bad input or usage, 3 could not reach the Space,
+Exit codes: 0 success, 1 other failure, 2 bad input or usage, 3 could not reach the Space (or
+it is not running),
 4 authentication, 5 quota or rate limit (retry later), 6 timeout, 7 the Space's app failed,
 130 interrupted (Ctrl-C; the job is cancelled upstream first).
 """
@@ -15,13 +16,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import logging
 import signal
 import sys
 import traceback
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TextIO, TypeVar
 
 import anyio
@@ -38,11 +40,15 @@ from .errors import (
     QVQError,
     RateLimitError,
     SpaceConnectionError,
+    SpaceUnavailableError,
     StreamTimeoutError,
 )
-from .events import Finished, QueueUpdate, TextDelta
+from .events import Finished, QueueUpdate, SpaceWaking, TextDelta
+from .health import probe_all
+from .pool import connect
+from .protocol import SessionLike
 from .provider import Qwen_QVQ_72B
-from .space import SPACE_ENV, Session
+from .space import SPACE_ENV, Session, parse_spaces
 
 __all__ = ["EXIT_CODES", "cli", "main"]
 
@@ -52,6 +58,7 @@ T = TypeVar("T")
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
     (InputError, 2),
     (SpaceConnectionError, 3),
+    (SpaceUnavailableError, 3),
     (AuthenticationError, 4),
     (QuotaExceededError, 5),
     (GPUUnavailableError, 5),
@@ -130,11 +137,37 @@ class _Status:
             await anyio.sleep(period)
             self.tick()
 
+    def waking(self, event: SpaceWaking) -> None:
+        if self.live:
+            self._line = f"{event.space} is {event.state.lower()}; waiting for it to start"
+            self.tick()
+
     def clear(self) -> None:
         if self._line is not None:
             self._stream.write("\r\x1b[K")
             self._stream.flush()
             self._line = None
+
+
+_space_option = click.option(
+    "--space",
+    multiple=True,
+    help=f"Space URL or owner/name id; repeat it (or separate with commas) to ask several "
+    f"as one pool [default: ${SPACE_ENV}, else the QVQ-72B Space].",
+)
+
+
+def _spaces(given: Sequence[str]) -> list[str]:
+    """The Spaces named by --space (repeated, or comma-separated), else $QVQ_SPACE."""
+    return parse_spaces(list(given) or None)
+
+
+@contextlib.asynccontextmanager
+async def _closing(session: SessionLike) -> AsyncIterator[SessionLike]:
+    try:
+        yield session
+    finally:
+        await session.aclose()
 
 
 def _seconds(value: float | None) -> float | None:
@@ -185,11 +218,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     multiple=True,
     help="An image: a path, an http(s) URL, or - for stdin. Repeatable.",
 )
-@click.option(
-    "--space",
-    envvar=SPACE_ENV,
-    help=f"Space URL or id [default: ${SPACE_ENV}, else the QVQ-72B Space].",
-)
+@_space_option
 @click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
 @click.option("--proxy", help="HTTP(S) proxy URL for every request.")
 @click.option("--system", help="A system message sent before the prompt.")
@@ -212,7 +241,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def ask(
     prompt: str | None,
     images: tuple[str, ...],
-    space: str | None,
+    space: tuple[str, ...],
     token: str | None,
     proxy: str | None,
     system: str | None,
@@ -234,24 +263,27 @@ def ask(
     streaming = not (as_json or final_only)
     status = _Status(sys.stderr)
 
+    session = connect(
+        _spaces(space),
+        token=token,
+        proxy=proxy,
+        connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
+        total_timeout=total_timeout,
+    )
+
     async def work() -> Finished:
         finished: Finished | None = None
-        session = Session(
-            space,
-            token=token,
-            proxy=proxy,
-            connect_timeout=connect_timeout,
-            idle_timeout=idle_timeout,
-            total_timeout=total_timeout,
-        )
         error: Exception | None = None
-        async with session, anyio.create_task_group() as spinner:
+        async with _closing(session), anyio.create_task_group() as spinner:
             if status.live:
                 spinner.start_soon(status.spin)
             try:
                 async for event in session.events(messages, media=media):
                     if isinstance(event, QueueUpdate):
                         status.queued(event)
+                    elif isinstance(event, SpaceWaking):
+                        status.waking(event)
                     elif isinstance(event, TextDelta):
                         status.clear()
                         if streaming:
@@ -299,15 +331,18 @@ def ask(
 
 
 @cli.command()
-@click.option("--space", envvar=SPACE_ENV, help=f"Space URL or id [default: ${SPACE_ENV}].")
+@click.option("--space", help=f"Space URL or id [default: ${SPACE_ENV}].")
 @click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
 @click.option("--proxy", help="HTTP(S) proxy URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API description as JSON.")
 def info(space: str | None, token: str | None, proxy: str | None, as_json: bool) -> None:
     """Show which Space is used and its API, without running a job."""
+    named = _spaces([space] if space else [])
+    if len(named) > 1:
+        raise click.UsageError("info shows one Space; use 'qvq spaces' for several")
 
     async def work() -> tuple[str, dict[str, Any]]:
-        async with Session(space, token=token, proxy=proxy) as session:
+        async with Session(named[0], token=token, proxy=proxy) as session:
             return session.space, await session.api_info()
 
     where, api = _run(work)
@@ -333,6 +368,59 @@ def info(space: str | None, token: str | None, proxy: str | None, as_json: bool)
                 f"  returns: {ret.get('python_type', {}).get('type', '?')}  "
                 f"[{ret.get('component')} {ret.get('label', '')!r}]"
             )
+
+
+@cli.command()
+@_space_option
+@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
+@click.option("--proxy", help="HTTP(S) proxy URL.")
+@click.option("--connect-timeout", type=_SECONDS, default=30.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per Space.")
+def spaces(
+    space: tuple[str, ...],
+    token: str | None,
+    proxy: str | None,
+    connect_timeout: float,
+    as_json: bool,
+) -> None:
+    """Check every configured Space at once (exit 0 when at least one is usable)."""
+    names = _spaces(space)
+    checks = _run(
+        lambda: probe_all(names, token=token, proxy=proxy, connect_timeout=connect_timeout)
+    )
+    if as_json:
+        for check in checks:
+            click.echo(json.dumps({**dataclasses.asdict(check), "usable": check.usable}))
+    else:
+        rows = [("SPACE", "REACHABLE", "GRADIO", "PROTOCOL", "/generate", "QUEUE", "RTT")]
+        for check in checks:
+            rows.append(
+                (
+                    check.space,
+                    "yes" if check.reachable else "no",
+                    check.gradio_version or "-",
+                    check.protocol or "-",
+                    {True: "[image, text]", False: "WRONG", None: "-"}[check.generate_ok],
+                    "-" if check.queue_size is None else str(check.queue_size),
+                    "-" if check.round_trip is None else f"{check.round_trip * 1000:.0f} ms",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            click.echo("  ".join(cells).rstrip())
+        for check in checks:
+            if check.error:
+                click.echo(f"{check.space}: {check.error}", err=True)
+    if not any(check.usable for check in checks):
+        raise _NoSpace()
+
+
+class _NoSpace(click.ClickException):
+    exit_code = 3
+
+    def __init__(self) -> None:
+        super().__init__("no Space is usable")
 
 
 def _need_replica() -> Any:

@@ -34,7 +34,7 @@ import anyio.to_thread
 import httpx
 from typing_extensions import Unpack
 
-from ._gradio import QVQClient, translate_error
+from ._gradio import SPACE_STATES, QVQClient, translate_error, unavailable
 from ._tls import shared_ssl_context
 from .errors import (
     ConnectTimeoutError,
@@ -45,7 +45,7 @@ from .errors import (
     TotalTimeoutError,
     register_secret,
 )
-from .events import Event, Finished, TextDelta
+from .events import Event, Finished, SpaceWaking, TextDelta
 from .imaging import ImageOptions
 from .job import API_NAME, CLOSE_WAIT, Background, Redeployed, SpaceJob, check_endpoint
 from .media import MediaItem, Upload, classify, prepare_upload
@@ -78,6 +78,9 @@ _READ_TIMEOUT: Final = 60.0
 # A job's read timeout exceeds its idle timeout by this much: the idle timeout the user set is
 # the one that fires on a silent stream, as an IdleTimeoutError with the text so far.
 _READ_MARGIN: Final = 15.0
+# Hub states of a Space that will answer once it has started; and how often to look again.
+_WAKING: Final = frozenset({"SLEEPING", "BUILDING", "APP_STARTING"})
+_HUB_POLL: Final = 2.0
 # What closing grants idle worker threads to end, beyond the wait for cancels.
 _SETTLE: Final = 0.5
 # Credential-bearing headers whose values are redacted from messages and logs.
@@ -421,6 +424,39 @@ class Session:
         """The whole answer as one string."""
         return await answer(self.events(prompt, image, **options), self.space)
 
+    def _hub_state(self) -> str:
+        """The Space's state on the Hub (blocking; a worker thread)."""
+        import huggingface_hub
+
+        try:
+            runtime = huggingface_hub.get_space_runtime(self.space, token=self.config.token)
+        except Exception as exc:
+            raise translate_error(exc, space=self.space) from exc
+        return str(getattr(runtime.stage, "value", runtime.stage))
+
+    async def _wake(self, start: float, connect_timeout: float) -> AsyncGenerator[Event, None]:
+        """For a Space given as ``owner/name``: its state on the Hub, before connecting. A
+        Space that cannot run raises :class:`SpaceUnavailableError`; one that is asleep or
+        starting is reported (:class:`SpaceWaking`) and waited for within ``connect_timeout``.
+        """
+        deadline = start + connect_timeout
+        state = await anyio.to_thread.run_sync(self._hub_state, abandon_on_cancel=True)
+        if state in SPACE_STATES:
+            raise unavailable(self.space, state)
+        if state not in _WAKING:
+            return
+        yield SpaceWaking(self.space, state)
+        while state in _WAKING and state != "SLEEPING":  # a request wakes a sleeping Space
+            if anyio.current_time() + _HUB_POLL > deadline:
+                raise ConnectTimeoutError(
+                    f"{self.space} was still {state} after connect_timeout={connect_timeout:g} s",
+                    space=self.space,
+                )
+            await anyio.sleep(_HUB_POLL)
+            state = await anyio.to_thread.run_sync(self._hub_state, abandon_on_cancel=True)
+            if state in SPACE_STATES:
+                raise unavailable(self.space, state)
+
     def _job_timeout(self, idle: float | None, connect_timeout: float) -> httpx.Timeout:
         read = _READ_TIMEOUT if idle is None else max(idle + _READ_MARGIN, _READ_TIMEOUT)
         return httpx.Timeout(read, connect=connect_timeout)
@@ -449,6 +485,9 @@ class Session:
             if upload is not None and upload.note:
                 text = f"{upload.note}\n{text}"
             image_target = upload.target if upload is not None else None
+            if self._client is None and not self.space.startswith(("http://", "https://")):
+                async for event in self._wake(start, connect_timeout):
+                    yield event
             for attempt in (1, 2):
                 client = await self._get_client(deadline, connect_timeout)
                 signature = check_endpoint(client.config, space)

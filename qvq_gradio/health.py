@@ -1,0 +1,94 @@
+"""Checking Spaces without asking them anything: :func:`probe` and :func:`probe_all`.
+
+``qvq spaces`` prints these as a table. A probe connects (reading the Space's config and API,
+through the Hub for a Space id), reads its queue status, and times that round trip.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import anyio.to_thread
+import httpx
+
+from ._gradio import translate_error
+from .errors import QVQError
+from .job import check_endpoint
+from .space import Session
+
+__all__ = ["SpaceCheck", "probe", "probe_all"]
+
+
+@dataclass(frozen=True)
+class SpaceCheck:
+    """What a probe of one Space found."""
+
+    space: str
+    reachable: bool
+    gradio_version: str | None = None
+    protocol: str | None = None
+    generate_ok: bool | None = None  #: ``/generate`` takes ``[image, text]``
+    queue_size: int | None = None
+    round_trip: float | None = None  #: seconds for one request once connected
+    error: str | None = None  #: "ErrorType: message" when something failed
+
+    @property
+    def usable(self) -> bool:
+        return self.reachable and bool(self.generate_ok)
+
+
+def _queue_status(client: Any) -> tuple[int | None, float]:
+    url = f"{client.src_prefixed}queue/status"
+    start = time.perf_counter()
+    response = httpx.get(
+        url, headers=client.headers, cookies=client.cookies, verify=client.ssl_verify,
+        timeout=client.httpx_kwargs.get("timeout"),
+    )
+    elapsed = time.perf_counter() - start
+    response.raise_for_status()
+    size = response.json().get("queue_size")
+    return (size if isinstance(size, int) else None), elapsed
+
+
+async def probe(space: str, **session_options: Any) -> SpaceCheck:
+    """Connect to ``space`` and report on it; never raises for what the Space does."""
+    try:
+        async with Session(space, **session_options) as session:
+            client = await session.client()
+            try:
+                check_endpoint(client.config, session.space)
+                generate_ok = True
+            except QVQError:
+                generate_ok = False
+            try:
+                queue_size, round_trip = await anyio.to_thread.run_sync(_queue_status, client)
+            except Exception as exc:
+                raise translate_error(exc, space=session.space) from exc
+            return SpaceCheck(
+                space=session.space,
+                reachable=True,
+                gradio_version=str(client.config.get("version") or "?"),
+                protocol=str(client.protocol),
+                generate_ok=generate_ok,
+                queue_size=queue_size,
+                round_trip=round_trip,
+            )
+    except QVQError as exc:
+        return SpaceCheck(space=space, reachable=False, error=f"{type(exc).__name__}: {exc}")
+
+
+async def probe_all(spaces: Sequence[str], **session_options: Any) -> list[SpaceCheck]:
+    """:func:`probe` every Space at once; results in the order given."""
+    results: list[SpaceCheck | None] = [None] * len(spaces)
+
+    async def one(index: int, space: str) -> None:
+        results[index] = await probe(space, **session_options)
+
+    async with anyio.create_task_group() as tg:
+        for index, space in enumerate(spaces):
+            tg.start_soon(one, index, space)
+    return [result for result in results if result is not None]

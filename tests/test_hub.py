@@ -1,0 +1,129 @@
+"""Spaces given as ``owner/name``: the real huggingface_hub code path, against a local Hub.
+
+huggingface_hub reads ``HF_ENDPOINT`` when imported, so each check runs in a child process
+(the ``qvq`` command, or a short script) pointed at :class:`~tests.hub.FakeHub`.
+"""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from qvq_gradio.replica import ReplicaProcess
+
+from .conftest import replica_env
+from .hub import FakeHub, HubSpace
+
+
+@pytest.fixture
+def hub(replica: ReplicaProcess) -> Iterator[FakeHub]:
+    with FakeHub() as fake:
+        fake.spaces["owner/good"] = HubSpace(replica.url)
+        yield fake
+
+
+def _env(endpoint: str) -> dict[str, str]:
+    env = replica_env()
+    env.pop("HF_HUB_OFFLINE", None)
+    env.update(HF_ENDPOINT=endpoint, HF_HOME=env.get("HF_HOME", "/nonexistent-hf-home"))
+    return env
+
+
+def qvq(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "qvq_gradio", *args],
+        capture_output=True,
+        text=True,
+        env=_env(endpoint),
+        timeout=120,
+    )
+
+
+def test_a_running_space_id_is_found_on_the_hub(hub: FakeHub, marker: str) -> None:
+    done = qvq(hub.url, "ask", f"{marker} [[replica tokens=3 delay=0]]", "--space", "owner/good")
+    assert done.returncode == 0, done.stderr
+    assert marker in done.stdout and "Final Answer" in done.stdout
+
+
+@pytest.mark.parametrize(
+    ("stage", "says"),
+    [
+        ("PAUSED", "is paused by its owner"),
+        ("STOPPED", "is stopped"),
+        ("BUILD_ERROR", "failed to build"),
+        ("RUNTIME_ERROR", "crashed"),
+    ],
+)
+def test_a_space_that_cannot_run_says_why(hub: FakeHub, stage: str, says: str) -> None:
+    hub.spaces["owner/down"] = HubSpace("http://127.0.0.1:9", [stage])
+    done = qvq(hub.url, "ask", "hi", "--space", "owner/down")
+    assert done.returncode == 3
+    assert f"SpaceUnavailableError: owner/down {says}" in done.stderr
+    assert f"(state {stage})" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_no_such_space_and_no_access(hub: FakeHub) -> None:
+    done = qvq(hub.url, "ask", "hi", "--space", "owner/missing")
+    assert done.returncode == 3
+    assert "There is no Space owner/missing on the Hub" in done.stderr
+    hub.spaces["owner/private"] = HubSpace("http://127.0.0.1:9", status=401)
+    done = qvq(hub.url, "ask", "hi", "--space", "owner/private")
+    assert done.returncode == 4
+    assert "AuthenticationError" in done.stderr and "owner/private" in done.stderr
+
+
+def test_an_unreachable_hub_is_a_connection_error_naming_the_space() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    done = qvq(closed, "ask", "hi", "--space", "owner/name")
+    assert done.returncode == 3, done.stderr
+    assert "SpaceConnectionError: Could not reach the Hugging Face Hub to look up owner/name" in (
+        done.stderr
+    )
+
+
+@pytest.mark.parametrize("bad", ["not-a-url", "ftp://example.com/x", "a/b/c"])
+def test_a_space_that_is_neither_url_nor_id_is_bad_input(bad: str) -> None:
+    done = qvq("http://127.0.0.1:9", "ask", "hi", "--space", bad)
+    assert done.returncode == 2
+    assert "SpaceNameError" in done.stderr and "is not a Space" in done.stderr
+
+
+@pytest.mark.parametrize("stages", [["SLEEPING", "RUNNING"], ["BUILDING", "BUILDING", "RUNNING"]])
+def test_a_waking_space_is_reported_and_waited_for(
+    hub: FakeHub, marker: str, stages: list[str]
+) -> None:
+    hub.spaces["owner/waking"] = HubSpace(hub.spaces["owner/good"].host, stages)
+    script = (
+        "from qvq_gradio.sync import events\n"
+        f"for e in events('{marker} [[replica tokens=2 delay=0]]', "
+        "space='owner/waking'):\n"
+        "    print(type(e).__name__, getattr(e, 'state', ''))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=_env(hub.url),
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.split("\n")
+    assert lines[0] == f"SpaceWaking {stages[0]}"
+    assert "TextDelta " in lines and lines[-2] == "Finished "
+    assert hub.spaces["owner/waking"].runtime_calls >= len(stages) - (stages[0] == "SLEEPING")
+
+
+def test_spaces_table_checks_every_space(hub: FakeHub) -> None:
+    done = qvq(hub.url, "spaces", "--space", "owner/good", "--space", "owner/missing")
+    assert done.returncode == 0, done.stderr
+    header, good, missing = done.stdout.splitlines()[:3]
+    assert header.split()[:3] == ["SPACE", "REACHABLE", "GRADIO"]
+    assert good.startswith("owner/good") and "[image, text]" in good and " yes " in good
+    assert missing.startswith("owner/missing") and " no " in missing
+    assert "There is no Space owner/missing" in done.stderr
+    done = qvq(hub.url, "spaces", "--space", "owner/missing")
+    assert done.returncode == 3
