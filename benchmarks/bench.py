@@ -5,6 +5,7 @@
     python benchmarks/bench.py memory     # (b) 8,000 tokens unpaced: process memory growth
     python benchmarks/bench.py concurrent # (c) 32 streams x 100 tokens x 10 ms: wall, CPU, loop lag
     python benchmarks/bench.py media      # image normalisation vs a naive Pillow pipeline
+    python benchmarks/bench.py pool       # 3 Spaces as one Pool vs one Space; one killed
 
 Raw gradio_client is used as its documentation shows: one ``Client``, ``job = submit(...)``,
 ``for output in job``. Each side gets one warm-up stream; figures are medians over rounds, and
@@ -31,7 +32,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import anyio
 from gradio_client import Client
 
-from qvq_gradio import Session
+from qvq_gradio import Pool, ResponseError, Session
 from qvq_gradio.replica import ReplicaProcess
 
 RESULTS: dict[str, Any] = {}
@@ -366,6 +367,76 @@ def bench_media(rounds: int) -> None:
     RESULTS["media"] = figures
 
 
+# -- (d) several Spaces as one -----------------------------------------------------------------
+
+
+async def _ask_all(asker: Any, prompts: list[str], kill: Any = None) -> tuple[float, int, int]:
+    """Wall time, answered, failed for ``prompts`` asked at once; ``kill()`` a third of the way."""
+    answered = failed = 0
+    done = 0
+    start = time.perf_counter()
+
+    async def one(prompt: str) -> None:
+        nonlocal answered, failed, done
+        try:
+            await asker.ask(prompt)
+            answered += 1
+        except ResponseError:
+            failed += 1
+        done += 1
+        if kill is not None and done == len(prompts) // 3:
+            kill()
+
+    async with anyio.create_task_group() as tg:
+        for prompt in prompts:
+            tg.start_soon(one, prompt)
+    return time.perf_counter() - start, answered, failed
+
+
+def bench_pool(n: int = 120, tokens: int = 50, delay: float = 0.01) -> None:
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+    args = ["--concurrency", "4"]
+    prompt = f"[[replica tokens={tokens} delay={delay}]]"
+    prompts = [f"q{i} {prompt}" for i in range(n)]
+    servers = [ReplicaProcess(args, env=env).start() for _ in range(4)]
+    try:
+        single, *three = servers
+
+        async def one_space() -> tuple[float, int, int]:
+            async with Session(single.url) as session:
+                await session.ask("warm-up [[replica tokens=1]]")
+                return await _ask_all(session, prompts)
+
+        async def pool(kill: Any = None) -> tuple[float, int, int]:
+            async with Pool([s.url for s in three], max_in_flight_per_space=4) as asker:
+                for _ in three:
+                    await asker.ask("warm-up [[replica tokens=1]]")
+                return await _ask_all(asker, prompts, kill)
+
+        base, ok1, _ = anyio.run(one_space)
+        wall, ok3, _ = anyio.run(pool)
+        killed, ok_k, failed_k = anyio.run(pool, three[2].kill)
+    finally:
+        for server in servers:
+            server.stop()
+    print(f"(d) {n} questions x {tokens} tokens x {delay * 1000:.0f} ms, replicas of concurrency 4")
+    print(f"    one Space: {base:.2f} s ({ok1} answered)")
+    print(f"    pool of 3: {wall:.2f} s ({ok3} answered)  {ratio(wall, base)} (target <= 0.4x)")
+    print(
+        f"    pool of 3, one killed a third of the way: {killed:.2f} s ({ok_k} answered, "
+        f"{failed_k} failed mid-answer, {n - ok_k - failed_k} lost)  {ratio(killed, base)} "
+        "(target <= 0.6x)"
+    )
+    RESULTS["pool"] = {
+        "one_space_s": base,
+        "pool_s": wall,
+        "pool_killed_s": killed,
+        "answered_killed": ok_k,
+        "failed_killed": failed_k,
+        "lost_killed": n - ok_k - failed_k,
+    }
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_memory":
         memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
@@ -374,7 +445,9 @@ def main() -> None:
         media_child(sys.argv[2], sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("which", nargs="*", default=["stream", "memory", "concurrent", "media"])
+    parser.add_argument(
+        "which", nargs="*", default=["stream", "memory", "concurrent", "media", "pool"]
+    )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=8000, help="for the memory benchmark")
     parser.add_argument("--json", help="also write the figures to this file")
@@ -384,6 +457,8 @@ def main() -> None:
         _bench_streams(args, env)
     if "media" in args.which:
         bench_media(args.rounds)
+    if "pool" in args.which:
+        bench_pool()
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(RESULTS, handle, indent=2)

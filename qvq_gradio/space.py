@@ -81,8 +81,8 @@ _READ_MARGIN: Final = 15.0
 # Hub states of a Space that will answer once it has started; and how often to look again.
 _WAKING: Final = frozenset({"SLEEPING", "BUILDING", "APP_STARTING"})
 _HUB_POLL: Final = 2.0
-# What closing grants idle worker threads to end, beyond the wait for cancels.
-_SETTLE: Final = 0.5
+# What closing keeps of CLOSE_WAIT for idle worker threads to end.
+_SETTLE: Final = 0.25
 # Credential-bearing headers whose values are redacted from messages and logs.
 _SECRET_HEADERS: Final = ("auth", "token", "key", "cookie", "secret")
 
@@ -313,14 +313,16 @@ class Session:
             client, self._client = self._client, None
             jobs = list(self._jobs)
             self._jobs.clear()
+        # About a second in all: most of it for cancels still going out, the rest for idle
+        # worker threads to end; whatever is stuck after that is abandoned.
         deadline = time.monotonic() + CLOSE_WAIT
         for job in jobs:
             job.release(self._background)
-        self._background.close(CLOSE_WAIT)
+        self._background.close(CLOSE_WAIT - _SETTLE)
         for job in jobs:
             job.abort()
         if client is not None:
-            client.shutdown(max(deadline - time.monotonic(), 0.0) + _SETTLE)
+            client.shutdown(max(deadline - time.monotonic(), _SETTLE))
 
     # -- the client ---------------------------------------------------------------------------
 
