@@ -2,13 +2,16 @@
 
     qvq ask "What is in this picture?" -i photo.jpg      # streams the answer to stdout
     echo "What is 17 * 23?" | qvq ask --final-only        # prompt from stdin
+    qvq batch charts.jsonl -o answers.jsonl               # many questions; resumes when re-run
+    qvq history "chart"                                   # answers recorded before
     qvq info                                             # which Space, and its API
+    qvq spaces --space a/b --space c/d                   # check several Spaces at once
     qvq demo                                             # offline: the bundled replica Space
     qvq replica --port 7860                              # serve the replica
 
 Exit codes: 0 success, 1 other failure, 2 bad input or usage, 3 could not reach the Space (or
-it is not running),
-4 authentication, 5 quota or rate limit (retry later), 6 timeout, 7 the Space's app failed,
+it is not running), 4 authentication, 5 quota or rate limit (retry later; a batch stopped on
+quota), 6 timeout, 7 the Space's app failed, 8 a batch finished with failed items,
 130 interrupted (Ctrl-C; the job is cancelled upstream first).
 """
 
@@ -24,6 +27,7 @@ import signal
 import sys
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import anyio
@@ -45,6 +49,7 @@ from .errors import (
 )
 from .events import Finished, QueueUpdate, SpaceWaking, TextDelta
 from .health import probe_all
+from .history import HISTORY_ENV, HOME_ENV, History, default_path, history_enabled
 from .pool import connect
 from .protocol import SessionLike
 from .provider import Qwen_QVQ_72B
@@ -199,7 +204,7 @@ def _read_images(images: Sequence[str], prompt_from_stdin: bool, stdin: Any) -> 
 
 @click.group(
     epilog="Exit codes: 0 ok, 1 other, 2 input, 3 connection, 4 auth, 5 quota/rate "
-    "limit, 6 timeout, 7 the Space's app failed, 130 Ctrl-C."
+    "limit, 6 timeout, 7 the Space's app failed, 8 a batch had failed items, 130 Ctrl-C."
 )
 @click.option("--debug", is_flag=True, help="Log debug output and show tracebacks.")
 @click.pass_context
@@ -207,6 +212,71 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """Ask Qwen's QVQ-72B vision-reasoning Space questions about images."""
     ctx.obj = {"debug": debug}
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
+
+
+def _asking_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every asking command shares: where, how long, and the history."""
+    for option in reversed(
+        [
+            _space_option,
+            click.option(
+                "--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN]."
+            ),
+            click.option("--proxy", help="HTTP(S) proxy URL for every request."),
+            click.option("--system", help="A system message sent before the prompt."),
+            click.option("--connect-timeout", type=_SECONDS, default=30.0, show_default=True),
+            click.option(
+                "--idle-timeout",
+                type=_SECONDS,
+                default=120.0,
+                show_default=True,
+                help="Seconds without new text once generation started.",
+            ),
+            click.option(
+                "--total-timeout", type=_SECONDS, default=None, help="Seconds for the whole answer."
+            ),
+            click.option(
+                "--no-history",
+                is_flag=True,
+                help=f"Do not record in the answer history (also: {HISTORY_ENV}=0). Recorded by "
+                f"default in {default_path()} (${HOME_ENV} moves it).",
+            ),
+            click.option(
+                "--cache",
+                is_flag=True,
+                help="Answer a request identical to a recorded one (same Space, prompt and "
+                "image bytes) from the history, without asking the Space.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def _connect(
+    space: Sequence[str],
+    token: str | None,
+    proxy: str | None,
+    connect_timeout: float,
+    idle_timeout: float,
+    total_timeout: float | None,
+    no_history: bool,
+    cache: bool,
+) -> SessionLike:
+    record = not no_history and history_enabled()
+    if cache and not record:
+        raise click.UsageError("--cache answers from the history: it cannot go with no history")
+    history = History() if record else None
+    return connect(
+        _spaces(space),
+        token=token,
+        proxy=proxy,
+        connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
+        total_timeout=total_timeout,
+        history=history,
+        cache=cache,
+    )
 
 
 @cli.command()
@@ -218,19 +288,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
     multiple=True,
     help="An image: a path, an http(s) URL, or - for stdin. Repeatable.",
 )
-@_space_option
-@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
-@click.option("--proxy", help="HTTP(S) proxy URL for every request.")
-@click.option("--system", help="A system message sent before the prompt.")
-@click.option("--connect-timeout", type=_SECONDS, default=30.0, show_default=True)
-@click.option(
-    "--idle-timeout",
-    type=_SECONDS,
-    default=120.0,
-    show_default=True,
-    help="Seconds without new text once generation started.",
-)
-@click.option("--total-timeout", type=_SECONDS, default=None, help="Seconds for the whole answer.")
+@_asking_options
 @click.option(
     "--json",
     "as_json",
@@ -248,6 +306,8 @@ def ask(
     connect_timeout: float,
     idle_timeout: float,
     total_timeout: float | None,
+    no_history: bool,
+    cache: bool,
     as_json: bool,
     final_only: bool,
 ) -> None:
@@ -263,13 +323,8 @@ def ask(
     streaming = not (as_json or final_only)
     status = _Status(sys.stderr)
 
-    session = connect(
-        _spaces(space),
-        token=token,
-        proxy=proxy,
-        connect_timeout=connect_timeout,
-        idle_timeout=idle_timeout,
-        total_timeout=total_timeout,
+    session = _connect(
+        space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache
     )
 
     async def work() -> Finished:
@@ -368,6 +423,173 @@ def info(space: str | None, token: str | None, proxy: str | None, as_json: bool)
                 f"  returns: {ret.get('python_type', {}).get('type', '?')}  "
                 f"[{ret.get('component')} {ret.get('label', '')!r}]"
             )
+
+
+@cli.command()
+@click.argument("source", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Results file: .jsonl (default format) or .csv. Running again resumes it.",
+)
+@click.option("--prompt", help="The prompt for a folder of images (or rows without one).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Questions in flight at once (a ZeroGPU Space runs a few; more wait in its queue).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Retries of a transient failure (connection, rate limit, no GPU, timeouts).",
+)
+@click.option(
+    "--on-quota",
+    type=click.Choice(["wait", "stop"]),
+    default="wait",
+    show_default=True,
+    help="On a quota error: pause the run for its retry time, or stop (resume later).",
+)
+@click.option("--retry-failed", is_flag=True, help="Ask again the items that failed before.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Ask at most N items.")
+@click.option(
+    "--order",
+    type=click.Choice(["completion", "input"]),
+    default="completion",
+    show_default=True,
+    help="Order of the records in the output.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar on stderr [default: only on a terminal].",
+)
+@_asking_options
+def batch(
+    source: Path,
+    output: Path,
+    prompt: str | None,
+    concurrency: int,
+    retries: int,
+    on_quota: str,
+    retry_failed: bool,
+    limit: int | None,
+    order: str,
+    progress: bool | None,
+    space: tuple[str, ...],
+    token: str | None,
+    proxy: str | None,
+    system: str | None,
+    connect_timeout: float,
+    idle_timeout: float,
+    total_timeout: float | None,
+    no_history: bool,
+    cache: bool,
+) -> None:
+    """Ask every item of INPUT (a .jsonl or .csv file, or a folder of images with --prompt)
+    and write one record per item to OUTPUT; running it again resumes.
+
+    Exit code 0 when every item is ok, 8 when some failed, 5 when stopped on quota, 130 on
+    Ctrl-C (in-flight questions are cancelled; run again to resume).
+    """
+    from . import batch as batches
+
+    if source.is_dir() and not prompt:
+        raise click.UsageError("a folder of images needs --prompt")
+    items: Any = batches.read_input(source, prompt=prompt)
+    if system:
+        items = (dataclasses.replace(i, system=i.system or system) for i in items)
+    session = _connect(
+        space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache
+    )
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = batches.TqdmProgress(disable=not show)
+
+    async def work() -> Any:
+        async with _closing(session):
+            return await batches.arun(
+                items,
+                output,
+                session=session,
+                concurrency=concurrency,
+                retries=retries,
+                on_quota=on_quota,  # type: ignore[arg-type]
+                retry_failed=retry_failed,
+                limit=limit,
+                order=order,  # type: ignore[arg-type]
+                progress=bar,
+            )
+
+    try:
+        result = _run(work)
+    finally:
+        bar.close()
+    click.echo(str(result.summary), err=True)
+    if result.summary.stopped_on_quota:
+        raise _Exit(5)
+    if not result.summary.all_ok:
+        raise _Exit(8)
+
+
+class _Exit(Exception):
+    """End the command with this exit code (its summary is already printed)."""
+
+    def __init__(self, code: int) -> None:
+        super().__init__(code)
+        self.code = code
+
+
+@cli.command(name="history")
+@click.argument("words", metavar="[SEARCH | show ID]", nargs=-1)
+@click.option("-n", "limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON: one object per answer.")
+def history_command(words: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """List recorded answers, newest first (those whose prompt, answer or Space contains
+    SEARCH); 'qvq history show ID' prints one in full.
+
+    Recorded by 'qvq ask' and 'qvq batch' unless --no-history or QVQ_HISTORY=0.
+    """
+    if words[:1] == ("show",):
+        if len(words) != 2 or not words[1].isdigit():
+            raise click.UsageError("give one answer id: qvq history show ID")
+        _show_row(int(words[1]), as_json)
+        return
+    with History() as store:
+        rows = store.search(" ".join(words) or None, limit=limit)
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(dataclasses.asdict(row), ensure_ascii=False))
+            continue
+        outcome = row.final_answer or ("" if row.ok else f"{row.error_type}")
+        prompt = " ".join(row.prompt.split())
+        click.echo(
+            f"{row.id:>6}  {row.time[:19].replace('T', ' ')}  {row.space}  "
+            f"{prompt[:60]}  -> {outcome[:40]}"
+        )
+
+
+def _show_row(row_id: int, as_json: bool) -> None:
+    with History() as store:
+        row = store.get(row_id)
+    if row is None:
+        raise click.ClickException(f"no answer {row_id} in {default_path()}")
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(row), ensure_ascii=False))
+        return
+    click.echo(f"# {row.id}  {row.time}  {row.space}" + ("  (from the cache)" * row.from_cache))
+    click.echo(f"Prompt: {row.prompt}")
+    if row.image_sha256:
+        click.echo(f"Image: {row.image_name} ({row.image_size} bytes, sha256 {row.image_sha256})")
+    if row.error_type:
+        click.echo(f"Error: {row.error_type}: {row.error_message}")
+    click.echo("")
+    click.echo(row.text)
 
 
 @cli.command()
@@ -547,6 +769,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
+    except _Exit as exc:
+        return exc.code
     except QVQError as exc:
         if debug:
             traceback.print_exc()

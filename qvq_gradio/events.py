@@ -55,13 +55,17 @@ class TextDelta:
 
 @dataclass(frozen=True, slots=True)
 class Finished:
-    """The answer is complete. Times are seconds from the start of the stream."""
+    """The answer is complete. Times are seconds from the start of the stream.
+
+    ``cached``: answered from the answer history (``cache=True``) without asking the Space.
+    """
 
     text: str
     space: str
     elapsed: float
     time_to_first_token: float | None
     queue_wait: float | None
+    cached: bool = False
 
 
 Event: TypeAlias = QueueUpdate | SpaceChanged | SpaceWaking | TextDelta | Finished

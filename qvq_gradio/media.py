@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import os
 import re
 import shutil
@@ -278,12 +279,17 @@ class Upload:
     """What is handed to ``handle_file``: a file path or (``url_mode="pass"``) a URL.
 
     ``note`` is a sentence for the prompt (set when several images became one grid).
-    :meth:`close` removes the private temporary directory, if one was made.
+    ``sha256``, ``size`` and ``name`` describe the bytes uploaded (the answer history and its
+    cache key use them; a passed-through URL has none). :meth:`close` removes the private
+    temporary directory, if one was made.
     """
 
     target: str = ""
     note: str | None = None
     directory: Path | None = field(default=None, repr=False)
+    sha256: str | None = None
+    size: int | None = None
+    name: str | None = None
 
     def close(self) -> None:
         if self.directory is not None:
@@ -305,12 +311,19 @@ def _write(upload: Upload, data: bytes, name: str) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     upload.target = str(path)
+    upload.sha256, upload.size = hashlib.sha256(data).hexdigest(), len(data)
 
 
 def _normalise_to(upload: Upload, source: Source, name: str | None, options: ImageOptions) -> None:
     result = normalise(source, options)
+    upload.name = name
     if result.passthrough and isinstance(source, Path):
         upload.target = str(source)  # the user's own file, uploaded as it is: nothing to copy
+        digest = hashlib.sha256()
+        with open(source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        upload.sha256, upload.size = digest.hexdigest(), source.stat().st_size
         return
     data = result.data
     if data is None:  # passthrough of encoded bytes
@@ -368,7 +381,7 @@ async def prepare_upload(
     upload = Upload()
     try:
         if len(chosen) == 1 and chosen[0].kind == "url" and options.url_mode == "pass":
-            upload.target = chosen[0].value
+            upload.target = upload.name = chosen[0].value
             return upload
         sources = [await _source_of(item, options, proxy) for item in chosen]
         if len(sources) == 1:

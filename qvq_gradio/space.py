@@ -26,6 +26,7 @@ import urllib.parse
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Final
 
@@ -46,6 +47,7 @@ from .errors import (
     register_secret,
 )
 from .events import Event, Finished, SpaceWaking, TextDelta
+from .history import HistoryOption, cache_key, open_history
 from .imaging import ImageOptions
 from .job import API_NAME, CLOSE_WAIT, Background, Redeployed, SpaceJob, check_endpoint
 from .media import MediaItem, Upload, classify, prepare_upload
@@ -231,6 +233,12 @@ class Session:
             (created on demand), so up to ``max_workers`` streams run at once without queueing.
         image_options: how images are normalised, and what happens to several images
             (:class:`~qvq_gradio.imaging.ImageOptions`); each call may override it.
+        history: record every question and answer in the answer history: ``True`` for the
+            default database (:func:`~qvq_gradio.history.default_path`), a path, or a
+            :class:`~qvq_gradio.history.History`. Off by default in the library.
+        cache: answer a request identical to a recorded one (same Space, prompt text and
+            uploaded image bytes) from the history, without touching the Space; the answer
+            streams out as one delta and ``Finished.cached`` is True. Needs ``history``.
 
     Example::
 
@@ -251,6 +259,8 @@ class Session:
         total_timeout: float | None = None,
         max_workers: int = 256,
         image_options: ImageOptions | None = None,
+        history: HistoryOption = None,
+        cache: bool = False,
     ) -> None:
         check_timeout("connect_timeout", connect_timeout, optional=False)
         check_timeout("idle_timeout", idle_timeout, optional=True)
@@ -268,6 +278,10 @@ class Session:
         self.total_timeout = total_timeout
         self.max_workers = max_workers
         self.image_options = image_options or ImageOptions()
+        self.history, self._own_history = open_history(history)
+        if cache and self.history is None:
+            raise ValueError("cache=True needs history (True, a path or a History)")
+        self.cache = cache
         self._client: QVQClient | None = None
         self._state_lock = threading.Lock()  # guards _client and _closed; never held long
         self._connect_lock = threading.Lock()  # one connection attempt at a time
@@ -323,6 +337,8 @@ class Session:
             job.abort()
         if client is not None:
             client.shutdown(max(deadline - time.monotonic(), _SETTLE))
+        if self.history is not None and self._own_history:
+            self.history.close()
 
     # -- the client ---------------------------------------------------------------------------
 
@@ -487,6 +503,15 @@ class Session:
             if upload is not None and upload.note:
                 text = f"{upload.note}\n{text}"
             image_target = upload.target if upload is not None else None
+            key = cache_key(space, text, upload.sha256 if upload is not None else None)
+            if self.cache and self.history is not None:
+                hit = await anyio.to_thread.run_sync(self.history.cached, key)
+                if hit is not None:
+                    if hit.text:
+                        yield TextDelta(hit.text)
+                    now = anyio.current_time() - start
+                    yield Finished(hit.text, space, now, now, None, cached=True)
+                    return
             if self._client is None and not self.space.startswith(("http://", "https://")):
                 async for event in self._wake(start, connect_timeout):
                     yield event
@@ -530,17 +555,20 @@ class Session:
                         ) from None
             assert job is not None
             now = anyio.current_time()
-            yield Finished(
+            finished = Finished(
                 text=job.answer,
                 space=space,
                 elapsed=now - start,
                 time_to_first_token=None if job.first_token is None else job.first_token - start,
                 queue_wait=None if job.started is None else job.started - start,
             )
+            await self._record(text, upload, finished, None)
+            yield finished
         except ResponseError as error:
             # Nothing received is lost: the error carries the text that had arrived.
             if job is not None and not error.text:
                 error.text = job.answer
+            await self._record(text, upload, None, error)
             if self._closed and not isinstance(error, ProtocolError):
                 raise SpaceConnectionError(
                     "the Session was closed", text=error.text, space=space
@@ -552,6 +580,39 @@ class Session:
                     self._release(job)
                 if upload is not None:
                     await anyio.to_thread.run_sync(upload.close)
+
+    async def _record(
+        self,
+        prompt: str,
+        upload: Upload | None,
+        finished: Finished | None,
+        error: ResponseError | None,
+    ) -> None:
+        """Add the question and its answer (or error) to the history, if it is kept."""
+        if self.history is None:
+            return
+        image: bytes | None = None
+        if self.history.keep_images and upload is not None and upload.sha256:
+            image = await anyio.to_thread.run_sync(Path(upload.target).read_bytes)
+        record = functools.partial(
+            self.history.record,
+            space=self.space,
+            prompt=prompt,
+            text=finished.text if finished is not None else (error.text if error else ""),
+            image_sha256=upload.sha256 if upload is not None else None,
+            image_size=upload.size if upload is not None else None,
+            image_name=upload.name if upload is not None else None,
+            image=image,
+            elapsed=finished.elapsed if finished is not None else None,
+            time_to_first_token=finished.time_to_first_token if finished is not None else None,
+            queue_wait=finished.queue_wait if finished is not None else None,
+            error=error,
+        )
+        with anyio.CancelScope(shield=True):
+            try:
+                await anyio.to_thread.run_sync(record)
+            except Exception as exc:  # the answer matters more than its record
+                log.warning("could not record the answer in %s: %r", self.history.path, exc)
 
     def _release(self, job: SpaceJob) -> None:
         with self._state_lock:

@@ -16,7 +16,13 @@ from qvq_gradio.pytest_plugin import replica_environment
 from qvq_gradio.replica import ReplicaProcess
 
 # Variables that change what the package or gradio_client do; tests set what they need.
-_ISOLATED = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "QVQ_SPACE", "GRADIO_ANALYTICS_ENABLED")
+_ISOLATED = (
+    "HF_TOKEN",
+    "HUGGING_FACE_HUB_TOKEN",
+    "QVQ_SPACE",
+    "QVQ_HISTORY",
+    "GRADIO_ANALYTICS_ENABLED",
+)
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +34,8 @@ def _isolated_env(
     # Nothing may reach huggingface.co; a token file in the home directory must not leak in.
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
+    # The CLI records answers by default: into the test run's own directory, never the user's.
+    monkeypatch.setenv("QVQ_HOME", str(tmp_path_factory.getbasetemp() / "qvq-home"))
 
 
 def replica_env() -> dict[str, str]:
