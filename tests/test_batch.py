@@ -1,0 +1,441 @@
+"""Batch runs against the replica: resume after SIGKILL, retries, quota, Ctrl-C, inputs, history."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from PIL import Image
+
+from qvq_gradio import Session, batch
+from qvq_gradio.history import History
+from qvq_gradio.replica import ReplicaProcess
+
+from .conftest import replica_env
+from .test_stream import expected_text
+
+pytestmark = pytest.mark.anyio
+
+Factory = Callable[..., list[ReplicaProcess]]
+
+
+def _items(marker: str, n: int, tokens: int = 3, delay: float = 0.0) -> list[dict[str, Any]]:
+    return [
+        {"id": f"{marker}-{i:03d}", "prompt": f"{marker}-{i:03d} [[replica tokens={tokens} "
+         f"delay={delay}]]", "expected": str(tokens), "row": i}
+        for i in range(n)
+    ]
+
+
+def _write_jsonl(path: Path, rows: list[dict[str, Any]]) -> Path:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _records(path: Path) -> list[dict[str, Any]]:
+    return list(batch.read_output(path))
+
+
+async def _read(result: batch.BatchResult) -> list[dict[str, Any]]:
+    """The records of a result, read off the event loop (reading a file blocks)."""
+    return await anyio.to_thread.run_sync(list, result)
+
+
+async def test_a_batch_answers_every_item_and_grades_it(
+    session: Session, marker: str, tmp_path: Path
+) -> None:
+    rows = _items(marker, 12)
+    rows[3]["expected"] = "wrong"
+    result = await batch.arun(rows, tmp_path / "out.jsonl", session=session, concurrency=4)
+    summary = result.summary
+    assert (summary.ok, summary.failed, summary.skipped) == (12, 0, 0)
+    assert summary.graded == 12 and summary.accuracy == pytest.approx(11 / 12)
+    records = {r["id"]: r for r in await _read(result)}
+    for row in rows:
+        record = records[row["id"]]
+        assert record["text"] == expected_text(row["prompt"], 3)
+        assert record["final_answer"] == "3"
+        assert record["correct"] is (row["expected"] == "3")
+        assert record["meta"] == {"row": row["row"]}
+        assert record["error"] is None and record["attempts"] == 1
+        assert set(record) == set(batch.FIELDS)
+    frame = await anyio.to_thread.run_sync(result.to_pandas)
+    assert len(frame) == 12 and set(batch.FIELDS) <= set(frame.columns)
+
+
+async def test_input_order_and_a_bad_image_among_good_ones(
+    session: Session, marker: str, tmp_path: Path
+) -> None:
+    good = tmp_path / "good.png"
+    Image.new("RGB", (40, 30), (0, 200, 0)).save(good)
+    (tmp_path / "bad.png").write_text("not an image")
+    rows = [
+        {"id": f"{marker}-{i}", "prompt": f"{marker}-{i} [[replica tokens={10 - i} delay=0.01]]",
+         "image": "bad.png" if i == 4 else "good.png"}
+        for i in range(8)
+    ]
+    source = _write_jsonl(tmp_path / "in.jsonl", rows)  # image paths relative to the file
+    result = await batch.arun(
+        source, tmp_path / "out.jsonl", session=session, concurrency=4, order="input"
+    )
+    records = await _read(result)
+    assert [r["id"] for r in records] == [row["id"] for row in rows]  # input order
+    bad = records[4]
+    assert bad["status"] == "failed" and bad["attempts"] == 1
+    assert bad["error"]["type"] == "MediaError" and "text, not an image" in bad["error"]["message"]
+    assert all(r["status"] == "ok" for i, r in enumerate(records) if i != 4)  # 5 went on
+    assert result.summary.failures == {"MediaError": 1}
+
+
+async def test_csv_and_folder_inputs_and_csv_output(
+    session: Session, marker: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "pics"
+    folder.mkdir()
+    for name, colour in (("a.png", (255, 0, 0)), ("b.jpg", (0, 0, 255))):
+        Image.new("RGB", (32, 32), colour).save(folder / name)
+    (folder / "notes.txt").write_text("not a picture: skipped")
+    prompt = f"{marker} [[replica tokens=2 delay=0]]"
+    result = await batch.arun(folder, tmp_path / "out.csv", session=session, prompt=prompt)
+    rows = await _read(result)
+    assert [r["id"] for r in sorted(rows, key=lambda r: r["id"])] == ["a.png", "b.jpg"]
+    assert all(r["status"] == "ok" and r["final_answer"] == "2" for r in rows)
+    assert list(rows[0]) == list(batch.FIELDS)
+
+    table = tmp_path / "in.csv"
+    table.write_text(
+        "id,prompt,image,expected,topic\n"
+        f"r1,{marker}-r1 [[replica tokens=2]],pics/a.png,2,x\n"
+        f"r2,{marker}-r2 [[replica tokens=2]],,,y\n"
+    )
+    result = await batch.arun(table, tmp_path / "out2.jsonl", session=session)
+    records = {r["id"]: r for r in await _read(result)}
+    assert records["r1"]["correct"] is True and records["r1"]["meta"] == {"topic": "x"}
+    assert records["r2"]["expected"] is None and records["r2"]["correct"] is None
+
+
+def test_bad_input_rows_name_the_file_and_line(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"prompt": "fine"}\n\n{"prompt": "x"\n')
+    with pytest.raises(batch.BatchInputError, match=r"in\.jsonl:3: not valid JSON"):
+        list(batch.read_input(source))
+    source.write_text('{"prompt": "fine"}\n{"image": "a.png"}\n')
+    with pytest.raises(batch.BatchInputError, match=r"in\.jsonl:2: an item needs a prompt"):
+        list(batch.read_input(source))
+    table = tmp_path / "in.csv"
+    table.write_text("id,prompt\n1,hello\n2,hi,extra\n")
+    with pytest.raises(batch.BatchInputError, match=r"in\.csv:3: more cells"):
+        list(batch.read_input(table))
+    assert batch.item_id(batch.BatchItem(prompt="p")) == batch.item_id(batch.BatchItem(prompt="p"))
+    assert batch.item_id(batch.BatchItem(prompt="p")) != batch.item_id(
+        batch.BatchItem(prompt="p", image=b"\x89PNG")
+    )
+
+
+async def test_pandas_and_datasets_inputs(session: Session, marker: str, tmp_path: Path) -> None:
+    import datasets
+    import pandas as pd
+
+    frame = pd.DataFrame(
+        {"prompt": [f"{marker}-p{i} [[replica tokens=2]]" for i in range(3)],
+         "expected": ["2", None, "2"]}
+    )
+    result = await batch.arun(batch.from_pandas(frame), tmp_path / "a.jsonl", session=session)
+    assert result.summary.ok == 3 and result.summary.graded == 2
+    images = [Image.new("RGB", (30, 30), (i * 80, 0, 0)) for i in range(3)]
+    dataset = datasets.Dataset.from_dict(
+        {"picture": images, "prompt": [f"{marker}-d{i} [[replica tokens=2]]" for i in range(3)]},
+        features=datasets.Features(
+            {"picture": datasets.Image(), "prompt": datasets.Value("string")}
+        ),
+    )
+    items = batch.from_dataset(dataset, image_column="picture")
+    result = await batch.arun(items, tmp_path / "b.jsonl", session=session)
+    texts = [r["text"] for r in await _read(result)]
+    assert result.summary.ok == 3
+    assert all("Image: 30x30 RGB PNG" in text for text in texts)
+
+
+async def test_transient_failures_are_retried_then_recorded(
+    qvq_replicas: Factory, marker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("qvq_gradio.batch._BACKOFF_FIRST", 0.05)
+    # One slot and a queue of one: with four in flight, two are turned away (HTTP 503).
+    server = qvq_replicas(1, "--concurrency", "1", "--max-queue", "1")[0]
+    rows = _items(marker, 8, tokens=10, delay=0.02)
+    async with Session(server.url) as session:
+        result = await batch.arun(
+            rows, tmp_path / "retried.jsonl", session=session, concurrency=4, retries=50
+        )
+        assert result.summary.ok == 8
+        attempts = [r["attempts"] for r in await _read(result)]
+        assert max(attempts) > 1  # some were turned away, and retried until answered
+        result = await batch.arun(
+            _items(f"{marker}-x", 8, tokens=10, delay=0.02),
+            tmp_path / "not-retried.jsonl", session=session, concurrency=4, retries=0,
+        )
+    failed = [r for r in await _read(result) if r["status"] == "failed"]
+    assert failed and all(r["error"]["type"] == "RateLimitError" for r in failed)
+    assert all(r["attempts"] == 1 for r in failed)
+    assert result.summary.failures == {"RateLimitError": len(failed)}
+
+
+async def test_app_errors_fail_at_once(session: Session, marker: str, tmp_path: Path) -> None:
+    rows = [{"id": "x", "prompt": f"{marker} [[replica fail=mid after=2]]"}]
+    result = await batch.arun(rows, tmp_path / "out.jsonl", session=session, retries=5)
+    (record,) = await _read(result)
+    assert record["status"] == "failed" and record["attempts"] == 1
+    assert record["error"]["type"] == "AppError"
+    assert record["text"].startswith("Received prompt")  # the text that had arrived is kept
+
+
+async def test_quota_pauses_the_whole_run_then_resumes(
+    qvq_replicas: Factory, marker: str, tmp_path: Path
+) -> None:
+    server = qvq_replicas(1, "--quota-budget", "3", "--quota-retry", "2")[0]
+    rows = _items(marker, 8)
+    seen: list[batch.Progress] = []
+    async with Session(server.url) as session:
+        result = await batch.arun(
+            rows, tmp_path / "out.jsonl", session=session, concurrency=2, progress=seen.append
+        )
+    assert result.summary.ok == 8 and result.summary.failed == 0
+    assert result.summary.quota_wait > 0
+    assert any(p.paused_for for p in seen)  # the countdown was shown
+    _assert_exactly_once_plain(result.output, rows)
+    # Every question cut by the quota was asked again, none failed.
+    assert all(r["attempts"] == 1 for r in await _read(result))
+
+
+def _assert_exactly_once_plain(path: Path, rows: list[dict[str, Any]]) -> None:
+    records = _records(path)
+    assert sorted(r["id"] for r in records) == sorted(row["id"] for row in rows)
+    by_id = {row["id"]: row for row in rows}
+    for record in records:
+        tokens = int(by_id[record["id"]]["expected"])
+        assert record["text"] == expected_text(by_id[record["id"]]["prompt"], tokens)
+
+
+async def test_quota_stop_ends_cleanly_and_a_later_run_resumes(
+    qvq_replicas: Factory, marker: str, tmp_path: Path
+) -> None:
+    server = qvq_replicas(1, "--quota-budget", "3", "--quota-retry", "1")[0]
+    rows = _items(marker, 6)
+    output = tmp_path / "out.jsonl"
+    async with Session(server.url) as session:
+        first = await batch.arun(rows, output, session=session, concurrency=1, on_quota="stop")
+        assert first.summary.stopped_on_quota and first.summary.ok == 3
+        assert len(_records(output)) == 3
+        while True:  # resumed "tomorrow": once the quota is back
+            again = await batch.arun(rows, output, session=session, concurrency=1,
+                                     on_quota="stop")
+            if not again.summary.stopped_on_quota:
+                break
+            await anyio.sleep(0.5)
+    assert again.summary.skipped >= 3
+    _assert_exactly_once_plain(output, rows)
+
+
+async def test_retry_failed_replaces_the_failed_records(
+    session: Session, marker: str, tmp_path: Path
+) -> None:
+    missing = tmp_path / "later.png"
+    rows = [{"id": "a", "prompt": f"{marker}-a [[replica tokens=2]]"},
+            {"id": "b", "prompt": f"{marker}-b [[replica tokens=2]]", "image": str(missing)}]
+    output = tmp_path / "out.jsonl"
+    first = await batch.arun(rows, output, session=session)
+    assert first.summary.failed == 1
+    again = await batch.arun(rows, output, session=session)
+    assert again.summary.skipped == 2 and again.summary.skipped_failed == 1
+    assert not again.summary.all_ok
+    Image.new("RGB", (30, 30)).save(missing)
+    fixed = await batch.arun(rows, output, session=session, retry_failed=True)
+    assert fixed.summary.ok == 1
+    records = _records(output)
+    assert sorted(r["id"] for r in records) == ["a", "b"]  # still once each
+    assert all(r["status"] == "ok" for r in records)
+
+
+def test_a_torn_last_line_is_dropped_and_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    output = tmp_path / "out.jsonl"
+    good = {"id": "a", "status": "ok"}
+    output.write_text(json.dumps(good) + "\n" + '{"id": "b", "sta')
+    writer = batch._Output(output)
+    writer.open(retry_failed=False)
+    writer.close()
+    assert writer.done == {"a": "ok"}
+    assert output.read_text() == json.dumps(good) + "\n"
+    assert "cut short by an earlier crash" in caplog.text
+
+
+# -- whole runs of the qvq command, killed and interrupted ----------------------------------------
+
+
+def _qvq_batch(source: Path, output: Path, url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "qvq_gradio", "batch", str(source), "-o", str(output),
+         "--space", url, "--no-progress", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=replica_env(),
+    )
+
+
+def _lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen[str]) -> None:
+    """Until ``path`` has ``n`` complete records (the run is under way); a hang guard."""
+    import time
+
+    deadline = time.monotonic() + 60
+    while _lines(path) < n:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the batch made no progress"
+        time.sleep(0.02)
+
+
+def test_resume_after_sigkill_loses_nothing_and_writes_nothing_twice(
+    qvq_replica: ReplicaProcess, marker: str, tmp_path: Path
+) -> None:
+    rows = [dict(r, delay=0.01) for r in _items(marker, 60, tokens=8, delay=0.01)]
+    source = _write_jsonl(tmp_path / "in.jsonl", rows)
+    output = tmp_path / "out.jsonl"
+    kills = 0
+    for stop_at in (5, 18, 31, 44):
+        proc = _qvq_batch(source, output, qvq_replica.url, "--concurrency", "6")
+        _wait_for_lines(output, stop_at, proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+        kills += 1
+        # Never a torn line, never an item twice, after any kill.
+        records = _records(output)
+        assert len({r["id"] for r in records}) == len(records)
+    proc = _qvq_batch(source, output, qvq_replica.url, "--concurrency", "6")
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert kills == 4
+    _assert_exactly_once_plain(output, rows)
+
+
+def test_ctrl_c_cancels_in_flight_and_exits_130(
+    qvq_replica: ReplicaProcess, marker: str, tmp_path: Path
+) -> None:
+    rows = [dict(r, delay=0.02) for r in _items(marker, 20, tokens=100, delay=0.02)]
+    source = _write_jsonl(tmp_path / "in.jsonl", rows)
+    output = tmp_path / "out.jsonl"
+    proc = _qvq_batch(source, output, qvq_replica.url, "--concurrency", "4")
+    _wait_for_lines(output, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    written = {r["id"] for r in _records(output)}
+    # What was in flight was cancelled upstream: the replica says so.
+    requests = [r for r in qvq_replica.requests() if marker in r["prompt"]]
+    cancelled = [r for r in requests if r["state"] == "cancelled"]
+    assert cancelled and all(r["prompt"].split()[0] not in written for r in cancelled)
+    proc = _qvq_batch(source, output, qvq_replica.url, "--concurrency", "4")
+    proc.communicate(timeout=120)
+    assert proc.returncode == 0
+    _assert_exactly_once_plain(output, rows)
+
+
+# -- the answer history ------------------------------------------------------------------------
+
+
+async def test_history_records_and_the_cache_answers_without_the_space(
+    replica: ReplicaProcess, marker: str, tmp_path: Path
+) -> None:
+    database = tmp_path / "history.db"
+    image = tmp_path / "cat.png"
+    Image.new("RGB", (50, 40), (10, 20, 30)).save(image)
+    prompt = f"{marker} [[replica tokens=4 delay=0]]"
+    async with Session(replica.url, history=database, cache=True, token="hf_NeverStored1") as s:
+        first = [e async for e in s.events(prompt, image=image)]
+        second = [e async for e in s.events(prompt, image=image)]
+    assert first[-1].cached is False and second[-1].cached is True  # type: ignore[union-attr]
+    assert second[-1].text == first[-1].text  # type: ignore[union-attr]
+    assert len([e for e in second if type(e).__name__ == "TextDelta"]) == 1
+    asked = [r for r in replica.requests() if marker in r["prompt"]]
+    assert len(asked) == 1  # the second answer never reached the Space
+    with History(database) as store:
+        (row,) = store.search(marker)
+    assert row.ok and row.text == first[-1].text and row.final_answer == "4"  # type: ignore[union-attr]
+    assert row.image_sha256 and row.image_size and row.image_name == "cat.png"
+    raw = sqlite3.connect(database).execute("SELECT * FROM answers").fetchall()
+    assert "hf_NeverStored1" not in repr(raw)
+    assert all(cell is None for cell in [r[7] for r in raw])  # no pixels unless asked
+
+
+def test_concurrent_writers_lose_no_row(tmp_path: Path) -> None:
+    database = tmp_path / "history.db"
+    script = (
+        "import sys\n"
+        "from qvq_gradio.history import History\n"
+        "with History(sys.argv[1]) as h:\n"
+        "    for i in range(200):\n"
+        "        h.record(space='s', prompt=f'{sys.argv[2]}-{i}', text='t')\n"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", script, str(database), name])
+        for name in ("p1", "p2")
+    ]
+    store = History(database)
+    threads = [
+        threading.Thread(
+            target=lambda n=n: [store.record(space="s", prompt=f"t{n}-{i}", text="t")
+                                for i in range(100)]
+        )
+        for n in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for proc in procs:
+        assert proc.wait(timeout=60) == 0
+    assert store.count() == 2 * 200 + 8 * 100
+    store.close()
+
+
+def test_cli_records_by_default_and_history_lists_it(
+    replica: ReplicaProcess, marker: str, tmp_path: Path
+) -> None:
+    env = {**replica_env(), "QVQ_HOME": str(tmp_path)}
+    prompt = f"{marker} [[replica tokens=2 delay=0]]"
+
+    def qvq(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "qvq_gradio", *args], capture_output=True, text=True,
+            env={**env, **(extra or {})}, timeout=120,
+        )
+
+    assert qvq("ask", prompt, "--space", replica.url).returncode == 0
+    assert qvq("ask", f"{prompt} off", "--space", replica.url, "--no-history").returncode == 0
+    assert qvq("ask", f"{prompt} env", "--space", replica.url,
+               extra={"QVQ_HISTORY": "0"}).returncode == 0
+    listing = qvq("history", marker, "--json")
+    rows = [json.loads(line) for line in listing.stdout.splitlines()]
+    assert [r["prompt"] for r in rows] == [prompt]
+    shown = qvq("history", "show", str(rows[0]["id"]))
+    assert shown.returncode == 0 and "**Final Answer**" in shown.stdout
+    cached = qvq("ask", prompt, "--space", replica.url, "--cache", "--json")
+    assert json.loads(cached.stdout)["text"] == rows[0]["text"]
+    assert len([r for r in replica.requests() if r["prompt"] == prompt]) == 1
+    assert (tmp_path / "history.db").exists()
+    assert os.stat(tmp_path / "history.db").st_size > 0
