@@ -45,7 +45,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sized
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -293,7 +293,7 @@ def read_input(path: str | os.PathLike[str], *, prompt: str | None = None) -> It
         raise BatchInputError(f"{source}: give a .jsonl or .csv file, or a folder of images")
     if prompt is None:
         return items
-    return (dataclasses.replace(i, prompt=i.prompt or prompt) for i in items)
+    return (_with_prompt(i, prompt) for i in items)
 
 
 def from_pandas(frame: Any) -> Iterator[BatchItem]:
@@ -601,6 +601,7 @@ class _Run:
         self._resume.set()
         self._pending: dict[int, dict[str, Any] | None] = {}  # order="input": waiting
         self._next = 0
+        self._writing = anyio.Lock()
 
     def report(self) -> None:
         if self.progress is not None:
@@ -713,17 +714,20 @@ class _Run:
         await self._write(index, None)
 
     async def _write(self, index: int, record: dict[str, Any] | None) -> None:
-        with anyio.CancelScope(shield=True):  # a record is written whole or not at all
-            if self.order != "input":
-                if record is not None:
-                    await anyio.to_thread.run_sync(self.output.write, record)
-                return
-            self._pending[index] = record
-            while self._next in self._pending:
-                ready = self._pending.pop(self._next)
-                self._next += 1
-                if ready is not None:
-                    await anyio.to_thread.run_sync(self.output.write, ready)
+        # Shielded: a record is written whole or not at all. One writer at a time: records
+        # leave in the order they are handed over (input order waits for its turn).
+        with anyio.CancelScope(shield=True):
+            async with self._writing:
+                if self.order != "input":
+                    if record is not None:
+                        await anyio.to_thread.run_sync(self.output.write, record)
+                    return
+                self._pending[index] = record
+                while self._next in self._pending:
+                    ready = self._pending.pop(self._next)
+                    self._next += 1
+                    if ready is not None:
+                        await anyio.to_thread.run_sync(self.output.write, ready)
 
 
 async def _chunks(
@@ -797,12 +801,12 @@ async def arun(
         source = Path(items)
         items = await anyio.to_thread.run_sync(lambda: read_input(source, prompt=prompt))
         total = await anyio.to_thread.run_sync(_count_lines, source)
-    elif prompt is not None:
-        given = items
-        items = (
-            dataclasses.replace(BatchItem.of(i), prompt=BatchItem.of(i).prompt or prompt)
-            for i in given
-        )
+    else:
+        if isinstance(items, Sized):
+            total = len(items)
+        if prompt is not None:
+            given = items
+            items = (_with_prompt(BatchItem.of(i), prompt) for i in given)
     own = session is None
     if session is None:
         from .pool import connect
@@ -868,6 +872,10 @@ async def arun(
         interrupted=interrupted,
     )
     return BatchResult(summary, out.path)
+
+
+def _with_prompt(item: BatchItem, prompt: str) -> BatchItem:
+    return item if item.prompt or item.messages else dataclasses.replace(item, prompt=prompt)
 
 
 def _count_lines(path: Path) -> int | None:

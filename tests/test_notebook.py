@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +131,25 @@ def test_render_answer_without_a_final_answer() -> None:
     assert render_answer("no conclusion <here>") == (
         "<div style='white-space:pre-wrap'>no conclusion &lt;here&gt;</div>"
     )
+
+
+def test_batch_notebook_runs() -> None:
+    import nbclient
+    import nbformat
+
+    notebook = nbformat.read(ROOT / "notebooks" / "batch.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=180, kernel_name="python3").execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert "Traceback" not in streams
+    assert "10 ok, 0 failed, 0 already done" in streams
+    assert "accuracy: 80.0% of 10 graded" in streams
+    assert "0 ok, 0 failed, 10 already done" in streams
+    html = [o["data"].get("text/html", "") for o in outputs if "data" in o]
+    assert any("dots-10" in h and "correct" in h for h in html)  # the DataFrame
+    # The quota paused the run (and said so), then it went on.
+    assert "quota exceeded: pausing new questions for 2 s" in streams
+    assert re.search(r"quota wait [1-9]", streams)
+    # The progress bar is a widget; its last state counts every item.
+    bar = json.dumps(notebook.metadata.get("widgets", {}))
+    assert "10/10" in bar and "ok=10" in bar and "failed=0" in bar
