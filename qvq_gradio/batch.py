@@ -369,53 +369,84 @@ class _Output:
 
     # blocking; worker threads only
     def open(self, retry_failed: bool) -> None:
+        """Read what earlier runs wrote (streamed: only ids and statuses are kept), drop a torn
+        last line, drop failed records if they are to be retried, and open for appending."""
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        records = self._read_existing()
-        if retry_failed and any(r["status"] != "ok" for r in records):
-            kept = [r for r in records if r["status"] == "ok"]
-            temporary = self.path.with_name(self.path.name + ".tmp")
-            with open(temporary, "wb") as handle:
-                if self.csv:
-                    handle.write(self._csv_header())
-                for record in kept:
-                    handle.write(self._encode(record))
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, self.path)
-            records = kept
-        self.done = {str(r["id"]): str(r["status"]) for r in records}
+        self._drop_torn_tail()
+        self.done = dict(self._scan())
+        if retry_failed and any(status != "ok" for status in self.done.values()):
+            self._keep_only_ok()
+            self.done = {key: status for key, status in self.done.items() if status == "ok"}
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
         self._fd: int | None = os.open(self.path, flags, 0o644)
         if self.csv and os.fstat(self._fd).st_size == 0:
             os.write(self._fd, self._csv_header())
 
-    def _read_existing(self) -> list[dict[str, Any]]:
+    def _drop_torn_tail(self) -> None:
         if not self.path.exists():
-            return []
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            log.warning(
-                "%s: dropped a record cut short by an earlier crash (%d bytes)",
-                self.path,
-                len(data) - cut,
-            )
-            with open(self.path, "r+b") as handle:
-                handle.truncate(cut)
-            data = data[:cut]
-        if self.csv:
-            rows = list(csv.DictReader(io.StringIO(data.decode("utf-8"), newline="")))
-            return [{**row, "id": row["id"], "status": row["status"]} for row in rows]
-        records = []
-        for number, line in enumerate(data.decode("utf-8").splitlines(), start=1):
-            if line.strip():
+            return
+        with open(self.path, "r+b") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            if size == 0:
+                return
+            handle.seek(size - 1)
+            if handle.read(1) == b"\n":
+                return
+            # Find the last complete line, reading backwards in blocks.
+            end = size
+            cut = 0
+            while end > 0:
+                start = max(0, end - (1 << 16))
+                handle.seek(start)
+                block = handle.read(end - start)
+                found = block.rfind(b"\n")
+                if found >= 0:
+                    cut = start + found + 1
+                    break
+                end = start
+            handle.truncate(cut)
+        log.warning(
+            "%s: dropped a record cut short by an earlier crash (%d bytes)", self.path, size - cut
+        )
+
+    def _records(self) -> Iterator[tuple[str, str, Any]]:
+        """(id, status, raw record) of each complete record, streamed."""
+        if not self.path.exists():
+            return
+        with open(self.path, encoding="utf-8", newline="" if self.csv else None) as handle:
+            if self.csv:
+                for row in csv.DictReader(handle):
+                    yield str(row.get("id")), str(row.get("status")), row
+                return
+            for number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
                 try:
-                    records.append(json.loads(line))
+                    record = json.loads(line)
                 except json.JSONDecodeError as exc:
                     raise BatchInputError(
                         f"{self.path}:{number}: the output file is damaged ({exc.msg})"
                     ) from exc
-        return records
+                yield str(record.get("id")), str(record.get("status")), line
+
+    def _scan(self) -> Iterator[tuple[str, str]]:
+        for key, status, _ in self._records():
+            yield key, status
+
+    def _keep_only_ok(self) -> None:
+        """Rewrite the output without its failed records (atomically: a temporary file, then
+        a rename), so that each item still appears once after it is asked again."""
+        temporary = self.path.with_name(self.path.name + ".tmp")
+        with open(temporary, "wb") as out:
+            if self.csv:
+                out.write(self._csv_header())
+            for _, status, raw in self._records():
+                if status != "ok":
+                    continue
+                out.write(self._encode(raw) if self.csv else raw.encode("utf-8"))
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, self.path)
 
     def _csv_header(self) -> bytes:
         buffer = io.StringIO()

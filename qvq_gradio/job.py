@@ -48,8 +48,9 @@ CLOSE_WAIT: Final = 1.0
 # How long cancelling a job upstream may take before we give up on it (it is one POST).
 _CANCEL_TIMEOUT: Final = 10.0
 # When to cancel again a job that had not started generating (seconds after the first cancel;
+# the first two fit in the second a closing session waits for its cancels;
 # see cancel_blocking). Cheap: it runs in the background and the caller never waits on it.
-_RECANCEL_AT: Final = (0.3, 1.0, 2.5)
+_RECANCEL_AT: Final = (0.2, 0.5, 2.5)
 _GENERATING = (Status.PROCESSING, Status.ITERATING, Status.PROGRESS)
 _IMAGE_INPUTS = frozenset({"image", "file", "imageeditor"})
 
