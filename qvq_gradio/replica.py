@@ -154,6 +154,11 @@ class RequestRecord:
     headers: dict[str, str] = field(default_factory=dict)  #: ZeroGPU-relevant headers received
     started: float = 0.0  #: time.monotonic() in the replica's process
     ended: float | None = None
+    #: Stopped by Gradio between two updates: a generator cancelled while suspended at a
+    #: ``yield`` is never resumed nor finalised, so it cannot log its end; once it has waited
+    #: there ``STALLED`` seconds it is reported ``cancelled`` with this flag.
+    abandoned: bool = False
+    yielded_at: float | None = None  #: when it last yielded and has not been resumed since
 
 
 def describe_image(path: str) -> dict[str, Any]:
@@ -187,6 +192,9 @@ def answer_head(prompt: str, image: dict[str, Any] | None) -> str:
         )
     return "\n".join(lines) + "\n\n"
 
+
+#: Seconds a generator may sit at a ``yield`` before it counts as stopped by Gradio.
+STALLED = 3.0
 
 #: What the replica's other functions answer (see ``layout``).
 OTHER_FUNCTION_TEXT = "replica: another function answered"
@@ -263,14 +271,26 @@ class _Log:
 
     def wait(self, marker: str, timeout: float, *, ended: bool) -> dict[str, Any] | None:
         def find() -> RequestRecord | None:
+            now = time.monotonic()
             for record in self._records:
-                if marker in record.prompt and (not ended or record.state != "running"):
+                if marker not in record.prompt:
+                    continue
+                if not ended or record.state != "running":
+                    return record
+                if record.yielded_at is not None and now - record.yielded_at > STALLED:
+                    record.state, record.abandoned = "cancelled", True
+                    record.ended = record.yielded_at
                     return record
             return None
 
+        deadline = time.monotonic() + timeout
         with self._changed:
-            found = self._changed.wait_for(find, timeout=timeout)
-            return asdict(found) if found else None
+            while (found := find()) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._changed.wait(min(left, 0.25))  # also re-checks stalled generators
+            return asdict(found)
 
 
 def build_app(config: ReplicaConfig | None = None) -> Any:
@@ -313,7 +333,9 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
                     print_exception=False,
                 )
             out = answer_head(text, record.image)
+            record.yielded_at = time.monotonic()
             yield out
+            record.yielded_at = None
             for i in range(settings.tokens):
                 if settings.fail in ("mid", "hang") and i == settings.fail_after:
                     if settings.fail == "mid":
@@ -326,7 +348,9 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
                 out += _word(i)
                 record.tokens_generated += 1
                 record.text = out
+                record.yielded_at = time.monotonic()
                 yield out
+                record.yielded_at = None
             out += f"\n\n**Final Answer**\n\n\\boxed{{{settings.tokens}}}"
             record.text = out
             record.state = "done"
