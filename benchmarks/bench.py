@@ -6,6 +6,7 @@
     python benchmarks/bench.py concurrent # (c) 32 streams x 100 tokens x 10 ms: wall, CPU, loop lag
     python benchmarks/bench.py media      # image normalisation vs a naive Pillow pipeline
     python benchmarks/bench.py pool       # 3 Spaces as one Pool vs one Space; one killed
+    python benchmarks/bench.py batch      # qvq batch vs asyncio.gather; resume; 100k-row input
 
 Raw gradio_client is used as its documentation shows: one ``Client``, ``job = submit(...)``,
 ``for output in job``. Each side gets one warm-up stream; figures are medians over rounds, and
@@ -21,9 +22,11 @@ import concurrent.futures
 import json
 import os
 import resource
+import sqlite3
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from typing import Any
 
@@ -437,6 +440,112 @@ def bench_pool(n: int = 120, tokens: int = 50, delay: float = 0.01) -> None:
     }
 
 
+# -- (e) batch runs ---------------------------------------------------------------------------
+
+_GATHER = """
+import asyncio, json, sys
+from qvq_gradio import Session
+
+async def main(url, source, output, concurrency):
+    prompts = [json.loads(line)["prompt"] for line in open(source)]
+    limit = asyncio.Semaphore(concurrency)
+    async with Session(url) as session:
+        async def one(prompt):
+            async with limit:
+                return await session.ask(prompt)
+        answers = await asyncio.gather(*(one(p) for p in prompts))
+    with open(output, "w") as out:
+        for prompt, answer in zip(prompts, answers):
+            out.write(json.dumps({"prompt": prompt, "text": answer}) + chr(10))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])))
+"""
+
+_PEAK = """
+import sys
+from qvq_gradio.cli import main
+code = main(sys.argv[1:])
+for line in open("/proc/self/status"):
+    if line.startswith("VmHWM:"):
+        print("PEAK_MB", int(line.split()[1]) / 1024)
+sys.exit(code)
+"""
+
+
+def _timed(args: list[str], env: dict[str, str]) -> tuple[float, subprocess.CompletedProcess[str]]:
+    start = time.perf_counter()
+    done = subprocess.run(args, env=env, capture_output=True, text=True)
+    elapsed = time.perf_counter() - start
+    if done.returncode not in (0, 8):
+        raise RuntimeError(f"{args[:4]} failed ({done.returncode}): {done.stderr[-2000:]}")
+    return elapsed, done
+
+
+def _jsonl(path: str, rows: Any) -> None:
+    with open(path, "w") as out:
+        for row in rows:
+            out.write(json.dumps(row) + "\n")
+
+
+def bench_batch(directory: str) -> None:
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "QVQ_HOME": directory}
+    figures: dict[str, Any] = {}
+    with ReplicaProcess(["--concurrency", "64"], env=env) as replica:
+        url = replica.url
+        qvq = [sys.executable, "-m", "qvq_gradio", "batch"]
+        # (a) 2,000 questions of 20 tokens at concurrency 32, history on.
+        source = os.path.join(directory, "a.jsonl")
+        _jsonl(source, ({"id": f"a{i}", "prompt": f"a{i} [[replica tokens=20 delay=0.005]]"}
+                        for i in range(2000)))
+        gather_s, _ = _timed(
+            [sys.executable, "-c", _GATHER, url, source,
+             os.path.join(directory, "gather.jsonl"), "32"], env
+        )
+        ours_s, done = _timed(
+            [*qvq, source, "-o", os.path.join(directory, "a-out.jsonl"), "--space", url,
+             "--concurrency", "32", "--no-progress"], env
+        )
+        with sqlite3.connect(os.path.join(directory, "history.db")) as db:
+            recorded = db.execute("SELECT COUNT(*) FROM answers").fetchone()[0]
+        print("(e) batch runs against the replica (queue concurrency 64)")
+        print(f"    (a) 2,000 questions x 20 tokens, concurrency 32: asyncio.gather "
+              f"{gather_s:.2f} s, qvq batch {ours_s:.2f} s (history on, {recorded} rows)  "
+              f"{ratio(ours_s, gather_s)} (target <= 1.1x)")
+        figures["a"] = {"gather_s": gather_s, "qvq_batch_s": ours_s, "history_rows": recorded}
+
+        # (b) re-running a finished 20,000-item run.
+        n = 20_000
+        source = os.path.join(directory, "b.jsonl")
+        output = os.path.join(directory, "b-out.jsonl")
+        text = "Let me look at this carefully and reason step by step . " * 8
+        _jsonl(source, ({"id": f"b{i}", "prompt": f"b{i} [[replica tokens=2]]"} for i in range(n)))
+        _jsonl(output, ({"id": f"b{i}", "status": "ok", "text": text, "final_answer": "2"}
+                        for i in range(n)))
+        before = len(replica.requests())
+        rerun_s, done = _timed([*qvq, source, "-o", output, "--space", url, "--no-progress"], env)
+        sent = len(replica.requests()) - before
+        print(f"    (b) re-running a finished {n:,}-item run: {rerun_s:.2f} s, {sent} requests "
+              "to the Space (target < 3 s, 0)")
+        figures["b"] = {"rerun_s": rerun_s, "requests": sent}
+
+        # (c) peak memory for a 100,000-row input (99,000 done before, 1,000 asked now).
+        n = 100_000
+        source = os.path.join(directory, "c.jsonl")
+        output = os.path.join(directory, "c-out.jsonl")
+        _jsonl(source, ({"id": f"c{i}", "prompt": f"c{i} [[replica tokens=2 delay=0]]",
+                         "meta": {"row": i, "note": "x" * 40}} for i in range(n)))
+        _jsonl(output, ({"id": f"c{i}", "status": "ok", "text": text} for i in range(99_000)))
+        _, done = _timed(
+            [sys.executable, "-c", _PEAK, "batch", source, "-o", output, "--space", url,
+             "--concurrency", "32", "--no-progress"], env
+        )
+        peak = float(done.stdout.split("PEAK_MB")[-1])
+        print(f"    (c) {n:,}-row input (99,000 done, 1,000 asked): peak RSS {peak:.0f} MB "
+              "(target < 150 MB)")
+        figures["c"] = {"peak_mb": peak}
+    RESULTS["batch"] = figures
+
+
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "_memory":
         memory_child(sys.argv[2], sys.argv[3], int(sys.argv[4]))
@@ -446,7 +555,7 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "which", nargs="*", default=["stream", "memory", "concurrent", "media", "pool"]
+        "which", nargs="*", default=["stream", "memory", "concurrent", "media", "pool", "batch"]
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=8000, help="for the memory benchmark")
@@ -459,6 +568,9 @@ def main() -> None:
         bench_media(args.rounds)
     if "pool" in args.which:
         bench_pool()
+    if "batch" in args.which:
+        with tempfile.TemporaryDirectory() as directory:
+            bench_batch(directory)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(RESULTS, handle, indent=2)
