@@ -24,6 +24,7 @@ from anyio.from_thread import BlockingPortal
 from typing_extensions import Unpack
 
 from .events import Event
+from .history import HistoryOption
 from .imaging import ImageOptions
 from .options import AskOptions
 from .prompt import Messages
@@ -113,6 +114,8 @@ class SyncSession:
         total_timeout: float | None = None,
         max_workers: int = 256,
         image_options: ImageOptions | None = None,
+        history: HistoryOption = None,
+        cache: bool = False,
     ) -> None:
         self.session = Session(
             space,
@@ -124,6 +127,8 @@ class SyncSession:
             total_timeout=total_timeout,
             max_workers=max_workers,
             image_options=image_options,
+            history=history,
+            cache=cache,
         )
 
     @classmethod
