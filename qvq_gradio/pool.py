@@ -37,7 +37,6 @@ import time
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any, Literal
 
 import anyio
@@ -56,7 +55,7 @@ from .errors import (
 from .events import Event, SpaceChanged, TextDelta
 from .options import AskOptions
 from .prompt import Messages
-from .protocol import SessionLike
+from .protocol import AsyncClosing, SessionLike
 from .space import Question, Session, answer, parse_spaces, texts
 
 __all__ = ["Pool", "SpaceStatus", "connect"]
@@ -119,7 +118,7 @@ class _Member:
         return "cooling" if self.until > now else "ok"
 
 
-class Pool:
+class Pool(AsyncClosing):
     """Several Spaces behind the interface of one :class:`~qvq_gradio.Session`.
 
     Args:
@@ -171,17 +170,6 @@ class Pool:
         return [member.session for member in self._members]
 
     # -- lifecycle --------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Pool:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Close every Space's session (concurrently)."""

@@ -9,15 +9,16 @@ class, as httpx's client accepts any transport.
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
-from typing_extensions import Unpack
+from typing_extensions import Self, Unpack
 
 from .events import Event
 from .options import AskOptions
 from .prompt import Messages
 
-__all__ = ["SessionLike"]
+__all__ = ["AsyncClosing", "SessionLike"]
 
 
 @runtime_checkable
@@ -44,3 +45,21 @@ class SessionLike(Protocol):
     async def aclose(self) -> None: ...
 
     def close(self) -> None: ...
+
+
+class AsyncClosing:
+    """``async with`` for anything with an ``aclose()``: closed on the way out."""
+
+    async def aclose(self) -> None:
+        raise NotImplementedError
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()

@@ -27,7 +27,6 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Final
 
 import anyio
@@ -53,6 +52,7 @@ from .job import API_NAME, CLOSE_WAIT, Background, Redeployed, SpaceJob, check_e
 from .media import MediaItem, Upload, classify, prepare_upload
 from .options import AskOptions, ask_options, check_timeout
 from .prompt import Messages, build_prompt
+from .protocol import AsyncClosing
 
 __all__ = [
     "API_NAME",
@@ -214,7 +214,7 @@ class Question:
         return cls(built.text, items, checked)
 
 
-class Session:
+class Session(AsyncClosing):
     """A connection to the QVQ Space, shared by any number of concurrent streams.
 
     Use it as ``async with Session() as s:`` or call :meth:`aclose` (or :meth:`close` from
@@ -298,17 +298,6 @@ class Session:
         return self.config.space
 
     # -- lifecycle --------------------------------------------------------------------------
-
-    async def __aenter__(self) -> Session:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def aclose(self) -> None:
         """Cancel open jobs and stop every thread this session started."""
