@@ -230,3 +230,27 @@ def test_sync_wrapper_and_module_functions_take_several_spaces(
 def test_a_space_that_is_neither_url_nor_id_is_refused_before_any_call(bad: str) -> None:
     with pytest.raises(SpaceNameError):
         Pool([bad, "owner/name"]) if bad.strip(" ,") else Pool(bad)
+
+
+async def test_wait_true_waits_for_the_first_space_to_recover(
+    qvq_replicas: Factory, marker: str
+) -> None:
+    # Each Space serves one question, then asks for a second's pause.
+    servers = qvq_replicas(2, "--quota-budget", "1", "--quota-retry", "1")
+    async with Pool([s.url for s in servers], wait=True) as pool:
+        with anyio.fail_after(60):
+            for i in range(4):
+                prompt = f"{marker}-{i} [[replica tokens=2 delay=0]]"
+                assert await pool.ask(prompt) == expected_text(prompt, 2)
+
+
+async def test_a_batch_runs_on_a_pool(qvq_replicas: Factory, marker: str, tmp_path: Any) -> None:
+    from qvq_gradio import batch
+
+    servers = qvq_replicas(2)
+    items = [{"id": str(i), "prompt": f"{marker}-{i} [[replica tokens=2]]"} for i in range(10)]
+    async with Pool([s.url for s in servers]) as pool:
+        result = await batch.arun(items, tmp_path / "out.jsonl", session=pool, concurrency=8)
+    records = await anyio.to_thread.run_sync(list, result)
+    assert result.summary.ok == 10
+    assert {r["space"] for r in records} == {s.url for s in servers}
