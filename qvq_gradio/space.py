@@ -492,8 +492,8 @@ class Session(AsyncClosing):
             if upload is not None and upload.note:
                 text = f"{upload.note}\n{text}"
             image_target = upload.target if upload is not None else None
-            key = cache_key(space, text, upload.sha256 if upload is not None else None)
             if self.cache and self.history is not None:
+                key = cache_key(space, text, upload.sha256 if upload is not None else None)
                 hit = await anyio.to_thread.run_sync(self.history.cached, key)
                 if hit is not None:
                     if hit.text:
@@ -502,8 +502,10 @@ class Session(AsyncClosing):
                     yield Finished(hit.text, space, now, now, None, cached=True)
                     return
             if self._client is None and not self.space.startswith(("http://", "https://")):
-                async for event in self._wake(start, connect_timeout):
-                    yield event
+                waking = self._wake(start, connect_timeout)
+                async with aclosing(waking):
+                    async for event in waking:
+                        yield event
             for attempt in (1, 2):
                 client = await self._get_client(deadline, connect_timeout)
                 signature = check_endpoint(client.config, space)
