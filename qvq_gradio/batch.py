@@ -149,9 +149,18 @@ class BatchItem:
     where: str | None = None  #: "file:line" it came from, for error messages
 
     @classmethod
-    def of(cls, value: BatchItem | Mapping[str, Any], where: str | None = None) -> BatchItem:
-        """A :class:`BatchItem` from itself or a dict (keys beyond the fields go to ``meta``)."""
+    def of(
+        cls,
+        value: BatchItem | Mapping[str, Any],
+        where: str | None = None,
+        *,
+        prompt: str | None = None,
+    ) -> BatchItem:
+        """A :class:`BatchItem` from itself or a dict (keys beyond the fields go to ``meta``);
+        ``prompt`` is used where the item has neither a prompt nor messages."""
         if isinstance(value, BatchItem):
+            if prompt and not (value.prompt or value.messages):
+                return dataclasses.replace(value, prompt=prompt)
             return value
         if not isinstance(value, Mapping):
             raise BatchInputError(
@@ -167,6 +176,8 @@ class BatchItem:
         for text in ("prompt", "system", "expected"):
             if known.get(text) is not None and not isinstance(known[text], str):
                 known[text] = str(known[text])
+        if known.get("prompt") is None and not known.get("messages"):
+            known["prompt"] = prompt
         item = cls(**known, meta=meta, where=where)
         if item.prompt is None and not item.messages:
             raise BatchInputError(f"{where or 'item'}: an item needs a prompt or messages")
@@ -232,8 +243,11 @@ def _resolve_image(value: Any, base: Path) -> Any:
     return value
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> Iterator[BatchItem]:
-    """Items from a JSON Lines file, one object per line (blank lines skipped)."""
+def read_jsonl(
+    path: str | os.PathLike[str], *, prompt: str | None = None
+) -> Iterator[BatchItem]:
+    """Items from a JSON Lines file, one object per line (blank lines skipped); ``prompt`` for
+    rows without one."""
     source = Path(path)
     with open(source, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
@@ -244,11 +258,11 @@ def read_jsonl(path: str | os.PathLike[str]) -> Iterator[BatchItem]:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise BatchInputError(f"{where}: not valid JSON ({exc.msg})") from exc
-            item = BatchItem.of(value, where)
+            item = BatchItem.of(value, where, prompt=prompt)
             yield dataclasses.replace(item, image=_resolve_image(item.image, source.parent))
 
 
-def read_csv(path: str | os.PathLike[str]) -> Iterator[BatchItem]:
+def read_csv(path: str | os.PathLike[str], *, prompt: str | None = None) -> Iterator[BatchItem]:
     """Items from a CSV file with a header row (``id``, ``prompt``, ``image``, ``system``,
     ``expected``; an empty cell means none; other columns go to ``meta``)."""
     source = Path(path)
@@ -256,13 +270,13 @@ def read_csv(path: str | os.PathLike[str]) -> Iterator[BatchItem]:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None:
             raise BatchInputError(f"{source}:1: the CSV file is empty (no header row)")
-        if "prompt" not in reader.fieldnames:
+        if "prompt" not in reader.fieldnames and not prompt:
             raise BatchInputError(f"{source}:1: the header has no 'prompt' column")
         for row in reader:
             where = f"{source}:{reader.line_num}"
             if None in row:
                 raise BatchInputError(f"{where}: more cells than the header has columns")
-            item = BatchItem.of(row, where)
+            item = BatchItem.of(row, where, prompt=prompt)
             yield dataclasses.replace(item, image=_resolve_image(item.image, source.parent))
 
 
@@ -286,14 +300,10 @@ def read_input(path: str | os.PathLike[str], *, prompt: str | None = None) -> It
         raise BatchInputError(f"{source}: no such file or folder")
     suffix = source.suffix.lower()
     if suffix == ".csv":
-        items = read_csv(source)
-    elif suffix in (".jsonl", ".ndjson", ".json"):
-        items = read_jsonl(source)
-    else:
-        raise BatchInputError(f"{source}: give a .jsonl or .csv file, or a folder of images")
-    if prompt is None:
-        return items
-    return (_with_prompt(i, prompt) for i in items)
+        return read_csv(source, prompt=prompt)
+    if suffix in (".jsonl", ".ndjson", ".json"):
+        return read_jsonl(source, prompt=prompt)
+    raise BatchInputError(f"{source}: give a .jsonl or .csv file, or a folder of images")
 
 
 def from_pandas(frame: Any) -> Iterator[BatchItem]:
@@ -837,7 +847,7 @@ async def arun(
             total = len(items)
         if prompt is not None:
             given = items
-            items = (_with_prompt(BatchItem.of(i), prompt) for i in given)
+            items = (BatchItem.of(i, prompt=prompt) for i in given)
     own = session is None
     if session is None:
         from .pool import connect
@@ -903,10 +913,6 @@ async def arun(
         interrupted=interrupted,
     )
     return BatchResult(summary, out.path)
-
-
-def _with_prompt(item: BatchItem, prompt: str) -> BatchItem:
-    return item if item.prompt or item.messages else dataclasses.replace(item, prompt=prompt)
 
 
 def _count_lines(path: Path) -> int | None:

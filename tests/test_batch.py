@@ -132,6 +132,9 @@ def test_bad_input_rows_name_the_file_and_line(tmp_path: Path) -> None:
     source.write_text('{"prompt": "fine"}\n{"image": "a.png"}\n')
     with pytest.raises(batch.BatchInputError, match=r"in\.jsonl:2: an item needs a prompt"):
         list(batch.read_input(source))
+    source.write_text('{"id": "a"}\n{"id": "b", "prompt": "own"}\n')
+    filled = list(batch.read_input(source, prompt="shared"))
+    assert [item.prompt for item in filled] == ["shared", "own"]
     table = tmp_path / "in.csv"
     table.write_text("id,prompt\n1,hello\n2,hi,extra\n")
     with pytest.raises(batch.BatchInputError, match=r"in\.csv:3: more cells"):
