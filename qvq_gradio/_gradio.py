@@ -225,8 +225,19 @@ def _elastic_pools(client: Any, max_workers: int) -> None:
 class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type information
     """``gradio_client.Client`` with no telemetry and pools that shrink and never block exit."""
 
-    def __init__(self, src: str, *args: Any, max_workers: int = 40, **kwargs: Any) -> None:
-        super().__init__(src, *args, max_workers=max_workers, **kwargs)
+    def __init__(
+        self,
+        src: str,
+        *args: Any,
+        max_workers: int = 40,
+        httpx_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # Every request of the client itself (its heartbeat stream, jobs users submit through
+        # it) passes a StreamWatch too, so shutting down never waits on a read.
+        self.watch = StreamWatch()
+        httpx_kwargs = {**(httpx_kwargs or {}), "auth": self.watch}
+        super().__init__(src, *args, max_workers=max_workers, httpx_kwargs=httpx_kwargs, **kwargs)
         _elastic_pools(self, max_workers)
         # gradio_client sends the token (given, $HF_TOKEN or the saved one) in this header: it
         # must never show in an error message, a traceback or a log line.
@@ -251,6 +262,7 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         """Stop the heartbeat and every worker thread, waiting at most ``timeout`` seconds in
         all: threads still busy then (stuck reading a dead connection) are abandoned."""
         self.close()
+        self.watch.abort()  # the heartbeat's stream: its thread wakes and ends
         deadline = time.monotonic() + timeout
         pools = [getattr(self, name, None) for name in _POOLS]
         for pool in pools:
@@ -259,6 +271,8 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         for pool in pools:
             if isinstance(pool, ElasticExecutor):
                 pool.shutdown(timeout=max(deadline - time.monotonic(), 0.0))
+        if self.heartbeat.is_alive():
+            self.heartbeat.join(max(deadline - time.monotonic(), 0.0))
 
     def __repr__(self) -> str:
         # The base class renders the whole API description (a network call on some versions).
