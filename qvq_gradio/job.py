@@ -52,6 +52,7 @@ _CANCEL_TIMEOUT: Final = 10.0
 # see cancel_blocking). Cheap: it runs in the background and the caller never waits on it.
 _RECANCEL_AT: Final = (0.2, 0.5, 2.5)
 _GENERATING = (Status.PROCESSING, Status.ITERATING, Status.PROGRESS)
+_CANCEL_POLL: Final = 0.02  # how often a cancel in flight looks at the job's status
 _IMAGE_INPUTS = frozenset({"image", "file", "imageeditor"})
 
 
@@ -338,23 +339,40 @@ class SpaceJob:
                     log.warning("cancelling a job that has not reached the Space's queue yet")
                     break
                 time.sleep(0.01)
-            job.cancel()
             if self.started is None:
                 # Gradio's /cancel stops running tasks and removes queued events, but misses an
                 # event caught between the two (just taken off the queue, its task not yet
-                # running). Measured: about 1 cancel in 6 right after joining, and a wider gap
-                # on Gradio 5.9 or a loaded machine. Cancelling again a moment later finds it
-                # running. The session is this job's alone, so that is safe.
-                sent = time.monotonic()
-                for at in _RECANCEL_AT:
-                    time.sleep(max(sent + at - time.monotonic(), 0.0))
-                    job.cancel_fn()
+                # running): about 1 cancel in 6 right after joining, more on Gradio 5.9 or a
+                # loaded machine. So cancel again as soon as the job is seen generating, and a
+                # few times more (_RECANCEL_AT). Only /cancel meanwhile: job.cancel()
+                # stops gradio_client from reading the job's status, so it comes last. The
+                # session is this job's alone, so cancelling it is safe.
+                self._cancel_until_ended(job)
+            job.cancel()
         except Exception as exc:  # the Space may be gone; the job is abandoned either way
             log.debug("cancelling job upstream failed: %r", exc)
         finally:
             self.abort()
             # Only now: the SSE reader is started on this pool after the job joins the queue.
             self.view.release()
+
+    def _cancel_until_ended(self, job: Any) -> None:
+        feed = job_feed(job)
+        sent = time.monotonic()
+        job.cancel_fn()
+        again = list(_RECANCEL_AT)
+        seen_generating = False
+        # Not "until the Future is done": when /cancel misses the task, Gradio still tells the
+        # client the event completed (seen here), so done says nothing about the Space.
+        while again:
+            status = feed.snapshot.status
+            if not seen_generating and status is not None and status.code in _GENERATING:
+                seen_generating = True
+                job.cancel_fn()  # it started after all: now the Space can find it
+            if time.monotonic() - sent >= again[0]:
+                again.pop(0)
+                job.cancel_fn()
+            time.sleep(_CANCEL_POLL)
 
     def release(self, background: Background | None) -> None:
         """Done with the job: cancel it upstream if unfinished (in the background), free it."""
