@@ -68,6 +68,7 @@ from .errors import (
     SpaceConnectionError,
 )
 from .events import Finished
+from .media import classify
 from .options import AskOptions, ask_options
 from .protocol import SessionLike
 
@@ -205,7 +206,7 @@ def _image_digest(image: Any) -> str:
         image = image[0]
     if isinstance(image, (bytes, bytearray, memoryview)):
         digest.update(bytes(image))
-    elif isinstance(image, str) and image[:8].lower().startswith(("http://", "https:/", "data:")):
+    elif isinstance(image, str) and classify(image).kind in ("url", "data"):
         digest.update(image.encode())
     elif isinstance(image, (str, os.PathLike)):
         try:
@@ -235,9 +236,8 @@ def item_id(item: BatchItem) -> str:
 
 
 def _resolve_image(value: Any, base: Path) -> Any:
-    if isinstance(value, str) and value and not value[:8].lower().startswith(
-        ("http://", "https:/", "data:")
-    ):
+    """A relative image path in an input file is relative to that file."""
+    if isinstance(value, str) and value and classify(value).kind == "path":
         path = Path(value).expanduser()
         return path if path.is_absolute() else base / path
     return value
