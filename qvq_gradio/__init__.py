@@ -39,7 +39,8 @@ from .pool import Pool, SpaceStatus, connect
 from .prompt import Messages
 from .protocol import SessionLike
 from .provider import Qwen_QVQ_72B, close_shared_sessions, shared_session
-from .space import DEFAULT_SPACE, SPACE_ENV, Session
+from .session import Session
+from .spaces import DEFAULT_SPACE, SPACE_ENV
 from .sync import SyncSession, ask, stream
 
 __version__ = "0.1.0"

@@ -27,17 +27,15 @@
 Every :class:`ResponseError` carries ``text``: the answer text that had arrived when it was
 raised ("" before the first token), so nothing received is lost.
 
-Messages never contain a token: neither ours nor those of the exceptions chained to them
-(``__cause__``, ``__context__``), nor the log records of the ``qvq_gradio`` logger. Errors coming
-from gradio_client are translated in exactly one place,
-:func:`qvq_gradio._gradio.translate_error`, always ``raise ... from exc``.
+Messages never contain a token (:mod:`qvq_gradio._secrets` redacts them, and the exceptions
+chained to ours). Errors coming from gradio_client, httpx and the Hub client are translated in
+exactly one place, :func:`qvq_gradio._gradio.translate.translate_error`, always
+``raise ... from exc``.
 """
 
 from __future__ import annotations
 
-import logging
-import re
-import threading
+from ._secrets import redact
 
 __all__ = [
     "AppError",
@@ -66,43 +64,6 @@ __all__ = [
 
 class QVQError(Exception):
     """Base of every error this package raises."""
-
-
-# Hugging Face tokens ("hf_" + letters) and bearer credentials never reach a message.
-_SECRET = re.compile(r"\bhf_[A-Za-z0-9]{6,}|(?<=Bearer )\S+", re.IGNORECASE)
-# The credentials this process was given (tokens, credential headers), whatever their shape.
-_known: set[str] = set()
-_known_lock = threading.Lock()
-_MIN_SECRET = 6  # shorter values would redact ordinary words
-
-
-def register_secret(value: str | None) -> None:
-    """Treat ``value`` as a credential: :func:`redact` removes it from every text from now on."""
-    if value and len(value) >= _MIN_SECRET:
-        with _known_lock:
-            _known.add(value)
-
-
-def redact(text: str) -> str:
-    """``text`` with every known credential and anything that looks like a token as ``***``."""
-    for secret in sorted(_known, key=len, reverse=True):
-        if secret in text:
-            text = text.replace(secret, "***")
-    return _SECRET.sub("***", text)
-
-
-class _RedactRecords(logging.Filter):
-    """Log records of the ``qvq_gradio`` logger never carry a credential."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        clean = redact(message)
-        if clean != message:
-            record.msg, record.args = clean, ()
-        return True
-
-
-logging.getLogger("qvq_gradio").addFilter(_RedactRecords())
 
 
 # -- input: raised before any network call ------------------------------------------------------

@@ -6,19 +6,16 @@ through the Hub for a Space id), reads its queue status, and times that round tr
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import anyio
 import anyio.to_thread
-import httpx
 
-from ._gradio import translate_error
+from ._gradio import check_endpoint, describe, queue_status, translate_error
 from .errors import QVQError
-from .job import check_endpoint
-from .space import Session
+from .session import Session
 
 __all__ = ["SpaceCheck", "probe", "probe_all"]
 
@@ -41,19 +38,6 @@ class SpaceCheck:
         return self.reachable and bool(self.generate_ok)
 
 
-def _queue_status(client: Any) -> tuple[int | None, float]:
-    url = f"{client.src_prefixed}queue/status"
-    start = time.perf_counter()
-    response = httpx.get(
-        url, headers=client.headers, cookies=client.cookies, verify=client.ssl_verify,
-        timeout=client.httpx_kwargs.get("timeout"),
-    )
-    elapsed = time.perf_counter() - start
-    response.raise_for_status()
-    size = response.json().get("queue_size")
-    return (size if isinstance(size, int) else None), elapsed
-
-
 async def probe(space: str, **session_options: Any) -> SpaceCheck:
     """Connect to ``space`` and report on it; never raises for what the Space does."""
     try:
@@ -65,14 +49,15 @@ async def probe(space: str, **session_options: Any) -> SpaceCheck:
             except QVQError:
                 generate_ok = False
             try:
-                queue_size, round_trip = await anyio.to_thread.run_sync(_queue_status, client)
+                queue_size, round_trip = await anyio.to_thread.run_sync(queue_status, client)
             except Exception as exc:
                 raise translate_error(exc, space=session.space) from exc
+            version, protocol = describe(client)
             return SpaceCheck(
                 space=session.space,
                 reachable=True,
-                gradio_version=str(client.config.get("version") or "?"),
-                protocol=str(client.protocol),
+                gradio_version=version,
+                protocol=protocol,
                 generate_ok=generate_ok,
                 queue_size=queue_size,
                 round_trip=round_trip,

@@ -8,7 +8,7 @@ an ordered list of small functions applied in one transaction at open.
 What a row keeps: when, which Space, the prompt as sent, the image (sha256 of the uploaded bytes,
 their size, the original name; never the pixels unless ``keep_images``), the answer text and
 its final answer, timings, and the error if it failed. Never a token: every text is passed
-through :func:`~qvq_gradio.errors.redact` first.
+through :func:`~qvq_gradio._secrets.redact` first.
 
 The cache key of a request is a hash of (Space, prompt text, uploaded image bytes): with
 ``cache=True`` a :class:`~qvq_gradio.Session` answers an identical request from here without
@@ -32,8 +32,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ._secrets import redact
 from .answer import extract_final_answer
-from .errors import redact
 
 __all__ = [
     "HISTORY_ENV",

@@ -1,10 +1,9 @@
 """The life of one job on the Space: submit, follow, verify, cancel, release.
 
-A :class:`SpaceJob` is submitted from a worker thread on a Gradio session of its own
-(:meth:`~qvq_gradio._gradio.QVQClient.for_one_job`). gradio_client's threads push each
-cumulative output into the job's :class:`~qvq_gradio._gradio.JobFeed`, which wakes
-:meth:`SpaceJob.follow`; it turns outputs into deltas. Completion is decided from the job's
-Future, never from its status alone.
+A :class:`SpaceJob` is submitted from a worker thread on a Gradio session of its own (a
+:class:`~qvq_gradio._gradio.JobHandle`). gradio_client's threads push each cumulative output
+into the job's feed, which wakes :meth:`SpaceJob.follow`; it turns outputs into deltas.
+Completion is decided from the job's Future, never from its status alone.
 
 Alongside the job, the Space's config is read again (:meth:`SpaceJob.follow` holds back text
 until then): a Space restarted with its functions in another order would otherwise run another
@@ -22,27 +21,33 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterator
+from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
 import anyio.lowlevel
 import anyio.to_thread
 import httpx
-from gradio_client import handle_file
-from gradio_client.utils import Status
 
-from ._gradio import JobClient, JobFeed, QVQClient, endpoint_signature, job_feed, translate_error
+from ._gradio import (
+    API_NAME,
+    JobFeed,
+    JobHandle,
+    QVQClient,
+    Snapshot,
+    endpoint_signature,
+    translate_error,
+)
+from ._gradio.feed import generating, queued
 from ._threads import ElasticExecutor
 from .errors import IdleTimeoutError, ProtocolError, TotalTimeoutError
 from .events import Event, QueueUpdate, TextDelta
 
-__all__ = ["API_NAME", "CLOSE_WAIT", "Background", "Redeployed", "SpaceJob", "check_endpoint"]
+__all__ = ["CLOSE_WAIT", "Background", "Redeployed", "SpaceJob", "new_text"]
 
 log = logging.getLogger("qvq_gradio")
 
-#: The Space's endpoint: inputs ``[image or None, text]``, a generator of the text so far.
-API_NAME: Final = "/generate"
 #: How long a closing session waits for cancels still being sent before abandoning them.
 CLOSE_WAIT: Final = 1.0
 # How long cancelling a job upstream may take before we give up on it (it is one POST).
@@ -51,28 +56,11 @@ _CANCEL_TIMEOUT: Final = 10.0
 # the first two fit in the second a closing session waits for its cancels;
 # see cancel_blocking). Cheap: it runs in the background and the caller never waits on it.
 _RECANCEL_AT: Final = (0.2, 0.5, 2.5)
-_GENERATING = (Status.PROCESSING, Status.ITERATING, Status.PROGRESS)
 _CANCEL_POLL: Final = 0.02  # how often a cancel in flight looks at the job's status
-_IMAGE_INPUTS = frozenset({"image", "file", "imageeditor"})
 
 
 class Redeployed(Exception):
     """The Space was restarted with another app: the job ran on a stale function index."""
-
-
-def check_endpoint(config: Mapping[str, Any], space: str) -> tuple[Any, ...]:
-    """``/generate``'s signature in ``config``; :class:`ProtocolError` if it is not the QVQ one."""
-    signature = endpoint_signature(config, API_NAME)
-    if signature is None:
-        raise ProtocolError(f"The Space has no {API_NAME} endpoint", space=space)
-    inputs = signature[1]
-    if len(inputs) != 2 or inputs[0] not in _IMAGE_INPUTS:
-        raise ProtocolError(
-            f"The Space's {API_NAME} takes inputs {list(inputs)}, not [image, text]: "
-            "it is not (or no longer) the QVQ app",
-            space=space,
-        )
-    return signature
 
 
 class _Waker:
@@ -157,12 +145,20 @@ class Background:
         self._pool.shutdown(timeout=max(deadline - time.monotonic(), 0.0))
 
 
+@dataclass
+class _Seen:
+    """What :meth:`SpaceJob.follow` has seen of the feed so far."""
+
+    version: int = -1
+    queue: QueueUpdate | None = None
+    progress: float = 0.0  #: when text last arrived (or generation started), anyio time
+
+
 class SpaceJob:
     """One job on the Space, on a Gradio session of its own."""
 
-    def __init__(self, view: JobClient, job: Any, space: str) -> None:
-        self.view = view
-        self.job = job
+    def __init__(self, handle: JobHandle, space: str) -> None:
+        self.handle = handle
         self.space = space
         self.answer = ""
         self.started: float | None = None  #: when the Space began generating (anyio time)
@@ -181,30 +177,26 @@ class SpaceJob:
     ) -> SpaceJob:
         """Submit from a worker thread (not abandoned: a caller who gives up meanwhile still
         has the job cancelled upstream, in the background)."""
-        views: list[JobClient] = []
-        jobs: list[Any] = []
-
-        def submit() -> None:
-            image_arg = handle_file(image) if image else None
-            # A Gradio session of its own: cancelling this job stops no other stream.
-            views.append(client.for_one_job(limits))
-            jobs.append(views[0].submit(image_arg, text, api_name=API_NAME))
-
+        started: list[JobHandle] = []
         try:
-            await anyio.to_thread.run_sync(submit)
+            await anyio.to_thread.run_sync(JobHandle.submit, client, image, text, limits, started)
         except Exception as exc:
-            for view in views:
-                view.release()
+            for handle in started:
+                handle.release()
             raise translate_error(exc, space=space) from exc
         except BaseException:  # cancelled while the thread ran: the job exists upstream
-            if jobs:
-                cls(views[0], jobs[0], space).release(background)
+            if started and started[0].submitted:
+                cls(started[0], space).release(background)
             raise
-        return cls(views[0], jobs[0], space)
+        return cls(started[0], space)
 
     @property
     def done(self) -> bool:
-        return bool(self.job.future.done())
+        return self.handle.done
+
+    def read_config(self) -> Any:
+        """The Space's config, read again (blocking)."""
+        return self.handle.read_config()
 
     async def follow(
         self,
@@ -223,75 +215,85 @@ class SpaceJob:
         :class:`Redeployed`).
         """
         waker = _Waker()
-        feed: JobFeed = job_feed(self.job)
+        feed = self.handle.feed
         feed.attach(waker)
-        self.job.future.add_done_callback(waker)
+        self.handle.future.add_done_callback(waker)
         if verify is not None:
             verify.add_done_callback(waker)
+        seen = _Seen(progress=start)
         try:
-            seen = -1
-            last_queue: QueueUpdate | None = None
-            last_progress = start
             while True:
-                verified = verify is None or verify.done()
-                if verify is not None and verified:
+                if verify is not None and verify.done():
                     self._check(verify, signature)
                     verify = None
-                # Read "done" before the snapshot: the worker pushes every output before the
-                # Future completes, so a snapshot taken after seeing "done" holds all the text.
-                done = self.done
-                snapshot = feed.snapshot
-                if snapshot.version != seen and verified:
-                    seen = snapshot.version
-                    status = snapshot.status
-                    if status is not None and status.code == Status.IN_QUEUE:
-                        update = QueueUpdate(status.rank, status.queue_size, status.eta)
-                        if update != last_queue:
-                            last_queue = update
-                            yield update
-                    elif (
-                        status is not None and status.code in _GENERATING and self.started is None
-                    ):
-                        self.started = last_progress = anyio.current_time()
-                    if snapshot.has_output:
-                        delta = new_text(self.answer, snapshot.output, self.space)
+                if verify is None:
+                    # Read "done" before the snapshot: the worker pushes every output before
+                    # the Future completes, so a snapshot taken after "done" holds all the text.
+                    done = self.done
+                    for event in self._news(feed.snapshot, seen):
+                        yield event
+                    if done:
+                        delta = new_text(self.answer, self.handle.result(self.space), self.space)
                         if delta:
-                            last_progress = self._add(delta)
+                            self._add(delta)
                             yield TextDelta(delta)
-                if done and verified:
-                    delta = new_text(self.answer, self._result(), self.space)
-                    if delta:
-                        self._add(delta)
-                        yield TextDelta(delta)
-                    return
-                idle_deadline = (
-                    last_progress + idle
-                    if idle is not None and self.started is not None
-                    else math.inf
-                )
-                wake_by = min(deadline, idle_deadline)
-                delay = None if wake_by == math.inf else max(wake_by - anyio.current_time(), 0.0)
-                with anyio.move_on_after(delay):
-                    await waker.wait()
-                if feed.snapshot.version != seen or self.done:
-                    continue
-                if verify is not None and verify.done():
-                    continue
-                now = anyio.current_time()
-                if now >= deadline:
-                    raise TotalTimeoutError(
-                        f"No complete answer within total_timeout={total:g} s",
-                        text=self.answer,
-                        space=self.space,
-                    )
-                if now >= idle_deadline:
-                    raise IdleTimeoutError(
-                        f"No new text for idle_timeout={idle:g} s",
-                        text=self.answer,
-                        space=self.space,
-                    )
+                        return
+                await self._wait(waker, feed, seen, verify, deadline, idle, total)
         finally:
             feed.detach()
+
+    def _news(self, snapshot: Snapshot, seen: _Seen) -> Iterator[Event]:
+        """The events a new snapshot of the feed brings (none if it is not new)."""
+        if snapshot.version == seen.version:
+            return
+        seen.version = snapshot.version
+        place = queued(snapshot.status)
+        if place is not None:
+            update = QueueUpdate(*place)
+            if update != seen.queue:
+                seen.queue = update
+                yield update
+        elif generating(snapshot.status) and self.started is None:
+            self.started = seen.progress = anyio.current_time()
+        if snapshot.has_output:
+            delta = new_text(self.answer, snapshot.output, self.space)
+            if delta:
+                seen.progress = self._add(delta)
+                yield TextDelta(delta)
+
+    async def _wait(
+        self,
+        waker: _Waker,
+        feed: JobFeed,
+        seen: _Seen,
+        verify: concurrent.futures.Future[Any] | None,
+        deadline: float,
+        idle: float | None,
+        total: float | None,
+    ) -> None:
+        """Until the feed, the Future or the config check has news; a timeout raises."""
+        idle_deadline = (
+            seen.progress + idle if idle is not None and self.started is not None else math.inf
+        )
+        wake_by = min(deadline, idle_deadline)
+        delay = None if wake_by == math.inf else max(wake_by - anyio.current_time(), 0.0)
+        with anyio.move_on_after(delay):
+            await waker.wait()
+        if feed.snapshot.version != seen.version or self.done:
+            return
+        if verify is not None and verify.done():
+            return
+        now = anyio.current_time()
+        if now >= deadline:
+            raise TotalTimeoutError(
+                f"No complete answer within total_timeout={total:g} s",
+                text=self.answer,
+                space=self.space,
+            )
+        if now >= idle_deadline:
+            raise IdleTimeoutError(
+                f"No new text for idle_timeout={idle:g} s", text=self.answer, space=self.space
+            )
 
     def _add(self, delta: str) -> float:
         self.answer += delta
@@ -310,31 +312,21 @@ class SpaceJob:
         if endpoint_signature(config, API_NAME) != signature:
             raise Redeployed()
 
-    def _result(self) -> Any:
-        future: concurrent.futures.Future[Any] = self.job.future
-        try:
-            exc = future.exception()
-        except concurrent.futures.CancelledError as cancelled:
-            exc = cancelled
-        if exc is not None:
-            raise translate_error(exc, space=self.space) from exc
-        return future.result()
-
     def abort(self) -> None:
         """Shut down the job's connections (a thread reading a frozen one wakes now)."""
-        self.view.abort()
+        self.handle.abort()
 
     def cancel_blocking(self) -> None:
         """Cancel the job on the Space (blocking; run it in a worker thread), bounded."""
-        job = self.job
+        handle = self.handle
         try:
-            self.view.set_timeout(httpx.Timeout(_CANCEL_TIMEOUT))
+            handle.set_timeout(httpx.Timeout(_CANCEL_TIMEOUT))
             # A cancel sent before the job has joined the Space's queue carries no event id:
             # the Space never hears of it and runs the job anyway (gradio_client's /reset after
             # joining does not stop it). So first wait for gradio_client's worker to join and
             # learn the id. It sets no event we could wait on, hence short polls, bounded.
             deadline = time.monotonic() + _CANCEL_TIMEOUT
-            while job.communicator.event_id is None and not job.future.done():
+            while not handle.has_event_id and not handle.done:
                 if time.monotonic() > deadline:
                     log.warning("cancelling a job that has not reached the Space's queue yet")
                     break
@@ -344,34 +336,34 @@ class SpaceJob:
                 # event caught between the two (just taken off the queue, its task not yet
                 # running): about 1 cancel in 6 right after joining, more on Gradio 5.9 or a
                 # loaded machine. So cancel again as soon as the job is seen generating, and a
-                # few times more (_RECANCEL_AT). Only /cancel meanwhile: job.cancel()
+                # few times more (_RECANCEL_AT). Only /cancel meanwhile: stopping the job
                 # stops gradio_client from reading the job's status, so it comes last. The
                 # session is this job's alone, so cancelling it is safe.
-                self._cancel_until_ended(job)
-            job.cancel()
+                self._cancel_until_ended()
+            handle.stop()
         except Exception as exc:  # the Space may be gone; the job is abandoned either way
             log.debug("cancelling job upstream failed: %r", exc)
         finally:
             self.abort()
             # Only now: the SSE reader is started on this pool after the job joins the queue.
-            self.view.release()
+            handle.release()
 
-    def _cancel_until_ended(self, job: Any) -> None:
-        feed = job_feed(job)
+    def _cancel_until_ended(self) -> None:
+        handle = self.handle
+        feed = handle.feed
         sent = time.monotonic()
-        job.cancel_fn()
+        handle.send_cancel()
         again = list(_RECANCEL_AT)
         seen_generating = False
         # Not "until the Future is done": when /cancel misses the task, Gradio still tells the
         # client the event completed (seen here), so done says nothing about the Space.
         while again:
-            status = feed.snapshot.status
-            if not seen_generating and status is not None and status.code in _GENERATING:
+            if not seen_generating and generating(feed.snapshot.status):
                 seen_generating = True
-                job.cancel_fn()  # it started after all: now the Space can find it
+                handle.send_cancel()  # it started after all: now the Space can find it
             if time.monotonic() - sent >= again[0]:
                 again.pop(0)
-                job.cancel_fn()
+                handle.send_cancel()
             time.sleep(_CANCEL_POLL)
 
     def release(self, background: Background | None) -> None:
@@ -380,7 +372,7 @@ class SpaceJob:
             return
         self._released = True
         if self.done:
-            self.view.release()
+            self.handle.release()
             return
         log.debug("cancelling unfinished job upstream")
         if background is None:

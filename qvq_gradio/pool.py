@@ -30,7 +30,6 @@ import copy
 import datetime
 import itertools
 import logging
-import random
 import statistics
 import threading
 import time
@@ -42,6 +41,7 @@ from typing import Any, Literal
 import anyio
 from typing_extensions import Unpack
 
+from ._backoff import backoff
 from .errors import (
     AuthenticationError,
     ConnectTimeoutError,
@@ -54,9 +54,11 @@ from .errors import (
 )
 from .events import Event, SpaceChanged, TextDelta
 from .options import AskOptions
+from .pipeline import Question
 from .prompt import Messages
-from .protocol import AsyncClosing, SessionLike
-from .space import Question, Session, answer, parse_spaces, texts
+from .protocol import AsyncClosing, SessionLike, answer, texts
+from .session import Session
+from .spaces import parse_spaces
 
 __all__ = ["Pool", "SpaceStatus", "connect"]
 
@@ -237,8 +239,7 @@ class Pool(AsyncClosing):
                 if isinstance(error, QuotaExceededError):
                     pause = error.retry_after or _QUOTA_DEFAULT
                 else:
-                    backoff = _BACKOFF_FIRST * 2 ** (member.failures_in_row - 1)
-                    pause = min(_BACKOFF_CAP, backoff) * random.uniform(0.5, 1.0)
+                    pause = backoff(member.failures_in_row, first=_BACKOFF_FIRST, cap=_BACKOFF_CAP)
                 member.until = time.monotonic() + pause
                 log.info("%s cools down for %.1f s: %s", member.space, pause, error)
         self._notify()

@@ -3,22 +3,25 @@
 :class:`~qvq_gradio.Session` (one Space) and :class:`~qvq_gradio.Pool` (several Spaces as one)
 both satisfy it, and everything built on top — the provider's ``session=``, the blocking API,
 ``notebook.show``, the batch engine — accepts any ``SessionLike`` rather than checking for a
-class, as httpx's client accepts any transport.
+class, as httpx's client accepts any transport. :func:`texts` and :func:`answer` turn any
+``SessionLike``'s event stream into its text deltas or its whole answer.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from types import TracebackType
 from typing import Any, Protocol, runtime_checkable
 
 from typing_extensions import Self, Unpack
 
-from .events import Event
+from .errors import ProtocolError
+from .events import Event, Finished, TextDelta
 from .options import AskOptions
 from .prompt import Messages
 
-__all__ = ["AsyncClosing", "SessionLike"]
+__all__ = ["AsyncClosing", "SessionLike", "answer", "texts"]
 
 
 @runtime_checkable
@@ -63,3 +66,20 @@ class AsyncClosing:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
+
+
+async def texts(events: AsyncGenerator[Event, None]) -> AsyncGenerator[str, None]:
+    """The text of each :class:`TextDelta`; closing this closes ``events`` (so cancels)."""
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, TextDelta):
+                yield event.text
+
+
+async def answer(events: AsyncGenerator[Event, None], space: str) -> str:
+    """The text of the :class:`Finished` event that ends ``events``."""
+    async with aclosing(events):
+        async for event in events:
+            if isinstance(event, Finished):
+                return event.text
+    raise ProtocolError("the stream ended without an answer", space=space)  # pragma: no cover

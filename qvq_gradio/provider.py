@@ -30,7 +30,7 @@ from .errors import UnknownModelError
 from .media import MediaListType
 from .prompt import Messages, build_prompt
 from .protocol import SessionLike
-from .space import SPACE_ENV, SpaceConfig, parse_spaces
+from .spaces import SPACE_ENV, SpaceConfig, parse_spaces
 
 __all__ = ["AsyncGeneratorProvider", "ProviderModelMixin", "Qwen_QVQ_72B", "shared_session"]
 

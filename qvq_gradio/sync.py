@@ -30,7 +30,7 @@ from .options import AskOptions
 from .prompt import Messages
 from .protocol import SessionLike
 from .provider import shared_session
-from .space import Session
+from .session import Session
 
 __all__ = ["SyncSession", "ask", "events", "portal", "stream"]
 

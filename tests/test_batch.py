@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from qvq_gradio import Session, batch
+from qvq_gradio.batch.output import Output
 from qvq_gradio.history import History
 from qvq_gradio.replica import ReplicaProcess
 
@@ -172,7 +173,7 @@ async def test_pandas_and_datasets_inputs(session: Session, marker: str, tmp_pat
 async def test_transient_failures_are_retried_then_recorded(
     qvq_replicas: Factory, marker: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("qvq_gradio.batch._BACKOFF_FIRST", 0.05)
+    monkeypatch.setattr("qvq_gradio.batch.engine._BACKOFF_FIRST", 0.05)
     # One slot and a queue of one: with four in flight, two are turned away (HTTP 503).
     server = qvq_replicas(1, "--concurrency", "1", "--max-queue", "1")[0]
     rows = _items(marker, 8, tokens=10, delay=0.02)
@@ -275,7 +276,7 @@ def test_a_torn_last_line_is_dropped_and_reported(
     output = tmp_path / "out.jsonl"
     good = {"id": "a", "status": "ok"}
     output.write_text(json.dumps(good) + "\n" + '{"id": "b", "sta')
-    writer = batch._Output(output)
+    writer = Output(output)
     writer.open(retry_failed=False)
     writer.close()
     assert writer.done == {"a": "ok"}

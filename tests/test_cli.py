@@ -15,7 +15,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from qvq_gradio.cli import _Status, cli, main
+from qvq_gradio.cli import cli, main
+from qvq_gradio.cli.status import StatusLine as _Status
 from qvq_gradio.events import QueueUpdate
 from qvq_gradio.replica import ReplicaProcess
 

@@ -197,7 +197,7 @@ async def test_failure_before_first_server_message_does_not_hang(
 ) -> None:
     # gradio_client's own iterator spins forever here (FACTS.md); completion comes from the Future.
     mocker.patch(
-        "qvq_gradio._gradio.QVQClient.send_data",
+        "qvq_gradio._gradio.client.QVQClient.send_data",
         side_effect=httpx.ConnectError("connection reset"),
     )
     with anyio.fail_after(30), pytest.raises(SpaceConnectionError, match="connection reset"):

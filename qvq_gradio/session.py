@@ -1,11 +1,15 @@
 """The session: one cached gradio_client ``Client`` and the async streams over it.
 
-A stream runs in three steps, all without blocking the event loop:
+A question runs through the stages of :mod:`qvq_gradio.pipeline`, all without blocking the
+event loop:
 
 1. the image (if any) is normalised in a worker thread; input errors stop here, nothing sent;
-2. the ``Client`` is created once per session, lazily, in a worker thread, under
+2. the answer history is asked first when caching, and records the answer when kept;
+3. a Space given as ``owner/name`` is looked up on the Hub (and waited for while it wakes);
+4. the ``Client`` is created once per session, lazily, in a worker thread, under
    ``connect_timeout`` (and again after the Space was redeployed);
-3. the job's life (submit, follow, verify, cancel) is :class:`~qvq_gradio.job.SpaceJob`'s.
+5. the job's life (submit, follow, verify, cancel) is :class:`~qvq_gradio.job.SpaceJob`'s; a
+   job that finds the Space redeployed is asked once more on a new client.
 
 When the consumer stops early (``break``, ``aclose()``, task cancellation, a timeout) the job is
 cancelled upstream, in the background so the caller never waits on it, and the temporary image
@@ -18,15 +22,11 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
-import re
 import threading
 import time
-import urllib.parse
-from collections.abc import AsyncGenerator, Mapping, Sequence
+from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
@@ -34,141 +34,59 @@ import anyio.to_thread
 import httpx
 from typing_extensions import Unpack
 
-from ._gradio import SPACE_STATES, QVQClient, translate_error, unavailable
+from ._gradio import (
+    SPACE_STATES,
+    WAKING,
+    QVQClient,
+    check_endpoint,
+    space_state,
+    translate_error,
+    unavailable,
+)
 from ._tls import shared_ssl_context
 from .errors import (
     ConnectTimeoutError,
     ProtocolError,
     ResponseError,
     SpaceConnectionError,
-    SpaceNameError,
     TotalTimeoutError,
-    register_secret,
 )
-from .events import Event, Finished, SpaceWaking, TextDelta
-from .history import HistoryOption, cache_key, open_history
+from .events import Event, Finished, SpaceWaking
+from .history import HistoryOption, open_history
 from .imaging import ImageOptions
-from .job import API_NAME, CLOSE_WAIT, Background, Redeployed, SpaceJob, check_endpoint
-from .media import MediaItem, Upload, classify, prepare_upload
-from .options import AskOptions, ask_options, check_timeout
-from .prompt import Messages, build_prompt
-from .protocol import AsyncClosing
+from .job import CLOSE_WAIT, Background, Redeployed, SpaceJob
+from .options import AskOptions, check_timeout
+from .pipeline import Question, cached, prepare, recorded
+from .prompt import Messages
+from .protocol import AsyncClosing, answer, texts
+from .spaces import SpaceConfig, check_space, resolve_space
 
-__all__ = [
-    "API_NAME",
-    "DEFAULT_SPACE",
-    "SPACE_ENV",
-    "Question",
-    "Session",
-    "SpaceConfig",
-    "answer",
-    "check_space",
-    "parse_spaces",
-    "resolve_space",
-    "texts",
-]
+__all__ = ["Session"]
 
 log = logging.getLogger("qvq_gradio")
 
-#: The seed's Space address.
-DEFAULT_SPACE: Final = "https://qwen-qvq-72b-preview.hf.space"
-#: Environment variable naming the Space (a URL or a ``owner/name`` Space id).
-SPACE_ENV: Final = "QVQ_SPACE"
 # httpx read timeout under gradio_client while nothing bounds a stream more tightly. The event
 # stream carries a heartbeat every 15 s, so a silent minute means the connection is dead.
 _READ_TIMEOUT: Final = 60.0
 # A job's read timeout exceeds its idle timeout by this much: the idle timeout the user set is
 # the one that fires on a silent stream, as an IdleTimeoutError with the text so far.
 _READ_MARGIN: Final = 15.0
-# Hub states of a Space that will answer once it has started; and how often to look again.
-_WAKING: Final = frozenset({"SLEEPING", "BUILDING", "APP_STARTING"})
+# How often to look again at the Hub while a Space starts.
 _HUB_POLL: Final = 2.0
 # What closing keeps of CLOSE_WAIT for idle worker threads to end.
 _SETTLE: Final = 0.25
-# Credential-bearing headers whose values are redacted from messages and logs.
-_SECRET_HEADERS: Final = ("auth", "token", "key", "cookie", "secret")
-
-
-def resolve_space(space: str | None = None, *, default: str = DEFAULT_SPACE) -> str:
-    """``space`` if given, else ``$QVQ_SPACE``, else ``default`` (the seed's Space)."""
-    return space or os.environ.get(SPACE_ENV) or default
-
-
-_SPACE_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
-
-
-def check_space(space: str) -> str:
-    """``space`` if it is an ``http(s)://`` URL or a ``owner/name`` Space id, stripped;
-    :class:`SpaceNameError` otherwise (before any network call)."""
-    name = space.strip()
-    if "," in name:
-        raise SpaceNameError(
-            f"{name!r} names several Spaces: a Session asks one; use qvq_gradio.Pool (or "
-            "qvq_gradio.connect) for several"
-        )
-    parts = urllib.parse.urlsplit(name)
-    if parts.scheme in ("http", "https") and parts.hostname:
-        return name
-    if _SPACE_ID.fullmatch(name):
-        return name
-    raise SpaceNameError(
-        f"{name!r} is not a Space: give an http(s):// URL or a Space id like 'owner/name'"
-    )
-
-
-def parse_spaces(spaces: str | Sequence[str] | None = None) -> list[str]:
-    """The Spaces named by ``spaces`` (a list, or comma-separated), else ``$QVQ_SPACE``, else
-    the seed's Space; each checked with :func:`check_space`, duplicates dropped."""
-    if spaces is None or spaces == "" or spaces == []:
-        spaces = resolve_space(None)
-    names = spaces.split(",") if isinstance(spaces, str) else [
-        part for item in spaces for part in item.split(",")
-    ]
-    checked = [check_space(name) for name in names if name.strip()]
-    if not checked:
-        raise SpaceNameError("no Space given")
-    return list(dict.fromkeys(checked))
 
 
 @dataclass(frozen=True)
-class SpaceConfig:
-    """Everything that identifies one ``gradio_client.Client``. Secrets stay out of ``repr``."""
+class _Limits:
+    """One question's time limits (seconds; None: no limit)."""
 
-    space: str
-    token: str | None = field(default=None, repr=False)
-    proxy: str | None = field(default=None, repr=False)
-    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+    idle: float | None
+    total: float | None
+    connect: float
 
-    def __post_init__(self) -> None:
-        register_secret(self.token)
-        for name, value in self.headers:
-            if any(word in name.lower() for word in _SECRET_HEADERS):
-                register_secret(value)
-
-    def __repr__(self) -> str:
-        parts = [f"space={self.space!r}", f"token={'***' if self.token else None}"]
-        if self.proxy:
-            parts.append("proxy=***")
-        if self.headers:
-            parts.append(f"headers=[{', '.join(name for name, _ in self.headers)}]")
-        return f"SpaceConfig({', '.join(parts)})"
-
-
-async def texts(events: AsyncGenerator[Event, None]) -> AsyncGenerator[str, None]:
-    """The text of each :class:`TextDelta`; closing this closes ``events`` (so cancels)."""
-    async with aclosing(events):
-        async for event in events:
-            if isinstance(event, TextDelta):
-                yield event.text
-
-
-async def answer(events: AsyncGenerator[Event, None], space: str) -> str:
-    """The text of the :class:`Finished` event that ends ``events``."""
-    async with aclosing(events):
-        async for event in events:
-            if isinstance(event, Finished):
-                return event.text
-    raise ProtocolError("the stream ended without an answer", space=space)  # pragma: no cover
+    def deadline(self, start: float) -> float:
+        return start + self.total if self.total is not None else math.inf
 
 
 def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int) -> QVQClient:
@@ -189,29 +107,6 @@ def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int)
     # From now on: streams, uploads and joins, which may legitimately take longer.
     client.httpx_kwargs["timeout"] = httpx.Timeout(_READ_TIMEOUT, connect=connect_timeout)
     return client
-
-
-@dataclass(frozen=True)
-class Question:
-    """One question, checked: the prompt as sent, its images (not yet read), its options."""
-
-    text: str
-    items: list[MediaItem]
-    options: AskOptions
-
-    @classmethod
-    def of(
-        cls, prompt: str | Messages, image: Any, options: Mapping[str, Any], *, where: str
-    ) -> Question:
-        """Check everything the caller gave (raising before anything is sent)."""
-        checked = ask_options(options, where=where)
-        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
-        built = build_prompt(messages)
-        media = checked.get("media") or []
-        items = [
-            classify(item) for item in (*([] if image is None else [image]), *media, *built.images)
-        ]
-        return cls(built.text, items, checked)
 
 
 class Session(AsyncClosing):
@@ -408,12 +303,12 @@ class Session(AsyncClosing):
         """:meth:`events` for a question already checked (a pool asks it of several Spaces)."""
         options = question.options
         return self._run(
-            question.text,
-            question.items,
-            options.get("idle_timeout", self.idle_timeout),
-            options.get("total_timeout", self.total_timeout),
-            options.get("connect_timeout", self.connect_timeout),
-            options.get("image_options") or self.image_options,
+            question,
+            _Limits(
+                idle=options.get("idle_timeout", self.idle_timeout),
+                total=options.get("total_timeout", self.total_timeout),
+                connect=options.get("connect_timeout", self.connect_timeout),
+            ),
         )
 
     def stream(
@@ -433,13 +328,10 @@ class Session(AsyncClosing):
 
     def _hub_state(self) -> str:
         """The Space's state on the Hub (blocking; a worker thread)."""
-        import huggingface_hub
-
         try:
-            runtime = huggingface_hub.get_space_runtime(self.space, token=self.config.token)
+            return space_state(self.space, self.config.token)
         except Exception as exc:
             raise translate_error(exc, space=self.space) from exc
-        return str(getattr(runtime.stage, "value", runtime.stage))
 
     async def _wake(self, start: float, connect_timeout: float) -> AsyncGenerator[Event, None]:
         """For a Space given as ``owner/name``: its state on the Hub, before connecting. A
@@ -450,10 +342,10 @@ class Session(AsyncClosing):
         state = await anyio.to_thread.run_sync(self._hub_state, abandon_on_cancel=True)
         if state in SPACE_STATES:
             raise unavailable(self.space, state)
-        if state not in _WAKING:
+        if state not in WAKING:
             return
         yield SpaceWaking(self.space, state)
-        while state in _WAKING and state != "SLEEPING":  # a request wakes a sleeping Space
+        while state in WAKING and state != "SLEEPING":  # a request wakes a sleeping Space
             if anyio.current_time() + _HUB_POLL > deadline:
                 raise ConnectTimeoutError(
                     f"{self.space} was still {state} after connect_timeout={connect_timeout:g} s",
@@ -468,142 +360,116 @@ class Session(AsyncClosing):
         read = _READ_TIMEOUT if idle is None else max(idle + _READ_MARGIN, _READ_TIMEOUT)
         return httpx.Timeout(read, connect=connect_timeout)
 
-    async def _run(
-        self,
-        text: str,
-        items: list[MediaItem],
-        idle: float | None,
-        total: float | None,
-        connect_timeout: float,
-        image_options: ImageOptions,
-    ) -> AsyncGenerator[Event, None]:
-        space = self.space
+    async def _run(self, question: Question, limits: _Limits) -> AsyncGenerator[Event, None]:
+        """The question's stages (see :mod:`qvq_gradio.pipeline`), the upload freed at the end."""
         start = anyio.current_time()
-        deadline = start + total if total is not None else math.inf
-        upload: Upload | None = None
-        job: SpaceJob | None = None
+        options = question.options.get("image_options") or self.image_options
+        upload = await prepare(
+            question.items, options, proxy=self.config.proxy, total=limits.total, space=self.space
+        )
+        text = question.text
+        if upload is not None and upload.note:
+            text = f"{upload.note}\n{text}"
+        target = upload.target if upload is not None else None
+
+        def ask() -> AsyncGenerator[Event, None]:
+            events = self._answer(text, target, start, limits)
+            if self.history is None:
+                return events
+            return recorded(self.history, self.space, text, upload, events)
+
         try:
-            with anyio.move_on_after(total) as scope:
-                upload = await prepare_upload(items, image_options, proxy=self.config.proxy)
-            if scope.cancelled_caught:
-                raise TotalTimeoutError(
-                    f"Preparing the image took longer than total_timeout={total:g} s", space=space
-                )
-            if upload is not None and upload.note:
-                text = f"{upload.note}\n{text}"
-            image_target = upload.target if upload is not None else None
+            events = ask()
             if self.cache and self.history is not None:
-                key = cache_key(space, text, upload.sha256 if upload is not None else None)
-                hit = await anyio.to_thread.run_sync(self.history.cached, key)
-                if hit is not None:
-                    if hit.text:
-                        yield TextDelta(hit.text)
-                    now = anyio.current_time() - start
-                    yield Finished(hit.text, space, now, now, None, cached=True)
-                    return
-            if self._client is None and not self.space.startswith(("http://", "https://")):
-                waking = self._wake(start, connect_timeout)
-                async with aclosing(waking):
-                    async for event in waking:
-                        yield event
-            for attempt in (1, 2):
-                client = await self._get_client(deadline, connect_timeout)
-                signature = check_endpoint(client.config, space)
-                limits = self._job_timeout(idle, connect_timeout)
-                job = await SpaceJob.submit(
-                    client, image_target, text, limits, space, self._background
-                )
-                with self._state_lock:
-                    closed = self._closed
-                    if not closed:
-                        self._jobs.add(job)
-                if closed:
-                    raise SpaceConnectionError("the Session was closed", space=space)
-                # Read the config again alongside the job: a redeployed Space may run another
-                # function at our cached index. Text is held back until this confirms it.
-                verify = self._background.submit(job.view._get_config)
-                events = job.follow(
-                    start=start,
-                    deadline=deadline,
-                    idle=idle,
-                    total=total,
-                    verify=verify,
-                    signature=signature,
-                )
-                try:
-                    async with aclosing(events):
-                        async for event in events:
-                            yield event
-                    break
-                except Redeployed:
-                    log.info("%s was redeployed; reconnecting and asking again", space)
-                    self._release(job)
-                    job = None
-                    self._forget(client)
-                    if attempt == 2:
-                        raise ProtocolError(
-                            "The Space changed its API again while we asked", space=space
-                        ) from None
-            assert job is not None
-            now = anyio.current_time()
-            finished = Finished(
-                text=job.answer,
-                space=space,
-                elapsed=now - start,
-                time_to_first_token=None if job.first_token is None else job.first_token - start,
-                queue_wait=None if job.started is None else job.started - start,
-            )
-            await self._record(text, upload, finished, None)
-            yield finished
+                events = cached(self.history, self.space, text, upload, start, ask)
+            async with aclosing(events):
+                async for event in events:
+                    yield event
         except ResponseError as error:
-            # Nothing received is lost: the error carries the text that had arrived.
-            if job is not None and not error.text:
-                error.text = job.answer
-            await self._record(text, upload, None, error)
             if self._closed and not isinstance(error, ProtocolError):
                 raise SpaceConnectionError(
-                    "the Session was closed", text=error.text, space=space
+                    "the Session was closed", text=error.text, space=self.space
                 ) from error
             raise
         finally:
-            with anyio.CancelScope(shield=True):
-                if job is not None:
-                    self._release(job)
-                if upload is not None:
+            if upload is not None:
+                with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(upload.close)
 
-    async def _record(
-        self,
-        prompt: str,
-        upload: Upload | None,
-        finished: Finished | None,
-        error: ResponseError | None,
-    ) -> None:
-        """Add the question and its answer (or error) to the history, if it is kept."""
-        if self.history is None:
-            return
-        image: bytes | None = None
-        if self.history.keep_images and upload is not None and upload.sha256:
-            image = await anyio.to_thread.run_sync(Path(upload.target).read_bytes)
-        record = functools.partial(
-            self.history.record,
-            space=self.space,
-            prompt=prompt,
-            text=finished.text if finished is not None else (error.text if error else ""),
-            image_sha256=upload.sha256 if upload is not None else None,
-            image_size=upload.size if upload is not None else None,
-            image_name=upload.name if upload is not None else None,
-            image=image,
-            elapsed=finished.elapsed if finished is not None else None,
-            time_to_first_token=finished.time_to_first_token if finished is not None else None,
-            queue_wait=finished.queue_wait if finished is not None else None,
-            error=error,
-        )
-        with anyio.CancelScope(shield=True):
+    async def _answer(
+        self, text: str, image: str | None, start: float, limits: _Limits
+    ) -> AsyncGenerator[Event, None]:
+        """Wake the Space if needed, then ask it: again once if it was redeployed meanwhile."""
+        if self._client is None and not self.space.startswith(("http://", "https://")):
+            waking = self._wake(start, limits.connect)
+            async with aclosing(waking):
+                async for event in waking:
+                    yield event
+        for attempt in (1, 2):
+            client = await self._get_client(limits.deadline(start), limits.connect)
+            signature = check_endpoint(client.config, self.space)
+            job = await self._submit(client, text, image, limits)
             try:
-                await anyio.to_thread.run_sync(record)
-            except Exception as exc:  # the answer matters more than its record
-                log.warning("could not record the answer in %s: %r", self.history.path, exc)
+                events = self._follow(job, signature, start, limits)
+                async with aclosing(events):
+                    async for event in events:
+                        yield event
+                now = anyio.current_time()
+                yield Finished(
+                    text=job.answer,
+                    space=self.space,
+                    elapsed=now - start,
+                    time_to_first_token=(
+                        None if job.first_token is None else job.first_token - start
+                    ),
+                    queue_wait=None if job.started is None else job.started - start,
+                )
+                return
+            except Redeployed:
+                log.info("%s was redeployed; reconnecting and asking again", self.space)
+                self._forget(client)
+                if attempt == 2:
+                    raise ProtocolError(
+                        "The Space changed its API again while we asked", space=self.space
+                    ) from None
+            except ResponseError as error:
+                # Nothing received is lost: the error carries the text that had arrived.
+                if not error.text:
+                    error.text = job.answer
+                raise
+            finally:
+                self._release(job)  # never awaits: cancels go to the background
+
+    async def _submit(
+        self, client: QVQClient, text: str, image: str | None, limits: _Limits
+    ) -> SpaceJob:
+        """A job for the question on the Space, tracked until released (a closing session
+        cancels it)."""
+        timeout = self._job_timeout(limits.idle, limits.connect)
+        job = await SpaceJob.submit(client, image, text, timeout, self.space, self._background)
+        with self._state_lock:
+            closed = self._closed
+            if not closed:
+                self._jobs.add(job)
+        if closed:
+            self._release(job)
+            raise SpaceConnectionError("the Session was closed", space=self.space)
+        return job
+
+    def _follow(
+        self, job: SpaceJob, signature: tuple[Any, ...], start: float, limits: _Limits
+    ) -> AsyncGenerator[Event, None]:
+        # Read the config again alongside the job: a redeployed Space may run another
+        # function at our cached index. Text is held back until this confirms it.
+        verify = self._background.submit(job.read_config)
+        return job.follow(
+            start=start,
+            deadline=limits.deadline(start),
+            idle=limits.idle,
+            total=limits.total,
+            verify=verify,
+            signature=signature,
+        )
 
     def _release(self, job: SpaceJob) -> None:
         with self._state_lock:

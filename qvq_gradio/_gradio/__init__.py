@@ -1,0 +1,42 @@
+"""The adapter to gradio_client: the only code that knows its internals.
+
+    client.py     QVQClient (no telemetry, elastic daemon pools, a session per job) and
+                  JobClient (one job's view of it), StreamWatch (sockets that can be shut down)
+    feed.py       JobFeed: the newest output and status of a job, waking the stream
+    handle.py     JobHandle: submit, Future, event id, upstream cancel, config re-read
+    endpoint.py   /generate's signature in a Gradio config, and the check that it is QVQ's
+    hub.py        a Space's state on the Hub and what each state means
+    translate.py  the one place where library errors become ours
+
+What is changed about gradio_client, and why, is measured in FACTS.md.
+"""
+
+from __future__ import annotations
+
+from .client import JobClient, QVQClient, StreamWatch, describe, queue_status
+from .endpoint import API_NAME, check_endpoint, endpoint_signature
+from .feed import JobFeed, Snapshot
+from .handle import JobHandle
+from .hub import SPACE_STATES, WAKING, space_state, unavailable
+from .translate import clean_message, parse_retry_after, translate_error
+
+__all__ = [
+    "API_NAME",
+    "SPACE_STATES",
+    "WAKING",
+    "JobClient",
+    "JobFeed",
+    "JobHandle",
+    "QVQClient",
+    "Snapshot",
+    "StreamWatch",
+    "check_endpoint",
+    "clean_message",
+    "describe",
+    "endpoint_signature",
+    "parse_retry_after",
+    "queue_status",
+    "space_state",
+    "translate_error",
+    "unavailable",
+]

@@ -1,0 +1,267 @@
+"""The client: ``gradio_client.Client`` with what streaming many answers needs changed.
+
+* telemetry: ``analytics_enabled`` is pinned to False, so no telemetry thread is ever started
+  (the constructor argument alone does not do that; it is OR-ed with an environment variable);
+* isolation: Gradio's ``/cancel`` cancels every running task of the *session* (session hash +
+  endpoint), and gradio_client uses one session per ``Client``. :meth:`QVQClient.for_one_job`
+  gives each job its own session (and SSE reader) while sharing the config, API description,
+  headers and worker pools: no extra network round trip;
+* memory: a :class:`JobClient` keeps only the newest cumulative output of its job (see
+  :mod:`.feed`); jobs that users submit through the session's client behave exactly as
+  gradio_client documents;
+* threads: gradio_client's three ``ThreadPoolExecutor`` pools are replaced by
+  :class:`~qvq_gradio._threads.ElasticExecutor` pools, whose idle threads end after a burst and
+  whose threads are daemons: a thread stuck reading a dead connection never holds up closing or
+  interpreter exit;
+* dead connections: every request of a job passes a :class:`StreamWatch` (an ``httpx.Auth``,
+  the one hook that both ``httpx.post`` and ``httpx.Client`` accept), which keeps the job's
+  sockets so :meth:`JobClient.abort` can shut them down from another thread, and turns a broken
+  event stream into a logged, quiet end instead of a traceback gradio_client prints to stderr.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import logging
+import socket
+import threading
+import time
+import uuid
+import weakref
+from collections.abc import Generator, Iterator
+from typing import Any
+
+import httpx
+from gradio_client import Client
+from gradio_client.client import Endpoint
+
+from .._secrets import register_secret
+from .._threads import ElasticExecutor
+from .feed import JobFeed, KeepLast
+
+__all__ = ["JobClient", "QVQClient", "StreamWatch", "describe", "queue_status"]
+
+log = logging.getLogger("qvq_gradio")
+
+
+class _QuietEnd(httpx.SyncByteStream):
+    """An event stream whose transport errors end it quietly (logged at debug level).
+
+    gradio_client prints a traceback to stderr for any error of its event-stream reader except
+    ``RemoteProtocolError``, which it takes as the stream closing. The job's outcome is the same
+    either way (its waiters are told the stream ended), so the error is logged and re-raised as
+    that one.
+    """
+
+    def __init__(self, inner: httpx.SyncByteStream) -> None:
+        self._inner = inner
+
+    def __iter__(self) -> Iterator[bytes]:
+        try:
+            yield from self._inner
+        except httpx.RemoteProtocolError:
+            raise
+        except httpx.TransportError as exc:
+            log.debug("the Space's event stream broke: %r", exc)
+            raise httpx.RemoteProtocolError(f"event stream ended: {exc!r}") from exc
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+class StreamWatch(httpx.Auth):
+    """Sees every response of one job (httpx hands each to the auth flow before its body).
+
+    It keeps each response's socket, so that :meth:`abort` can shut them down from any thread:
+    a thread blocked reading a frozen connection then wakes at once (closing a socket from
+    another thread does not wake a blocked read; shutting it down does).
+    """
+
+    def __init__(self) -> None:
+        self._sockets: weakref.WeakSet[socket.socket] = weakref.WeakSet()
+        self._lock = threading.Lock()
+        self._aborted = False
+
+    def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
+        response = yield request
+        stream = response.extensions.get("network_stream")
+        sock = stream.get_extra_info("socket") if stream is not None else None
+        if isinstance(sock, socket.socket):
+            with self._lock:
+                self._sockets.add(sock)
+                aborted = self._aborted
+            if aborted:
+                _shut(sock)
+        event_stream = request.method == "GET" and request.url.path.endswith("/queue/data")
+        if event_stream and isinstance(response.stream, httpx.SyncByteStream):
+            response.stream = _QuietEnd(response.stream)
+
+    def abort(self) -> None:
+        """Shut down every connection of this job, now and from now on."""
+        with self._lock:
+            self._aborted = True
+            sockets = list(self._sockets)
+        for sock in sockets:
+            _shut(sock)
+
+
+def _shut(sock: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)
+
+
+_POOLS = ("executor", "helper_executor", "stream_executor")
+
+
+def _elastic_pools(client: Any, max_workers: int) -> None:
+    """Replace gradio_client's pools (no thread of theirs has started yet)."""
+    sizes = {"executor": max_workers, "helper_executor": 2 * max_workers, "stream_executor": 1}
+    for name, size in sizes.items():
+        old = getattr(client, name, None)
+        if isinstance(old, concurrent.futures.Executor):
+            old.shutdown(wait=False)
+            setattr(client, name, ElasticExecutor(size, name=f"qvq-{name.split('_')[0]}"))
+
+
+class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type information
+    """``gradio_client.Client`` with no telemetry and pools that shrink and never block exit."""
+
+    def __init__(
+        self,
+        src: str,
+        *args: Any,
+        max_workers: int = 40,
+        httpx_kwargs: dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        # Every request of the client itself (its heartbeat stream, jobs users submit through
+        # it) passes a StreamWatch too, so shutting down never waits on a read.
+        self.watch = StreamWatch()
+        httpx_kwargs = {**(httpx_kwargs or {}), "auth": self.watch}
+        super().__init__(src, *args, max_workers=max_workers, httpx_kwargs=httpx_kwargs, **kwargs)
+        _elastic_pools(self, max_workers)
+        # gradio_client sends the token (given, $HF_TOKEN or the saved one) in this header: it
+        # must never show in an error message, a traceback or a log line.
+        credential = self.headers.get("x-hf-authorization", "")
+        register_secret(credential.removeprefix("Bearer ").strip())
+
+    @property
+    def analytics_enabled(self) -> bool:
+        return False
+
+    @analytics_enabled.setter
+    def analytics_enabled(self, value: bool) -> None:
+        # Client.__init__ assigns this and starts the telemetry thread when it reads True.
+        pass
+
+    def close(self) -> None:
+        # Client.close() joins the heartbeat thread for up to 1 s, longer than a dead
+        # connection deserves; the thread is a daemon and ends at its next read.
+        self._kill_heartbeat.set()
+
+    def shutdown(self, timeout: float) -> None:
+        """Stop the heartbeat and every worker thread, waiting at most ``timeout`` seconds in
+        all: threads still busy then (stuck reading a dead connection) are abandoned."""
+        self.close()
+        self.watch.abort()  # the heartbeat's stream: its thread wakes and ends
+        deadline = time.monotonic() + timeout
+        pools = [getattr(self, name, None) for name in _POOLS]
+        for pool in pools:
+            if isinstance(pool, ElasticExecutor):
+                pool.shutdown(wait=False, cancel_futures=True)
+        for pool in pools:
+            if isinstance(pool, ElasticExecutor):
+                pool.shutdown(timeout=max(deadline - time.monotonic(), 0.0))
+        if self.heartbeat.is_alive():
+            self.heartbeat.join(max(deadline - time.monotonic(), 0.0))
+
+    def __repr__(self) -> str:
+        # The base class renders the whole API description (a network call on some versions).
+        return f"<{type(self).__name__} {self.src}>"
+
+    __str__ = __repr__
+
+    def for_one_job(self, timeout: httpx.Timeout) -> JobClient:
+        """A view of this client with a Gradio session of its own, for exactly one job.
+
+        It shares config, API description, headers, cookies and worker pools (so it costs no
+        network round trip) but has its own session hash, SSE state and SSE reader thread,
+        endpoints bound to it, its own httpx settings (``timeout``; a :class:`StreamWatch`),
+        and it keeps only the newest output of its job. Keep a reference while its job runs
+        (endpoints hold it weakly) and call :meth:`JobClient.release` afterwards.
+        """
+        view = JobClient.__new__(JobClient)
+        view.__dict__.update(self.__dict__)
+        view.session_hash = str(uuid.uuid4())
+        view.watch = StreamWatch()
+        view.httpx_kwargs = {**self.httpx_kwargs, "timeout": timeout, "auth": view.watch}
+        # Per-session SSE state, as Client.__init__ sets it up.
+        view.stream_open = False
+        view.streaming_future = None
+        view.pending_messages_per_event = {}
+        view.pending_event_ids = set()
+        view.pending_lock = threading.Lock()
+        view.stream_epoch = 0
+        view.pending_event_epoch = {}
+        view.stream_executor = ElasticExecutor(1, name="qvq-sse")
+        view.cookies = dict(self.cookies)
+        # No heartbeat for a one-job session (the HTTP API needs none); close() stays harmless.
+        view._refresh_heartbeat = threading.Event()
+        view._kill_heartbeat = threading.Event()
+        view.heartbeat = threading.Thread(target=lambda: None)
+        view.endpoints = {
+            dependency.get("id", index): Endpoint(
+                view, dependency.get("id", index), dependency, view.protocol
+            )
+            for index, dependency in enumerate(view.config["dependencies"])
+        }
+        return view
+
+
+class JobClient(QVQClient):
+    """One job's view of a :class:`QVQClient` (see :meth:`QVQClient.for_one_job`)."""
+
+    watch: StreamWatch
+    httpx_kwargs: dict[str, Any]
+
+    def new_helper(self, fn_index: int, headers: dict[str, str] | None = None) -> Any:
+        helper = super().new_helper(fn_index, headers=headers)
+        helper.job.outputs = KeepLast()
+        helper.updates = JobFeed()
+        return helper
+
+    def set_timeout(self, timeout: httpx.Timeout) -> None:
+        """The timeout of this job's requests from now on (e.g. a short one for its cancel)."""
+        self.httpx_kwargs = {**self.httpx_kwargs, "timeout": timeout}
+
+    def abort(self) -> None:
+        """Shut down this job's connections: a reader blocked on a dead one wakes now."""
+        self.watch.abort()
+
+    def release(self) -> None:
+        """Let this view's SSE reader thread end once its stream closes."""
+        self.stream_executor.shutdown(wait=False)
+
+    def __del__(self) -> None:
+        # The worker pools belong to the parent client: never shut them down from a view.
+        pass
+
+
+def describe(client: QVQClient) -> tuple[str, str]:
+    """The Gradio version and the protocol a connected client found."""
+    return str(client.config.get("version") or "?"), str(client.protocol)
+
+
+def queue_status(client: QVQClient) -> tuple[int | None, float]:
+    """The Space's queue size, and the seconds that one request took (blocking)."""
+    url = f"{client.src_prefixed}queue/status"
+    start = time.perf_counter()
+    response = httpx.get(
+        url, headers=client.headers, cookies=client.cookies, verify=client.ssl_verify,
+        timeout=client.httpx_kwargs.get("timeout"),
+    )
+    elapsed = time.perf_counter() - start
+    response.raise_for_status()
+    size = response.json().get("queue_size")
+    return (size if isinstance(size, int) else None), elapsed

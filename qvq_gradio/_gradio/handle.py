@@ -1,0 +1,110 @@
+"""The job handle: one submitted gradio_client job, seen through what its life needs.
+
+:class:`JobHandle` hides the gradio_client ``Job`` (its Future, its communicator's event id,
+its cancel function) and the one-job :class:`~.client.JobClient` it runs on, so that the life
+of a job (:mod:`qvq_gradio.job`) is written without knowing gradio_client's internals.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+from typing import Any
+
+import httpx
+from gradio_client import handle_file
+
+from ..errors import ProtocolError
+from .client import JobClient, QVQClient
+from .endpoint import API_NAME
+from .feed import JobFeed
+from .translate import translate_error
+
+__all__ = ["JobHandle"]
+
+
+class JobHandle:
+    """One job on the Space, on a Gradio session of its own (see :meth:`submit`)."""
+
+    def __init__(self, view: JobClient) -> None:
+        self._view = view
+        self._job: Any = None
+
+    @classmethod
+    def submit(
+        cls,
+        client: QVQClient,
+        image: str | None,
+        text: str,
+        limits: httpx.Timeout,
+        started: list[JobHandle],
+    ) -> None:
+        """Submit ``[image, text]`` to ``/generate`` (blocking: a worker thread).
+
+        The handle is appended to ``started`` as soon as its session exists, so a caller that
+        gave up meanwhile can still release it (and cancel the job, once :attr:`submitted`).
+        """
+        image_arg = handle_file(image) if image else None
+        # A Gradio session of its own: cancelling this job stops no other stream.
+        handle = cls(client.for_one_job(limits))
+        started.append(handle)
+        handle._job = handle._view.submit(image_arg, text, api_name=API_NAME)
+
+    @property
+    def submitted(self) -> bool:
+        return self._job is not None
+
+    @property
+    def future(self) -> concurrent.futures.Future[Any]:
+        future: concurrent.futures.Future[Any] = self._job.future
+        return future
+
+    @property
+    def done(self) -> bool:
+        return bool(self._job.future.done())
+
+    @property
+    def feed(self) -> JobFeed:
+        """The job's :class:`~.feed.JobFeed` (set up by :meth:`JobClient.new_helper`)."""
+        feed = self._job.communicator.updates
+        if not isinstance(feed, JobFeed):  # pragma: no cover - only if gradio_client changes
+            raise ProtocolError("gradio_client did not use JobClient.new_helper for this job")
+        return feed
+
+    @property
+    def has_event_id(self) -> bool:
+        """The job has joined the Space's queue (a cancel before that carries no id)."""
+        return self._job.communicator.event_id is not None
+
+    def result(self, space: str) -> Any:
+        """The job's final output; its error translated into ours."""
+        future = self.future
+        try:
+            exc = future.exception()
+        except concurrent.futures.CancelledError as cancelled:
+            exc = cancelled
+        if exc is not None:
+            raise translate_error(exc, space=space) from exc
+        return future.result()
+
+    def read_config(self) -> Any:
+        """The Space's config, read again (blocking)."""
+        return self._view._get_config()
+
+    def send_cancel(self) -> None:
+        """POST ``/cancel`` for this job (blocking); gradio_client keeps following it."""
+        self._job.cancel_fn()
+
+    def stop(self) -> None:
+        """Cancel the job as gradio_client does (its last word: it stops reading its status)."""
+        self._job.cancel()
+
+    def set_timeout(self, timeout: httpx.Timeout) -> None:
+        self._view.set_timeout(timeout)
+
+    def abort(self) -> None:
+        """Shut down the job's connections: a reader blocked on a dead one wakes now."""
+        self._view.abort()
+
+    def release(self) -> None:
+        """Let the job's SSE reader thread end once its stream closes."""
+        self._view.release()

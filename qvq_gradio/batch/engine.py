@@ -1,0 +1,290 @@
+"""The batch engine: at most ``concurrency`` questions in flight, retries, the quota pause.
+
+Transient failures (:data:`TRANSIENT`) are retried with exponential backoff and jitter; input
+errors and the Space's app errors fail the item at once, and a bad item never stops the next.
+A ``QuotaExceededError`` pauses every new submission for its ``retry_after`` (the quota is per
+user) and re-queues the question it cut; ``on_quota="stop"`` ends the run cleanly instead.
+Records are handed to the :class:`~.output.Output` one at a time (in input order if asked).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from contextlib import aclosing
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .._backoff import backoff
+from ..errors import (
+    ConnectTimeoutError,
+    GPUUnavailableError,
+    IdleTimeoutError,
+    QuotaExceededError,
+    QVQError,
+    RateLimitError,
+    ResponseError,
+    SpaceConnectionError,
+)
+from ..events import Finished
+from ..options import AskOptions
+from ..protocol import SessionLike
+from .items import BatchItem, item_id
+from .output import Output, make_record
+from .progress import Progress
+from .summary import BatchSummary
+
+__all__ = ["TRANSIENT", "Run"]
+
+log = logging.getLogger("qvq_gradio")
+
+#: Retried (up to ``retries`` times) with exponential backoff and jitter.
+TRANSIENT = (
+    SpaceConnectionError,
+    RateLimitError,
+    GPUUnavailableError,
+    ConnectTimeoutError,
+    IdleTimeoutError,
+)
+_CHUNK = 64  # items read per worker-thread hop
+_BACKOFF_FIRST, _BACKOFF_CAP = 1.0, 60.0
+_QUOTA_DEFAULT = 60.0
+
+
+class Run:
+    """One batch run: scheduling, retries, the quota pause, and counting what happened."""
+
+    def __init__(
+        self,
+        session: SessionLike,
+        output: Output,
+        options: AskOptions,
+        *,
+        retries: int,
+        on_quota: str,
+        order: str,
+        progress: Callable[[Progress], None] | None,
+    ) -> None:
+        self.session, self.output, self.options = session, output, options
+        self.retries, self.on_quota, self.order = retries, on_quota, order
+        self.progress = progress
+        self.ok = self.failed = self.in_flight = self.skipped = self.skipped_failed = 0
+        self.total: int | None = None
+        self.failures: Counter[str] = Counter()
+        self.graded = self.correct = 0
+        self.paused_until = 0.0
+        self.quota_wait = 0.0
+        self.stopping = False
+        self._resume = anyio.Event()
+        self._resume.set()
+        self._pending: dict[int, dict[str, Any] | None] = {}  # order="input": waiting
+        self._next = 0
+        self._writing = anyio.Lock()
+
+    def report(self) -> None:
+        if self.progress is not None:
+            left = self.paused_until - time.monotonic()
+            self.progress(
+                Progress(
+                    self.ok, self.failed, self.in_flight, self.skipped, self.total,
+                    left if left > 0 else None,
+                )
+            )
+
+    async def pause(self, seconds: float) -> None:
+        """Hold every new submission for ``seconds`` (quota), with a countdown."""
+        until = time.monotonic() + seconds
+        if until <= self.paused_until:
+            return
+        first = self.paused_until <= time.monotonic()
+        self.paused_until = until
+        if not first:
+            return
+        log.warning("quota exceeded: pausing new questions for %.0f s", seconds)
+        self._resume = anyio.Event()
+        started = time.monotonic()
+        try:
+            while (left := self.paused_until - time.monotonic()) > 0:
+                self.report()
+                await anyio.sleep(min(1.0, left))
+        finally:
+            self.quota_wait += time.monotonic() - started
+            self._resume.set()
+            self.report()
+
+    async def gate(self) -> None:
+        while not self._resume.is_set():
+            await self._resume.wait()
+
+    async def ask(self, index: int, item: BatchItem, key: str) -> None:
+        attempts = 0
+        while True:
+            await self.gate()
+            if self.stopping:
+                await self.skip(index)
+                return
+            attempts += 1
+            self.in_flight += 1
+            self.report()
+            try:
+                finished, error = await self._once(item)
+            finally:
+                self.in_flight -= 1
+                self.report()
+            if isinstance(error, QuotaExceededError):
+                attempts -= 1  # the quota cut the question: it is asked again, not failed
+                if self.on_quota == "stop":
+                    if not self.stopping:
+                        log.warning("quota exceeded: stopping; run again to resume: %s", error)
+                    self.stopping = True
+                    await self.skip(index)
+                    return
+                await self.pause(error.retry_after or _QUOTA_DEFAULT)
+                continue
+            if isinstance(error, TRANSIENT) and attempts <= self.retries:
+                delay = backoff(attempts, first=_BACKOFF_FIRST, cap=_BACKOFF_CAP)
+                log.info("item %s: %s; retry %d in %.1f s", key, error, attempts, delay)
+                await anyio.sleep(delay)
+                continue
+            await self.finish(index, item, key, finished, error, attempts)
+            return
+
+    async def _once(self, item: BatchItem) -> tuple[Finished | None, BaseException | None]:
+        """Ask once; the answer, or the error (input errors included: item 17 never stops
+        item 18)."""
+        try:
+            events = self.session.events(item.question(), item.image, **self.options)
+            async with aclosing(events):
+                async for event in events:
+                    if isinstance(event, Finished):
+                        return event, None
+        except (QVQError, TypeError, OSError) as error:
+            return None, error
+        raise ResponseError("the stream ended without an answer")  # pragma: no cover
+
+    async def finish(
+        self,
+        index: int,
+        item: BatchItem,
+        key: str,
+        finished: Finished | None,
+        error: BaseException | None,
+        attempts: int,
+    ) -> None:
+        text = finished.text if finished is not None else getattr(error, "text", "") or ""
+        space = getattr(error, "space", None)
+        record = make_record(
+            item, key, finished=finished, error=error, text=text, attempts=attempts, space=space
+        )
+        if finished is not None:
+            self.ok += 1
+        else:
+            self.failed += 1
+            self.failures[type(error).__name__] += 1
+        if item.expected is not None:
+            self.graded += 1
+            self.correct += bool(record["correct"])
+        await self._write(index, record)
+
+    async def skip(self, index: int) -> None:
+        """An item handed out but not asked (the run stops): input order must not wait."""
+        await self._write(index, None)
+
+    async def _write(self, index: int, record: dict[str, Any] | None) -> None:
+        # Shielded: a record is written whole or not at all. One writer at a time: records
+        # leave in the order they are handed over (input order waits for its turn).
+        with anyio.CancelScope(shield=True):
+            async with self._writing:
+                if self.order != "input":
+                    if record is not None:
+                        await anyio.to_thread.run_sync(self.output.write, record)
+                    return
+                self._pending[index] = record
+                while self._next in self._pending:
+                    ready = self._pending.pop(self._next)
+                    self._next += 1
+                    if ready is not None:
+                        await anyio.to_thread.run_sync(self.output.write, ready)
+
+    async def run_all(self, items: Iterable[Any], concurrency: int, limit: int | None) -> None:
+        """Ask every item not yet done, ``concurrency`` at a time (at most ``limit`` of them)."""
+        send, receive = anyio.create_memory_object_stream[tuple[int, BatchItem, str]](0)
+
+        async def feed() -> None:
+            index = 0
+            async with send:
+                async for chunk in _chunks(items, self.output.done, limit, self):
+                    for item, key in chunk:
+                        if self.stopping:
+                            return
+                        await send.send((index, item, key))
+                        index += 1
+
+        async def work(mine: Any) -> None:
+            async with mine:
+                async for index, item, key in mine:
+                    if self.stopping:
+                        await self.skip(index)
+                        continue
+                    await self.ask(index, item, key)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(feed)
+            with receive:
+                for _ in range(concurrency):
+                    tg.start_soon(work, receive.clone())
+
+    def summary(self, elapsed: float, interrupted: bool) -> BatchSummary:
+        return BatchSummary(
+            asked=self.ok + self.failed,
+            ok=self.ok,
+            failed=self.failed,
+            skipped=self.skipped,
+            skipped_failed=self.skipped_failed,
+            failures=dict(self.failures),
+            elapsed=elapsed,
+            quota_wait=self.quota_wait,
+            accuracy=(self.correct / self.graded) if self.graded else None,
+            graded=self.graded,
+            stopped_on_quota=self.stopping,
+            interrupted=interrupted,
+        )
+
+
+async def _chunks(
+    items: Iterable[Any], done: Mapping[str, str], limit: int | None, run: Run
+) -> AsyncIterator[list[tuple[BatchItem, str]]]:
+    """Items not yet done, read (and their ids derived) in worker threads, a chunk at a time."""
+    iterator = iter(items)
+    taken = 0
+    exhausted = False
+
+    def read() -> list[tuple[BatchItem, str]]:
+        nonlocal taken, exhausted
+        chunk: list[tuple[BatchItem, str]] = []
+        while len(chunk) < _CHUNK and (limit is None or taken < limit):
+            try:
+                value = next(iterator)
+            except StopIteration:
+                exhausted = True
+                break
+            item = BatchItem.of(value)
+            key = item_id(item)
+            if key in done:
+                run.skipped += 1
+                run.skipped_failed += done[key] != "ok"
+                continue
+            taken += 1
+            chunk.append((item, key))
+        if limit is not None and taken >= limit:
+            exhausted = True
+        return chunk
+
+    while not exhausted:
+        chunk = await anyio.to_thread.run_sync(read)
+        if chunk:
+            yield chunk

@@ -1,0 +1,191 @@
+"""``qvq ask`` (stream one answer to stdout) and ``qvq info`` (which Space, and its API)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import anyio
+import click
+
+from ..answer import extract_final_answer
+from ..errors import ProtocolError
+from ..events import Finished, QueueUpdate, SpaceWaking, TextDelta
+from ..session import Session
+from ..spaces import SPACE_ENV
+from .options import asking_options, connect_from, rounded, spaces_of
+from .running import closing, run
+from .status import StatusLine
+
+__all__ = ["ask", "info"]
+
+
+def _read_prompt(prompt: str | None, stdin: Any) -> str:
+    if prompt == "-" or (prompt is None and not stdin.isatty()):
+        text = str(stdin.read())
+        if not text.strip():
+            raise click.UsageError("the prompt read from stdin is empty")
+        return text.rstrip("\n")
+    if prompt is None:
+        raise click.UsageError("give a prompt, '-' to read it from stdin, or pipe it in")
+    return prompt
+
+
+def _read_images(images: Sequence[str], prompt_from_stdin: bool, stdin: Any) -> list[Any]:
+    items: list[Any] = []
+    for image in images:
+        if image == "-":
+            if prompt_from_stdin:
+                raise click.UsageError("stdin cannot hold both the prompt and an image")
+            items.append(stdin.buffer.read() if hasattr(stdin, "buffer") else stdin.read())
+        else:
+            items.append(image)
+    return items
+
+
+@click.command()
+@click.argument("prompt", required=False)
+@click.option(
+    "-i",
+    "--image",
+    "images",
+    multiple=True,
+    help="An image: a path, an http(s) URL, or - for stdin. Repeatable.",
+)
+@asking_options
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print one JSON object (text, final answer, timings, Space) at the end.",
+)
+@click.option("--final-only", is_flag=True, help="Print only QVQ's extracted final answer.")
+def ask(
+    prompt: str | None,
+    images: tuple[str, ...],
+    space: tuple[str, ...],
+    token: str | None,
+    proxy: str | None,
+    system: str | None,
+    connect_timeout: float,
+    idle_timeout: float,
+    total_timeout: float | None,
+    no_history: bool,
+    cache: bool,
+    as_json: bool,
+    final_only: bool,
+) -> None:
+    """Ask PROMPT (or '-' / piped stdin) and stream the answer to stdout."""
+    stdin = sys.stdin
+    from_stdin = prompt == "-" or (prompt is None and not stdin.isatty())
+    text = _read_prompt(prompt, stdin)
+    media = _read_images(images, from_stdin, stdin)
+    messages = [
+        *([{"role": "system", "content": system}] if system else []),
+        {"role": "user", "content": text},
+    ]
+    streaming = not (as_json or final_only)
+    status = StatusLine(sys.stderr)
+
+    session = connect_from(
+        space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache
+    )
+
+    async def work() -> Finished:
+        finished: Finished | None = None
+        error: Exception | None = None
+        async with closing(session), anyio.create_task_group() as spinner:
+            if status.live:
+                spinner.start_soon(status.spin)
+            try:
+                async for event in session.events(messages, media=media):
+                    if isinstance(event, QueueUpdate):
+                        status.queued(event)
+                    elif isinstance(event, SpaceWaking):
+                        status.waking(event)
+                    elif isinstance(event, TextDelta):
+                        status.clear()
+                        if streaming:
+                            sys.stdout.write(event.text)
+                            sys.stdout.flush()
+                    elif isinstance(event, Finished):
+                        finished = event
+            except Exception as exc:  # re-raised below, not wrapped in the task group's group
+                error = exc
+            finally:
+                spinner.cancel_scope.cancel()
+        if error is not None:
+            raise error
+        if finished is None:  # pragma: no cover - events always end with Finished
+            raise ProtocolError("the stream ended without an answer")
+        return finished
+
+    try:
+        finished = run(work)
+    finally:
+        status.clear()
+    final = extract_final_answer(finished.text)
+    if as_json:
+        click.echo(
+            json.dumps(
+                {
+                    "text": finished.text,
+                    "final_answer": final,
+                    "space": finished.space,
+                    "elapsed": rounded(finished.elapsed),
+                    "time_to_first_token": rounded(finished.time_to_first_token),
+                    "queue_wait": rounded(finished.queue_wait),
+                },
+                ensure_ascii=False,
+            )
+        )
+    elif final_only:
+        if final is None:
+            raise click.ClickException(
+                "the answer states no final answer (see it without --final-only)"
+            )
+        click.echo(final)
+    else:
+        click.echo()
+
+
+@click.command()
+@click.option("--space", help=f"Space URL or id [default: ${SPACE_ENV}].")
+@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
+@click.option("--proxy", help="HTTP(S) proxy URL.")
+@click.option("--json", "as_json", is_flag=True, help="Print the API description as JSON.")
+def info(space: str | None, token: str | None, proxy: str | None, as_json: bool) -> None:
+    """Show which Space is used and its API, without running a job."""
+    named = spaces_of([space] if space else [])
+    if len(named) > 1:
+        raise click.UsageError("info shows one Space; use 'qvq spaces' for several")
+
+    async def work() -> tuple[str, dict[str, Any]]:
+        async with Session(named[0], token=token, proxy=proxy) as session:
+            return session.space, await session.api_info()
+
+    where, api = run(work)
+    if as_json:
+        click.echo(json.dumps({"space": where, "api": api}, indent=2))
+        return
+    click.echo(f"Space: {where}")
+    for name, endpoint in api.get("named_endpoints", {}).items():
+        click.echo(f"Endpoint {name}")
+        for param in endpoint.get("parameters", []):
+            kind = param.get("python_type", {}).get("type", "?")
+            default = (
+                ""
+                if not param.get("parameter_has_default")
+                else (f" = {param.get('parameter_default')!r}")
+            )
+            click.echo(
+                f"  {param.get('parameter_name')}: {kind}{default}  "
+                f"[{param.get('component')} {param.get('label', '')!r}]"
+            )
+        for ret in endpoint.get("returns", []):
+            click.echo(
+                f"  returns: {ret.get('python_type', {}).get('type', '?')}  "
+                f"[{ret.get('component')} {ret.get('label', '')!r}]"
+            )

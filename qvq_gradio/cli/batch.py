@@ -1,0 +1,127 @@
+"""``qvq batch``: every item of a file or folder, one record each; running again resumes."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from .options import asking_options, connect_from
+from .running import Exit, closing, run
+
+__all__ = ["batch"]
+
+
+@click.command()
+@click.argument("source", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
+@click.option(
+    "-o",
+    "--output",
+    required=True,
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Results file: .jsonl (default format) or .csv. Running again resumes it.",
+)
+@click.option("--prompt", help="The prompt for a folder of images (or rows without one).")
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    default=4,
+    show_default=True,
+    help="Questions in flight at once (a ZeroGPU Space runs a few; more wait in its queue).",
+)
+@click.option(
+    "--retries",
+    type=click.IntRange(min=0),
+    default=3,
+    show_default=True,
+    help="Retries of a transient failure (connection, rate limit, no GPU, timeouts).",
+)
+@click.option(
+    "--on-quota",
+    type=click.Choice(["wait", "stop"]),
+    default="wait",
+    show_default=True,
+    help="On a quota error: pause the run for its retry time, or stop (resume later).",
+)
+@click.option("--retry-failed", is_flag=True, help="Ask again the items that failed before.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Ask at most N items.")
+@click.option(
+    "--order",
+    type=click.Choice(["completion", "input"]),
+    default="completion",
+    show_default=True,
+    help="Order of the records in the output.",
+)
+@click.option(
+    "--progress/--no-progress",
+    default=None,
+    help="A progress bar on stderr [default: only on a terminal].",
+)
+@asking_options
+def batch(
+    source: Path,
+    output: Path,
+    prompt: str | None,
+    concurrency: int,
+    retries: int,
+    on_quota: str,
+    retry_failed: bool,
+    limit: int | None,
+    order: str,
+    progress: bool | None,
+    space: tuple[str, ...],
+    token: str | None,
+    proxy: str | None,
+    system: str | None,
+    connect_timeout: float,
+    idle_timeout: float,
+    total_timeout: float | None,
+    no_history: bool,
+    cache: bool,
+) -> None:
+    """Ask every item of INPUT (a .jsonl or .csv file, or a folder of images with --prompt)
+    and write one record per item to OUTPUT; running it again resumes.
+
+    Exit code 0 when every item is ok, 8 when some failed, 5 when stopped on quota, 130 on
+    Ctrl-C (in-flight questions are cancelled; run again to resume).
+    """
+    from .. import batch as batches
+
+    if source.is_dir() and not prompt:
+        raise click.UsageError("a folder of images needs --prompt")
+    items: Any = batches.read_input(source, prompt=prompt)
+    if system:
+        items = (dataclasses.replace(i, system=i.system or system) for i in items)
+    session = connect_from(
+        space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache
+    )
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = batches.TqdmProgress(disable=not show)
+
+    async def work() -> Any:
+        async with closing(session):
+            return await batches.arun(
+                items,
+                output,
+                session=session,
+                concurrency=concurrency,
+                retries=retries,
+                on_quota=on_quota,  # type: ignore[arg-type]
+                retry_failed=retry_failed,
+                limit=limit,
+                order=order,  # type: ignore[arg-type]
+                progress=bar,
+            )
+
+    try:
+        result = run(work)
+    finally:
+        bar.close()
+    click.echo(str(result.summary), err=True)
+    if result.summary.stopped_on_quota:
+        raise Exit(5)
+    if not result.summary.all_ok:
+        raise Exit(8)

@@ -1,0 +1,59 @@
+"""``qvq history``: the answers recorded before, searched, or one shown in full."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import click
+
+from ..history import History, default_path
+
+__all__ = ["history_command"]
+
+
+@click.command(name="history")
+@click.argument("words", metavar="[SEARCH | show ID]", nargs=-1)
+@click.option("-n", "limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="JSON: one object per answer.")
+def history_command(words: tuple[str, ...], limit: int, as_json: bool) -> None:
+    """List recorded answers, newest first (those whose prompt, answer or Space contains
+    SEARCH); 'qvq history show ID' prints one in full.
+
+    Recorded by 'qvq ask' and 'qvq batch' unless --no-history or QVQ_HISTORY=0.
+    """
+    if words[:1] == ("show",):
+        if len(words) != 2 or not words[1].isdigit():
+            raise click.UsageError("give one answer id: qvq history show ID")
+        _show_row(int(words[1]), as_json)
+        return
+    with History() as store:
+        rows = store.search(" ".join(words) or None, limit=limit)
+    for row in rows:
+        if as_json:
+            click.echo(json.dumps(dataclasses.asdict(row), ensure_ascii=False))
+            continue
+        outcome = row.final_answer or ("" if row.ok else f"{row.error_type}")
+        prompt = " ".join(row.prompt.split())
+        click.echo(
+            f"{row.id:>6}  {row.time[:19].replace('T', ' ')}  {row.space}  "
+            f"{prompt[:60]}  -> {outcome[:40]}"
+        )
+
+
+def _show_row(row_id: int, as_json: bool) -> None:
+    with History() as store:
+        row = store.get(row_id)
+    if row is None:
+        raise click.ClickException(f"no answer {row_id} in {default_path()}")
+    if as_json:
+        click.echo(json.dumps(dataclasses.asdict(row), ensure_ascii=False))
+        return
+    click.echo(f"# {row.id}  {row.time}  {row.space}" + ("  (from the cache)" * row.from_cache))
+    click.echo(f"Prompt: {row.prompt}")
+    if row.image_sha256:
+        click.echo(f"Image: {row.image_name} ({row.image_size} bytes, sha256 {row.image_sha256})")
+    if row.error_type:
+        click.echo(f"Error: {row.error_type}: {row.error_message}")
+    click.echo("")
+    click.echo(row.text)

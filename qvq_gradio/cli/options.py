@@ -1,0 +1,108 @@
+"""Options every asking command shares (where, how long, the history), and the session they
+make."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import click
+
+from ..history import HISTORY_ENV, HOME_ENV, History, default_path, history_enabled
+from ..pool import connect
+from ..protocol import SessionLike
+from ..spaces import SPACE_ENV, parse_spaces
+
+__all__ = ["SECONDS", "asking_options", "connect_from", "rounded", "space_option", "spaces_of"]
+
+# Timeouts: positive seconds, refused by click (usage error, exit 2) before anything runs.
+SECONDS = click.FloatRange(min=0, min_open=True)
+
+
+space_option = click.option(
+    "--space",
+    multiple=True,
+    help=f"Space URL or owner/name id; repeat it (or separate with commas) to ask several "
+    f"as one pool [default: ${SPACE_ENV}, else the QVQ-72B Space].",
+)
+
+
+def spaces_of(given: Sequence[str]) -> list[str]:
+    """The Spaces named by --space (repeated, or comma-separated), else $QVQ_SPACE."""
+    return parse_spaces(list(given) or None)
+
+
+def rounded(value: float | None) -> float | None:
+    """Seconds to the millisecond, for JSON output."""
+    return None if value is None else round(value, 3)
+
+
+def asking_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The options every asking command shares: where, how long, and the history."""
+    for option in reversed(
+        [
+            space_option,
+            click.option(
+                "--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN]."
+            ),
+            click.option("--proxy", help="HTTP(S) proxy URL for every request."),
+            click.option("--system", help="A system message sent before the prompt."),
+            click.option(
+                "--connect-timeout",
+                type=SECONDS,
+                default=30.0,
+                show_default=True,
+                help="Seconds to reach the Space and read its API.",
+            ),
+            click.option(
+                "--idle-timeout",
+                type=SECONDS,
+                default=120.0,
+                show_default=True,
+                help="Seconds without new text once generation started.",
+            ),
+            click.option(
+                "--total-timeout", type=SECONDS, default=None, help="Seconds for the whole answer."
+            ),
+            click.option(
+                "--no-history",
+                is_flag=True,
+                help=f"Do not record in the answer history (also: {HISTORY_ENV}=0). Recorded by "
+                f"default in {default_path()} (${HOME_ENV} moves it).",
+            ),
+            click.option(
+                "--cache",
+                is_flag=True,
+                help="Answer a request identical to a recorded one (same Space, prompt and "
+                "image bytes) from the history, without asking the Space.",
+            ),
+        ]
+    ):
+        command = option(command)
+    return command
+
+
+def connect_from(
+    space: Sequence[str],
+    token: str | None,
+    proxy: str | None,
+    connect_timeout: float,
+    idle_timeout: float,
+    total_timeout: float | None,
+    no_history: bool,
+    cache: bool,
+) -> SessionLike:
+    record = not no_history and history_enabled()
+    if cache and not record:
+        raise click.UsageError("--cache answers from the history: it cannot go with no history")
+    history = History() if record else None
+    return connect(
+        spaces_of(space),
+        token=token,
+        proxy=proxy,
+        connect_timeout=connect_timeout,
+        idle_timeout=idle_timeout,
+        total_timeout=total_timeout,
+        history=history,
+        cache=cache,
+    )

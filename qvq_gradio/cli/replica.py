@@ -1,0 +1,121 @@
+"""``qvq demo`` (an answer from the bundled replica, offline) and ``qvq replica`` (serve it)."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import click
+
+from ..provider import Qwen_QVQ_72B
+from ..spaces import SPACE_ENV
+from .running import run
+
+__all__ = ["demo", "replica_command"]
+
+_FAIL_CHOICES = ("before", "mid", "quota", "hang", "echo-token")
+_LAYOUTS = ("qvq", "reordered", "text-only")
+
+
+def need_replica() -> Any:
+    try:
+        from .. import replica
+    except ImportError as exc:  # the replica extra is not installed; the message says which
+        raise click.ClickException(str(exc)) from exc
+    return replica
+
+
+@click.command()
+@click.option("--tokens", default=60, show_default=True, help="Words the replica generates.")
+@click.option("--delay", default=0.02, show_default=True, help="Seconds between two words.")
+def demo(tokens: int, delay: float) -> None:
+    """Stream an answer about a generated image from the bundled replica (works offline)."""
+    replica = need_replica()
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (320, 200), (250, 250, 245))
+    draw = ImageDraw.Draw(image)
+    draw.ellipse((40, 40, 160, 160), fill=(220, 40, 40))
+    draw.rectangle((190, 60, 290, 160), fill=(40, 90, 220))
+    config = replica.ReplicaConfig(tokens=tokens, delay=delay)
+    with replica.Replica(config) as server:
+        click.echo(f"[replica Space on {server.url}]", err=True)
+        messages = [{"role": "user", "content": "What shapes are in this picture?"}]
+
+        async def work() -> None:
+            stream = Qwen_QVQ_72B.create_async_generator(
+                model="qwen-qvq-72b-preview", messages=messages, media=[image], space=server.url
+            )
+            async for delta in stream:
+                sys.stdout.write(delta)
+                sys.stdout.flush()
+
+        run(work)
+        click.echo()
+
+
+@click.command(name="replica")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=7860, show_default=True, help="0 takes a free port.")
+@click.option("--tokens", default=40, show_default=True)
+@click.option("--delay", default=0.01, show_default=True)
+@click.option("--concurrency", default=16, show_default=True)
+@click.option("--fail", type=click.Choice(_FAIL_CHOICES), default=None)
+@click.option("--fail-after", default=5, show_default=True)
+@click.option("--max-queue", type=int, default=None)
+@click.option("--require-token", default=None, help="Refuse requests without this HF token.")
+@click.option(
+    "--quota-budget",
+    type=int,
+    default=None,
+    help="Requests served before quota errors start (then --quota-retry seconds of them).",
+)
+@click.option(
+    "--quota-retry",
+    type=float,
+    default=588.0,
+    show_default=True,
+    help="Seconds a quota error asks to wait.",
+)
+@click.option(
+    "--layout",
+    type=click.Choice(_LAYOUTS),
+    default="qvq",
+    show_default=True,
+    help="The app's functions: as the QVQ Space, or changed as by a redeploy.",
+)
+def replica_command(
+    host: str,
+    port: int,
+    tokens: int,
+    delay: float,
+    concurrency: int,
+    fail: str | None,
+    fail_after: int,
+    max_queue: int | None,
+    require_token: str | None,
+    quota_budget: int | None,
+    quota_retry: float,
+    layout: str,
+) -> None:
+    """Serve the bundled replica of the QVQ Space (for offline tests)."""
+    replica = need_replica()
+    config = replica.ReplicaConfig(
+        tokens=tokens,
+        delay=delay,
+        concurrency=concurrency,
+        fail=fail,
+        fail_after=fail_after,
+        max_queue=max_queue,
+        token=require_token,
+        layout=layout,
+        quota_budget=quota_budget,
+        quota_retry=quota_retry,
+    )
+
+    def ready(url: str) -> None:
+        click.echo(f"Replica of the QVQ-72B Space running on {url}  (Ctrl-C to stop)")
+        click.echo(f"Point qvq-gradio at it with: export {SPACE_ENV}={url}")
+        sys.stdout.flush()
+
+    replica.serve(config, host, port, ready=ready)

@@ -1,0 +1,67 @@
+"""``qvq spaces``: check every configured Space at once, without asking anything."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import click
+
+from ..health import probe_all
+from .options import SECONDS, space_option, spaces_of
+from .running import run
+
+__all__ = ["spaces"]
+
+
+@click.command()
+@space_option
+@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
+@click.option("--proxy", help="HTTP(S) proxy URL.")
+@click.option("--connect-timeout", type=SECONDS, default=30.0, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object per Space.")
+def spaces(
+    space: tuple[str, ...],
+    token: str | None,
+    proxy: str | None,
+    connect_timeout: float,
+    as_json: bool,
+) -> None:
+    """Check every configured Space at once (exit 0 when at least one is usable)."""
+    names = spaces_of(space)
+    checks = run(
+        lambda: probe_all(names, token=token, proxy=proxy, connect_timeout=connect_timeout)
+    )
+    if as_json:
+        for check in checks:
+            click.echo(json.dumps({**dataclasses.asdict(check), "usable": check.usable}))
+    else:
+        rows = [("SPACE", "REACHABLE", "GRADIO", "PROTOCOL", "/generate", "QUEUE", "RTT")]
+        for check in checks:
+            rows.append(
+                (
+                    check.space,
+                    "yes" if check.reachable else "no",
+                    check.gradio_version or "-",
+                    check.protocol or "-",
+                    {True: "[image, text]", False: "WRONG", None: "-"}[check.generate_ok],
+                    "-" if check.queue_size is None else str(check.queue_size),
+                    "-" if check.round_trip is None else f"{check.round_trip * 1000:.0f} ms",
+                )
+            )
+        widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+        for row in rows:
+            cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+            click.echo("  ".join(cells).rstrip())
+        for check in checks:
+            if check.error:
+                click.echo(f"{check.space}: {check.error}", err=True)
+    if not any(check.usable for check in checks):
+        raise _NoSpace()
+
+
+class _NoSpace(click.ClickException):
+    exit_code = 3
+
+    def __init__(self) -> None:
+        super().__init__("no Space is usable")

@@ -1,0 +1,151 @@
+"""A question's way through a session, as small stages around its event stream.
+
+    Question.of      check everything the caller gave (raising before anything is sent)
+    prepare          read and normalise the images into one upload (a worker thread)
+    cached           answer from the history when an identical request was recorded
+    (session)        wake the Space, submit, follow, retry once after a redeploy
+    recorded         add the question and its answer (or error) to the history
+
+The cache and the history are wrappers around the stream, as ``llm`` keeps logging apart from
+running the model: a stream that neither caches nor records never touches SQLite.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.to_thread
+
+from .errors import ResponseError, TotalTimeoutError
+from .events import Event, Finished, TextDelta
+from .history import History, cache_key
+from .imaging import ImageOptions
+from .media import MediaItem, Upload, classify, prepare_upload
+from .options import AskOptions, ask_options
+from .prompt import Messages, build_prompt
+
+__all__ = ["Question", "cached", "prepare", "recorded"]
+
+log = logging.getLogger("qvq_gradio")
+
+
+@dataclass(frozen=True)
+class Question:
+    """One question, checked: the prompt as sent, its images (not yet read), its options."""
+
+    text: str
+    items: list[MediaItem]
+    options: AskOptions
+
+    @classmethod
+    def of(
+        cls, prompt: str | Messages, image: Any, options: Mapping[str, Any], *, where: str
+    ) -> Question:
+        """Check everything the caller gave (raising before anything is sent)."""
+        checked = ask_options(options, where=where)
+        messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
+        built = build_prompt(messages)
+        media = checked.get("media") or []
+        items = [
+            classify(item) for item in (*([] if image is None else [image]), *media, *built.images)
+        ]
+        return cls(built.text, items, checked)
+
+
+async def prepare(
+    items: list[MediaItem],
+    options: ImageOptions,
+    *,
+    proxy: str | None,
+    total: float | None,
+    space: str,
+) -> Upload | None:
+    """The one upload for ``items`` (None without images), within ``total`` seconds."""
+    with anyio.move_on_after(total) as scope:
+        return await prepare_upload(items, options, proxy=proxy)
+    assert scope.cancelled_caught
+    raise TotalTimeoutError(
+        f"Preparing the image took longer than total_timeout={total:g} s", space=space
+    )
+
+
+async def cached(
+    history: History,
+    space: str,
+    text: str,
+    upload: Upload | None,
+    start: float,
+    ask: Callable[[], AsyncGenerator[Event, None]],
+) -> AsyncGenerator[Event, None]:
+    """The recorded answer to an identical request as one delta, else ``ask()``'s stream
+    (``start``: when the question was asked, anyio time)."""
+    key = cache_key(space, text, upload.sha256 if upload is not None else None)
+    hit = await anyio.to_thread.run_sync(history.cached, key)
+    if hit is not None:
+        if hit.text:
+            yield TextDelta(hit.text)
+        now = anyio.current_time() - start
+        yield Finished(hit.text, space, now, now, None, cached=True)
+        return
+    events = ask()
+    async with aclosing(events):
+        async for event in events:
+            yield event
+
+
+async def recorded(
+    history: History,
+    space: str,
+    text: str,
+    upload: Upload | None,
+    events: AsyncGenerator[Event, None],
+) -> AsyncGenerator[Event, None]:
+    """``events``, with the answer (or the error that ended them) added to the history."""
+    try:
+        async with aclosing(events):
+            async for event in events:
+                if isinstance(event, Finished):
+                    await _record(history, space, text, upload, event, None)
+                yield event
+    except ResponseError as error:
+        await _record(history, space, text, upload, None, error)
+        raise
+
+
+async def _record(
+    history: History,
+    space: str,
+    prompt: str,
+    upload: Upload | None,
+    finished: Finished | None,
+    error: ResponseError | None,
+) -> None:
+    image: bytes | None = None
+    if history.keep_images and upload is not None and upload.sha256:
+        image = await anyio.to_thread.run_sync(Path(upload.target).read_bytes)
+    record = functools.partial(
+        history.record,
+        space=space,
+        prompt=prompt,
+        text=finished.text if finished is not None else (error.text if error else ""),
+        image_sha256=upload.sha256 if upload is not None else None,
+        image_size=upload.size if upload is not None else None,
+        image_name=upload.name if upload is not None else None,
+        image=image,
+        elapsed=finished.elapsed if finished is not None else None,
+        time_to_first_token=finished.time_to_first_token if finished is not None else None,
+        queue_wait=finished.queue_wait if finished is not None else None,
+        error=error,
+    )
+    with anyio.CancelScope(shield=True):
+        try:
+            await anyio.to_thread.run_sync(record)
+        except Exception as exc:  # the answer matters more than its record
+            log.warning("could not record the answer in %s: %r", history.path, exc)

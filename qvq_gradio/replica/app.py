@@ -1,0 +1,215 @@
+"""The replica's app: a Gradio ``/generate`` like the QVQ Space's, and its control routes.
+
+:func:`build_app` mounts the Gradio app on FastAPI beside ``/replica/...`` routes that tests
+use to read the request log. Each failure mode is one small function; the generator that
+answers calls them at the moment the mode strikes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import warnings
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from .config import ReplicaConfig
+from .log import RequestLog
+from .quota import Quota, quota_message
+from .receipt import answer_head, describe_image, other_function, other_function_text, word
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+__all__ = ["build_app"]
+
+_RECORDED_HEADERS = ("x-ip-token", "x-zerogpu-token")
+
+
+def _gradio() -> Any:
+    with warnings.catch_warnings():
+        # Gradio imports tqdm.auto, which warns in notebooks without ipywidgets.
+        warnings.simplefilter("ignore")
+        import gradio as gr
+    return gr
+
+
+def _error(message: str) -> BaseException:
+    return _gradio().Error(message, print_exception=False)  # type: ignore[no-any-return]
+
+
+# -- failure modes: each raises (or hangs) when its moment comes ----------------------------------
+
+
+def _fail_before() -> None:
+    raise _error("replica: failing before the first token, as asked")
+
+
+def _refuse_over_quota(refusal: str) -> None:
+    raise _error(refusal)
+
+
+def _echo_token(headers: Any) -> None:
+    # Some Spaces echo the credential they were sent in their error: ours must never show it.
+    sent = headers.get("x-hf-authorization", "(none)")
+    raise _error(f"Unauthorized: {sent} is not a valid token ({sent.removeprefix('Bearer ')})")
+
+
+def _fail_mid(tokens: int) -> None:
+    raise _error(f"replica: failing after {tokens} tokens, as asked")
+
+
+async def _hang() -> None:
+    await asyncio.Event().wait()  # until cancelled
+
+
+def _before_first_token(
+    settings: ReplicaConfig, quota: Quota, request: Any
+) -> None:
+    """The failure modes that strike before any text: before, quota, echo-token."""
+    if settings.fail == "before":
+        _fail_before()
+    refusal = quota.refusal()
+    if settings.fail == "quota":
+        refusal = quota_message(settings.quota_retry)
+    if refusal is not None:
+        _refuse_over_quota(refusal)
+    if settings.fail == "echo-token":
+        _echo_token(request.headers)
+
+
+async def _at_token(settings: ReplicaConfig, index: int) -> None:
+    """The failure modes that strike after ``fail_after`` tokens: mid, hang."""
+    if index != settings.fail_after:
+        return
+    if settings.fail == "mid":
+        _fail_mid(index)
+    if settings.fail == "hang":
+        await _hang()
+
+
+# -- the answer -----------------------------------------------------------------------------------
+
+
+def _generate_fn(
+    base: ReplicaConfig, log: RequestLog, quota: Quota
+) -> Callable[..., AsyncIterator[str]]:
+    """The function served as ``/generate``: a generator of the whole answer so far."""
+    gr = _gradio()
+
+    async def generate(image: str | None, text: str, request: Any) -> AsyncIterator[str]:
+        record = log.start(text)
+        record.headers = {
+            name: request.headers[name] for name in _RECORDED_HEADERS if name in request.headers
+        }
+        try:
+            settings = base.with_directives(text)
+            if image:
+                record.image = await asyncio.to_thread(describe_image, image)
+            record.tokens_planned = settings.tokens
+            _before_first_token(settings, quota, request)
+            out = answer_head(text, record.image)
+            record.yielded_at = time.monotonic()
+            yield out
+            record.yielded_at = None
+            for i in range(settings.tokens):
+                await _at_token(settings, i)
+                if settings.delay:
+                    await asyncio.sleep(settings.delay)
+                out += word(i)
+                record.tokens_generated += 1
+                record.text = out
+                record.yielded_at = time.monotonic()
+                yield out
+                record.yielded_at = None
+            out += f"\n\n**Final Answer**\n\n\\boxed{{{settings.tokens}}}"
+            record.text = out
+            record.state = "done"
+            yield out
+        except gr.Error:
+            record.state = "failed"
+            raise
+        except BaseException:
+            record.state = "cancelled" if record.state == "running" else record.state
+            raise
+        finally:
+            if record.state == "running":
+                record.state = "cancelled"
+            record.ended = time.monotonic()
+            log.update()
+
+    # Gradio finds the request parameter by its annotation; with postponed annotations that is
+    # a string naming a local import, so give it the class itself.
+    generate.__annotations__["request"] = gr.Request
+    return generate
+
+
+def _blocks(base: ReplicaConfig, generate: Callable[..., AsyncIterator[str]]) -> Any:
+    gr = _gradio()
+    with gr.Blocks(title="QVQ-72B replica", analytics_enabled=False) as blocks:
+        gr.Markdown("# QVQ-72B replica\nA local stand-in for the QVQ-72B Space.")
+        image_in = gr.Image(type="filepath", label="Image")
+        text_in = gr.Textbox(label="Question")
+        answer = gr.Textbox(label="Answer")
+        if base.layout == "reordered":
+            # Another function first: a client holding the old config's function index for
+            # /generate would run this one.
+            gr.Button("Describe").click(
+                other_function, [image_in, text_in], answer, api_name="describe"
+            )
+        if base.layout == "text-only":
+            gr.Button("Submit").click(other_function_text, [text_in], answer, api_name="generate")
+        else:
+            gr.Button("Submit").click(generate, [image_in, text_in], answer, api_name="generate")
+    blocks.queue(default_concurrency_limit=base.concurrency, max_size=base.max_queue)
+    return blocks
+
+
+# -- the control routes ---------------------------------------------------------------------------
+
+
+def _control_routes(app: FastAPI, base: ReplicaConfig, log: RequestLog) -> None:
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    if base.token:
+        expected = f"Bearer {base.token}"
+
+        @app.middleware("http")
+        async def require_token(request: Request, call_next: Any) -> Any:
+            if not request.url.path.startswith("/replica/"):
+                given = request.headers.get("x-hf-authorization") or request.headers.get(
+                    "authorization"
+                )
+                if given != expected:
+                    return JSONResponse({"detail": "Unauthorized"}, status_code=401)
+            return await call_next(request)
+
+    @app.get("/replica/requests")
+    def requests() -> list[dict[str, Any]]:
+        return log.all()
+
+    @app.get("/replica/wait")
+    def wait(marker: str, timeout: float = 30.0, ended: bool = True) -> Any:
+        found = log.wait(marker, timeout, ended=ended)
+        if found is None:
+            return JSONResponse({"detail": f"no request with {marker!r}"}, status_code=408)
+        return found
+
+    @app.post("/replica/reset")
+    def reset() -> dict[str, bool]:
+        log.reset()
+        return {"ok": True}
+
+
+def build_app(config: ReplicaConfig | None = None) -> Any:
+    """The replica as an ASGI app (FastAPI with the Gradio app mounted at ``/``)."""
+    from fastapi import FastAPI
+
+    gr = _gradio()
+    base = config or ReplicaConfig()
+    log = RequestLog()
+    generate = _generate_fn(base, log, Quota(base.quota_budget, base.quota_retry))
+    app = FastAPI()
+    _control_routes(app, base, log)
+    return gr.mount_gradio_app(app, _blocks(base, generate), path="/")

@@ -1,0 +1,55 @@
+"""How the replica answers: :class:`ReplicaConfig`, and per-request ``[[replica ...]]``
+directives."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
+
+__all__ = ["FAIL_MODES", "LAYOUTS", "FailMode", "Layout", "ReplicaConfig"]
+
+FailMode = Literal["before", "mid", "quota", "hang", "echo-token"]
+FAIL_MODES: tuple[str, ...] = ("before", "mid", "quota", "hang", "echo-token")
+Layout = Literal["qvq", "reordered", "text-only"]
+LAYOUTS: tuple[str, ...] = ("qvq", "reordered", "text-only")
+
+_DIRECTIVE = re.compile(r"\[\[replica([^\]]*)\]\]")
+
+
+@dataclass(frozen=True)
+class ReplicaConfig:
+    """How the replica answers (each field can be overridden per request by a directive)."""
+
+    tokens: int = 40  #: words of reasoning after the receipt
+    delay: float = 0.01  #: seconds between two words
+    concurrency: int = 16  #: requests generated at once; more wait in the queue
+    fail: FailMode | None = None
+    fail_after: int = 5  #: tokens before ``mid`` / ``hang`` happen
+    max_queue: int | None = None  #: queue size beyond which joins get HTTP 503
+    layout: Layout = "qvq"  #: the app's functions (see the module docstring)
+    #: A ZeroGPU-like quota: after this many requests, requests fail with a quota error for
+    #: ``quota_retry`` seconds (the message says so), then the budget starts again.
+    quota_budget: int | None = None
+    quota_retry: float = 588.0  #: seconds a quota error asks to wait (``fail=quota`` too)
+    token: str | None = field(default=None, repr=False)  #: required HF token, if any
+
+    def with_directives(self, prompt: str) -> ReplicaConfig:
+        """This config with the ``[[replica ...]]`` directives of ``prompt`` applied."""
+        changes: dict[str, Any] = {}
+        for match in _DIRECTIVE.finditer(prompt):
+            for item in match.group(1).split():
+                key, _, value = item.partition("=")
+                if key == "tokens":
+                    changes["tokens"] = int(value)
+                elif key == "delay":
+                    changes["delay"] = float(value)
+                elif key == "fail":
+                    if value not in FAIL_MODES:
+                        raise ValueError(f"fail must be one of {FAIL_MODES}, got {value!r}")
+                    changes["fail"] = value
+                elif key == "after":
+                    changes["fail_after"] = int(value)
+                else:
+                    raise ValueError(f"unknown replica directive {key!r}")
+        return replace(self, **changes)

@@ -1,0 +1,82 @@
+"""The replica's request log: every request, how many tokens it generated, how it ended."""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+__all__ = ["STALLED", "RequestLog", "RequestRecord"]
+
+#: Seconds a generator may sit at a ``yield`` before it counts as stopped by Gradio.
+STALLED = 3.0
+
+
+@dataclass
+class RequestRecord:
+    """One request the replica received."""
+
+    id: int
+    prompt: str
+    image: dict[str, Any] | None = None
+    tokens_planned: int = 0
+    tokens_generated: int = 0
+    state: Literal["running", "done", "failed", "cancelled"] = "running"
+    text: str = ""
+    headers: dict[str, str] = field(default_factory=dict)  #: ZeroGPU-relevant headers received
+    started: float = 0.0  #: time.monotonic() in the replica's process
+    ended: float | None = None
+    #: Stopped by Gradio between two updates: a generator cancelled while suspended at a
+    #: ``yield`` is never resumed nor finalised, so it cannot log its end; once it has waited
+    #: there ``STALLED`` seconds it is reported ``cancelled`` with this flag.
+    abandoned: bool = False
+    yielded_at: float | None = None  #: when it last yielded and has not been resumed since
+
+
+class RequestLog:
+    def __init__(self) -> None:
+        self._records: list[RequestRecord] = []
+        self._changed = threading.Condition()
+
+    def start(self, prompt: str) -> RequestRecord:
+        with self._changed:
+            record = RequestRecord(id=len(self._records), prompt=prompt, started=time.monotonic())
+            self._records.append(record)
+            self._changed.notify_all()
+            return record
+
+    def update(self) -> None:
+        with self._changed:
+            self._changed.notify_all()
+
+    def all(self) -> list[dict[str, Any]]:
+        with self._changed:
+            return [asdict(record) for record in self._records]
+
+    def reset(self) -> None:
+        with self._changed:
+            self._records.clear()
+
+    def wait(self, marker: str, timeout: float, *, ended: bool) -> dict[str, Any] | None:
+        def find() -> RequestRecord | None:
+            now = time.monotonic()
+            for record in self._records:
+                if marker not in record.prompt:
+                    continue
+                if not ended or record.state != "running":
+                    return record
+                if record.yielded_at is not None and now - record.yielded_at > STALLED:
+                    record.state, record.abandoned = "cancelled", True
+                    record.ended = record.yielded_at
+                    return record
+            return None
+
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while (found := find()) is None:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._changed.wait(min(left, 0.25))  # also re-checks stalled generators
+            return asdict(found)

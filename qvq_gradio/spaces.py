@@ -1,0 +1,99 @@
+"""Which Space: names as users give them, checked before any network call.
+
+A Space is an ``http(s)://`` URL or a ``owner/name`` Space id; several are a list or one
+comma-separated string (``--space`` repeated, ``$QVQ_SPACE``). :class:`SpaceConfig` is what
+identifies one connection, with its secrets kept out of ``repr`` and out of every message.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import urllib.parse
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from ._secrets import register_secret
+from .errors import SpaceNameError
+
+__all__ = [
+    "DEFAULT_SPACE",
+    "SPACE_ENV",
+    "SpaceConfig",
+    "check_space",
+    "parse_spaces",
+    "resolve_space",
+]
+
+#: The seed's Space address.
+DEFAULT_SPACE: Final = "https://qwen-qvq-72b-preview.hf.space"
+#: Environment variable naming the Space (a URL or a ``owner/name`` Space id).
+SPACE_ENV: Final = "QVQ_SPACE"
+# Credential-bearing headers whose values are redacted from messages and logs.
+_SECRET_HEADERS: Final = ("auth", "token", "key", "cookie", "secret")
+
+
+def resolve_space(space: str | None = None, *, default: str = DEFAULT_SPACE) -> str:
+    """``space`` if given, else ``$QVQ_SPACE``, else ``default`` (the seed's Space)."""
+    return space or os.environ.get(SPACE_ENV) or default
+
+
+_SPACE_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+
+
+def check_space(space: str) -> str:
+    """``space`` if it is an ``http(s)://`` URL or a ``owner/name`` Space id, stripped;
+    :class:`SpaceNameError` otherwise (before any network call)."""
+    name = space.strip()
+    if "," in name:
+        raise SpaceNameError(
+            f"{name!r} names several Spaces: a Session asks one; use qvq_gradio.Pool (or "
+            "qvq_gradio.connect) for several"
+        )
+    parts = urllib.parse.urlsplit(name)
+    if parts.scheme in ("http", "https") and parts.hostname:
+        return name
+    if _SPACE_ID.fullmatch(name):
+        return name
+    raise SpaceNameError(
+        f"{name!r} is not a Space: give an http(s):// URL or a Space id like 'owner/name'"
+    )
+
+
+def parse_spaces(spaces: str | Sequence[str] | None = None) -> list[str]:
+    """The Spaces named by ``spaces`` (a list, or comma-separated), else ``$QVQ_SPACE``, else
+    the seed's Space; each checked with :func:`check_space`, duplicates dropped."""
+    if spaces is None or spaces == "" or spaces == []:
+        spaces = resolve_space(None)
+    names = spaces.split(",") if isinstance(spaces, str) else [
+        part for item in spaces for part in item.split(",")
+    ]
+    checked = [check_space(name) for name in names if name.strip()]
+    if not checked:
+        raise SpaceNameError("no Space given")
+    return list(dict.fromkeys(checked))
+
+
+@dataclass(frozen=True)
+class SpaceConfig:
+    """Everything that identifies one ``gradio_client.Client``. Secrets stay out of ``repr``."""
+
+    space: str
+    token: str | None = field(default=None, repr=False)
+    proxy: str | None = field(default=None, repr=False)
+    headers: tuple[tuple[str, str], ...] = field(default=(), repr=False)
+
+    def __post_init__(self) -> None:
+        register_secret(self.token)
+        for name, value in self.headers:
+            if any(word in name.lower() for word in _SECRET_HEADERS):
+                register_secret(value)
+
+    def __repr__(self) -> str:
+        parts = [f"space={self.space!r}", f"token={'***' if self.token else None}"]
+        if self.proxy:
+            parts.append("proxy=***")
+        if self.headers:
+            parts.append(f"headers=[{', '.join(name for name, _ in self.headers)}]")
+        return f"SpaceConfig({', '.join(parts)})"
