@@ -72,8 +72,14 @@ class ElasticExecutor(concurrent.futures.Executor):
                     item = self._work.get(timeout=self._keepalive)
                 except queue.Empty:
                     # Idle for keepalive seconds. Leave, unless a submit has just counted on
-                    # this thread (it took our permit): then its work is in the queue.
-                    if self._idle.acquire(blocking=False):
+                    # this thread (it took our permit): then its work is in the queue. Taking
+                    # the permit and leaving the thread set are one step under the lock, so a
+                    # submit sees either an idle thread or one thread fewer, never neither.
+                    with self._lock:
+                        leaving = self._idle.acquire(blocking=False)
+                        if leaving:
+                            self._threads.discard(threading.current_thread())
+                    if leaving:
                         return
                     continue
                 if item is None:  # shutdown

@@ -7,7 +7,9 @@
     │   ├── UnknownModelError                 model name not one of Qwen_QVQ_72B.models
     │   ├── MessagesError                     messages of the wrong shape, role or type
     │   ├── SpaceNameError                    a Space that is neither a URL nor ``owner/name``
+    │   ├── OptionError                       a per-call option with a bad value (a timeout)
     │   └── MediaError                        an image that cannot be read or used
+    │       ├── MediaTypeError (also TypeError) an object that is no kind of image
     │       ├── ImageTooLargeError            over the decoding limit (a decompression bomb)
     │       └── MediaDownloadError            an image URL could not be fetched as an image
     └── ResponseError                         the seed's name: anything that came from the Space
@@ -35,6 +37,8 @@ exactly one place, :func:`qvq_gradio._gradio.translate.translate_error`, always
 
 from __future__ import annotations
 
+from typing import Any
+
 from ._secrets import redact
 
 __all__ = [
@@ -47,7 +51,9 @@ __all__ = [
     "InputError",
     "MediaDownloadError",
     "MediaError",
+    "MediaTypeError",
     "MessagesError",
+    "OptionError",
     "ProtocolError",
     "QVQError",
     "QuotaExceededError",
@@ -63,7 +69,22 @@ __all__ = [
 
 
 class QVQError(Exception):
-    """Base of every error this package raises."""
+    """Base of every error this package raises.
+
+    Every error survives ``copy``, ``deepcopy`` and ``pickle`` (batch workers, multiprocessing
+    and ``datasets.map(num_proc=...)`` pickle exceptions) with all its attributes, whatever
+    arguments its class requires: it is rebuilt from its ``args`` and attributes, without
+    calling ``__init__`` again.
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), self.args), dict(vars(self)))
+
+
+def _rebuild(cls: type[QVQError], args: tuple[Any, ...]) -> QVQError:
+    error = cls.__new__(cls)
+    error.args = args
+    return error
 
 
 # -- input: raised before any network call ------------------------------------------------------
@@ -90,8 +111,17 @@ class SpaceNameError(InputError):
     """A Space given as neither an ``http(s)://`` URL nor a ``owner/name`` Space id."""
 
 
+class OptionError(InputError):
+    """A per-call or session option has a value that cannot be used (e.g. a timeout of
+    ``nan``); a misspelt option name is a plain ``TypeError``, as for any Python call."""
+
+
 class MediaError(InputError):
     """An image given in ``media`` or inside a message cannot be read or used."""
+
+
+class MediaTypeError(MediaError, TypeError):
+    """An image input of a type this package cannot use; the message lists what it accepts."""
 
 
 class ImageTooLargeError(MediaError):
@@ -117,6 +147,15 @@ class ResponseError(QVQError):
         self.space = space
         self.text = text
         super().__init__(self.message)
+
+    @property
+    def text(self) -> str:
+        """The answer text that had arrived (credentials redacted, like the message)."""
+        return self._text
+
+    @text.setter
+    def text(self, value: str) -> None:
+        self._text = redact(value) if value else value
 
 
 class SpaceConnectionError(ResponseError):

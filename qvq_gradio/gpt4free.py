@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from typing import Any, ClassVar
 
 try:
@@ -86,5 +87,6 @@ class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):  # type: ignore[
             proxy=proxy,
             **options,
         )
-        async for delta in stream:
-            yield delta
+        async with aclosing(stream):  # a consumer that stops early cancels the job now
+            async for delta in stream:
+                yield delta

@@ -72,9 +72,11 @@ def history_enabled() -> bool:
     return os.environ.get(HISTORY_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def cache_key(space: str, prompt: str, image_sha256: str | None) -> str:
-    """The identity of a request: same Space, same prompt text, same uploaded image bytes."""
-    parts = (space.rstrip("/"), prompt, image_sha256 or "")
+def cache_key(space: str, prompt: str, image: str | None) -> str:
+    """The identity of a request: same Space, same prompt text, same image (``image``: the
+    uploaded bytes' sha256, or for a URL passed through to the Space a hash of that URL; see
+    :attr:`qvq_gradio.media.Upload.identity`)."""
+    parts = (space.rstrip("/"), prompt, image or "")
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
@@ -209,8 +211,10 @@ class History:
         queue_wait: float | None = None,
         error: BaseException | None = None,
         from_cache: bool = False,
+        image_key: str | None = None,
     ) -> int:
-        """Add one row; its id. Credentials are redacted from every text."""
+        """Add one row; its id. Credentials are redacted from every text. ``image_key`` is the
+        image's identity for the cache (default: ``image_sha256``)."""
         row = (
             datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
             space,
@@ -227,7 +231,7 @@ class History:
             None if error is None else type(error).__name__,
             None if error is None else redact(str(error)),
             int(from_cache),
-            cache_key(space, prompt, image_sha256),
+            cache_key(space, prompt, image_key or image_sha256),
         )
         with self._lock:
             cursor = self._connect().execute(
@@ -254,7 +258,10 @@ class History:
         query = f"SELECT {_COLUMNS} FROM answers"
         args: tuple[Any, ...] = ()
         if text:
-            query += " WHERE prompt LIKE ? ESCAPE '\\' OR text LIKE ? ESCAPE '\\' OR space LIKE ?"
+            query += (
+                " WHERE prompt LIKE ? ESCAPE '\\' OR text LIKE ? ESCAPE '\\'"
+                " OR space LIKE ? ESCAPE '\\'"
+            )
             pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             pattern += "%"
             args = (pattern, pattern, pattern)

@@ -20,6 +20,7 @@ import concurrent.futures
 import contextlib
 import logging
 import math
+import threading
 import time
 from collections.abc import AsyncGenerator, Callable, Iterator
 from dataclasses import dataclass
@@ -132,8 +133,10 @@ class Background:
         """Cancel ``job`` upstream, in the background."""
         try:
             future = self._pool.submit(job.cancel_blocking)
-        except RuntimeError:  # shut down: the session is closing and cancels inline
-            job.cancel_blocking()
+        except RuntimeError:
+            # Shut down (the session closed while this job was being submitted): a thread of
+            # its own, never the caller's, which may be the event loop's.
+            threading.Thread(target=job.cancel_blocking, name="qvq-cancel", daemon=True).start()
             return
         self._cancels.add(future)
         future.add_done_callback(self._cancels.discard)
@@ -366,7 +369,7 @@ class SpaceJob:
                 handle.send_cancel()
             time.sleep(_CANCEL_POLL)
 
-    def release(self, background: Background | None) -> None:
+    def release(self, background: Background) -> None:
         """Done with the job: cancel it upstream if unfinished (in the background), free it."""
         if self._released:
             return
@@ -375,7 +378,4 @@ class SpaceJob:
             self.handle.release()
             return
         log.debug("cancelling unfinished job upstream")
-        if background is None:
-            self.cancel_blocking()
-        else:
-            background.cancel(self)
+        background.cancel(self)

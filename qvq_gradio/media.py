@@ -46,8 +46,9 @@ import anyio.to_thread
 import httpx
 from PIL import Image
 
+from ._secrets import register_url
 from ._tls import shared_ssl_context
-from .errors import MediaDownloadError, MediaError
+from .errors import MediaDownloadError, MediaError, MediaTypeError
 from .imaging import ImageOptions, Source, compose_grid, normalise, open_image
 
 __all__ = [
@@ -94,11 +95,12 @@ def _is_numpy_array(value: Any) -> bool:
 
 
 def classify(item: Any) -> MediaItem:
-    """Recognise what ``item`` is, without reading it; ``TypeError`` for anything unsupported."""
+    """Recognise what ``item`` is, without reading it; :class:`MediaTypeError` (a
+    ``TypeError``) for anything unsupported."""
     name: str | None = None
     if isinstance(item, tuple):
         if len(item) != 2 or not (item[1] is None or isinstance(item[1], str)):
-            raise TypeError("a media tuple must be (image, filename or None)")
+            raise MediaTypeError("a media tuple must be (image, filename or None)")
         item, name = item
     if isinstance(item, (bytes, bytearray, memoryview)):
         return MediaItem("bytes", item, name)
@@ -107,6 +109,7 @@ def classify(item: Any) -> MediaItem:
         if lowered.startswith("data:"):
             return MediaItem("data", item, name)
         if lowered.startswith(("http://", "https://")):
+            register_url(item)  # a signed URL's signature never reaches a message or log
             return MediaItem("url", item, name or _url_name(item))
         return MediaItem("path", Path(item), name or Path(item).name)
     if isinstance(item, os.PathLike):
@@ -118,7 +121,7 @@ def classify(item: Any) -> MediaItem:
         return MediaItem("array", item, name)
     if callable(getattr(item, "read", None)):
         return MediaItem("file", item, name or getattr(item, "name", None))
-    raise TypeError(f"cannot use {type(item).__name__} as an image; accepted: {ACCEPTED}")
+    raise MediaTypeError(f"cannot use {type(item).__name__} as an image; accepted: {ACCEPTED}")
 
 
 def _url_name(url: str) -> str:
@@ -136,6 +139,16 @@ def _shown(url: str) -> str:
 
 
 # -- reading ------------------------------------------------------------------------------------
+
+
+def public_url(url: str) -> str:
+    """``url`` without user info, query string or fragment: what may be stored or logged (a
+    signed URL's signature lives in its query)."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _from_data_uri(uri: str) -> bytes:
@@ -181,6 +194,11 @@ def _read_local(item: MediaItem) -> Source:
         return bytes(item.value)
     if item.kind == "path":
         path: Path = item.value
+        if path.is_dir():
+            raise MediaError(
+                f"{path} is a folder, not an image file (to ask about every image in a "
+                "folder, use qvq batch FOLDER --prompt ... or qvq_gradio.batch)"
+            )
         if not path.is_file():
             raise MediaError(f"no such image file: {path}")
         return path
@@ -279,9 +297,11 @@ class Upload:
     """What is handed to ``handle_file``: a file path or (``url_mode="pass"``) a URL.
 
     ``note`` is a sentence for the prompt (set when several images became one grid).
-    ``sha256``, ``size`` and ``name`` describe the bytes uploaded (the answer history and its
-    cache key use them; a passed-through URL has none). :meth:`close` removes the private
-    temporary directory, if one was made.
+    ``sha256``, ``size`` and ``name`` describe the bytes uploaded (the answer history keeps
+    them; a passed-through URL has no bytes, and its ``name`` is the URL without its query
+    string or user info, which may hold a signature). :attr:`identity` names the image for the
+    request cache in every mode. :meth:`close` removes the private temporary directory, if one
+    was made.
     """
 
     target: str = ""
@@ -290,6 +310,16 @@ class Upload:
     sha256: str | None = None
     size: int | None = None
     name: str | None = None
+
+    @property
+    def identity(self) -> str | None:
+        """What identifies the image sent: its bytes' sha256, or for a URL passed through to
+        the Space a hash of the whole URL (the Space fetches what it names)."""
+        if self.sha256 is not None:
+            return self.sha256
+        if self.target:
+            return "url:" + hashlib.sha256(self.target.encode()).hexdigest()
+        return None
 
     def close(self) -> None:
         if self.directory is not None:
@@ -381,7 +411,8 @@ async def prepare_upload(
     upload = Upload()
     try:
         if len(chosen) == 1 and chosen[0].kind == "url" and options.url_mode == "pass":
-            upload.target = upload.name = chosen[0].value
+            upload.target = chosen[0].value
+            upload.name = public_url(chosen[0].value)
             return upload
         sources = [await _source_of(item, options, proxy) for item in chosen]
         if len(sources) == 1:

@@ -5,14 +5,18 @@
 per-call options, typed once as :class:`AskOptions` and spelled ``**options:
 Unpack[AskOptions]`` (IDEs still show every keyword). An option left out means "the session's
 default". :func:`ask_options` checks them at call time, as a normal signature would: an unknown
-keyword is a ``TypeError``, a timeout that is not a positive number a ``ValueError``.
+keyword is a ``TypeError`` naming the function called, a timeout that is not a positive, finite
+number an :class:`~qvq_gradio.errors.OptionError` (an ``InputError``, so a ``ValueError``).
+``timeout`` is an alias of ``total_timeout``.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Final, TypedDict, cast
 
+from .errors import OptionError
 from .imaging import ImageOptions
 
 __all__ = ["ASK_OPTIONS", "AskOptions", "ask_options", "check_timeout"]
@@ -38,16 +42,31 @@ ASK_OPTIONS: Final = tuple(AskOptions.__annotations__)
 _OPTIONAL_TIMEOUTS: Final = ("idle_timeout", "total_timeout")
 
 
+#: Other names accepted for an option (the provider's and gpt4free's spelling).
+ALIASES: Final = {"timeout": "total_timeout"}
+
+
 def check_timeout(name: str, value: Any, *, optional: bool) -> None:
-    """``ValueError`` unless ``value`` is a positive number of seconds (or None if optional)."""
+    """:class:`OptionError` unless ``value`` is a positive, finite number of seconds (or None
+    if optional)."""
     if value is None and optional:
         return
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number of seconds, got {value!r}")
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if not number or not value > 0 or not math.isfinite(value):
+        hint = " (or None for no limit)" if optional else ""
+        raise OptionError(
+            f"{name} must be a positive, finite number of seconds{hint}, got {value!r}"
+        )
 
 
 def ask_options(given: Mapping[str, Any], *, where: str) -> AskOptions:
     """``given`` checked as :class:`AskOptions` (``where`` names the function for errors)."""
+    given = dict(given)
+    for alias, name in ALIASES.items():
+        if alias in given:
+            if name in given:
+                raise TypeError(f"{where}() got both {alias!r} and {name!r} (the same option)")
+            given[name] = given.pop(alias)
     for name in given:
         if name not in ASK_OPTIONS:
             raise TypeError(f"{where}() got an unexpected keyword argument {name!r}")

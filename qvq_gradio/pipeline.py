@@ -23,7 +23,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .errors import ResponseError, TotalTimeoutError
+from .errors import MessagesError, ResponseError, TotalTimeoutError
 from .events import Event, Finished, TextDelta
 from .history import History, cache_key
 from .imaging import ImageOptions
@@ -50,6 +50,11 @@ class Question:
     ) -> Question:
         """Check everything the caller gave (raising before anything is sent)."""
         checked = ask_options(options, where=where)
+        if not isinstance(prompt, (str, list, tuple)):
+            raise MessagesError(
+                f"{where}(): the prompt must be a string (one user message) or a list of "
+                f"{{'role': ..., 'content': ...}} messages, got {type(prompt).__name__}"
+            )
         messages = [{"role": "user", "content": prompt}] if isinstance(prompt, str) else prompt
         built = build_prompt(messages)
         media = checked.get("media") or []
@@ -86,13 +91,15 @@ async def cached(
 ) -> AsyncGenerator[Event, None]:
     """The recorded answer to an identical request as one delta, else ``ask()``'s stream
     (``start``: when the question was asked, anyio time)."""
-    key = cache_key(space, text, upload.sha256 if upload is not None else None)
+    key = cache_key(space, text, upload.identity if upload is not None else None)
     hit = await anyio.to_thread.run_sync(history.cached, key)
     if hit is not None:
         if hit.text:
             yield TextDelta(hit.text)
         now = anyio.current_time() - start
-        yield Finished(hit.text, space, now, now, None, cached=True)
+        finished = Finished(hit.text, space, now, now, None, cached=True)
+        await _record(history, space, text, upload, finished, None)
+        yield finished
         return
     events = ask()
     async with aclosing(events):
@@ -143,6 +150,8 @@ async def _record(
         time_to_first_token=finished.time_to_first_token if finished is not None else None,
         queue_wait=finished.queue_wait if finished is not None else None,
         error=error,
+        from_cache=finished is not None and finished.cached,
+        image_key=upload.identity if upload is not None else None,
     )
     with anyio.CancelScope(shield=True):
         try:

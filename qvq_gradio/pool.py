@@ -30,11 +30,13 @@ import copy
 import datetime
 import itertools
 import logging
+import math
 import statistics
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,7 +54,7 @@ from .errors import (
     SpaceConnectionError,
     SpaceUnavailableError,
 )
-from .events import Event, SpaceChanged, TextDelta
+from .events import Event, Finished, SpaceChanged, TextDelta
 from .options import AskOptions
 from .pipeline import Question
 from .prompt import Messages
@@ -77,6 +79,10 @@ FAILOVER = (
 _BACKOFF_FIRST = 1.0  # seconds of cooling after a first failure; doubles per failure in a row
 _BACKOFF_CAP = 120.0
 _QUOTA_DEFAULT = 60.0  # a quota error that does not say when to retry
+# A Space cooling after a failure other than quota is asked for its config this often (and
+# this long at most), so one back within seconds is used within seconds, whatever the backoff.
+_PROBE_EVERY = 2.0
+_PROBE_TIMEOUT = 2.0
 _TTFT_SAMPLES = 100
 
 State = Literal["ok", "cooling", "disabled"]
@@ -106,6 +112,11 @@ class _Member:
     failed: int = 0
     failures_in_row: int = 0
     until: float = 0.0  # time.monotonic() when cooling ends
+    #: Outages so far: a failure of a question sent before the current outage began is part
+    #: of it (the questions in flight fail together), not one more failure in a row.
+    outage: int = 0
+    probe_at: float = 0.0  # time.monotonic() when a cooling Space is next asked for its config
+    probing: bool = False
     disabled: bool = False
     last_error: ResponseError | None = None
     ttft: deque[float] = field(default_factory=lambda: deque(maxlen=_TTFT_SAMPLES))
@@ -223,7 +234,9 @@ class Pool(AsyncClosing):
                 )
         return rows
 
-    def _cool(self, member: _Member, error: ResponseError) -> None:
+    def _cool(self, member: _Member, error: ResponseError, outage: int) -> None:
+        """Record a failure of a question sent during ``outage`` (the member's outage count
+        when it was sent)."""
         with self._lock:
             member.failed += 1
             member.last_error = error
@@ -234,15 +247,42 @@ class Pool(AsyncClosing):
                     member.space,
                     error,
                 )
-            elif isinstance(error, FAILOVER):
+            elif isinstance(error, FAILOVER) and outage == member.outage:
+                member.outage += 1
                 member.failures_in_row += 1
+                now = time.monotonic()
                 if isinstance(error, QuotaExceededError):
                     pause = error.retry_after or _QUOTA_DEFAULT
+                    member.probe_at = math.inf  # its config says nothing of its quota
                 else:
                     pause = backoff(member.failures_in_row, first=_BACKOFF_FIRST, cap=_BACKOFF_CAP)
-                member.until = time.monotonic() + pause
+                    member.probe_at = now + min(_PROBE_EVERY, pause)
+                member.until = now + pause
                 log.info("%s cools down for %.1f s: %s", member.space, pause, error)
         self._notify()
+
+    def _probe_due(self, now: float) -> None:
+        """Ask each cooling Space whose probe is due for its config, in the background: one
+        that answers is used again at once (caller holds the lock)."""
+        for member in self._members:
+            if member.disabled or member.probing or member.until <= now:
+                continue
+            if member.probe_at > now:
+                continue
+            member.probing = True
+            threading.Thread(
+                target=self._probe, args=(member, member.outage), name="qvq-probe", daemon=True
+            ).start()
+
+    def _probe(self, member: _Member, outage: int) -> None:
+        back = member.session.probe_blocking(_PROBE_TIMEOUT)
+        with self._lock:
+            member.probing = False
+            if back and member.outage == outage and member.until > time.monotonic():
+                log.info("%s answers again; the pool uses it", member.space)
+                member.until = 0.0
+            else:
+                member.probe_at = time.monotonic() + _PROBE_EVERY
 
     def _succeeded(self, member: _Member, ttft: float | None) -> None:
         with self._lock:
@@ -266,6 +306,7 @@ class Pool(AsyncClosing):
                 raise SpaceConnectionError("the Pool was closed", space=self.space)
             now = time.monotonic()
             with self._lock:
+                self._probe_due(now)
                 live = [m for m in self._members if m.state(now) == "ok"]
                 free = [m for m in live if m.in_flight < m.limit]
                 if free:
@@ -288,7 +329,8 @@ class Pool(AsyncClosing):
             if not self.wait:
                 raise self._error_of(first)
             log.info("every Space cools; waiting %.1f s for %s", first.until - now, first.space)
-            await self._wait_change(first.until - now)
+            # Until it recovers, or the next probe could have found one back.
+            await self._wait_change(min(first.until - now, _PROBE_EVERY))
 
     async def _wait_change(self, at_most: float | None) -> None:
         """Until a slot frees or a Space's health changes (or ``at_most`` seconds)."""
@@ -323,25 +365,31 @@ class Pool(AsyncClosing):
     ) -> AsyncGenerator[Event, None]:
         """As :meth:`Session.events`, plus a :class:`~qvq_gradio.SpaceChanged` before each
         Space tried. Bad input raises here, before anything is sent."""
-        return self._run(Question.of(prompt, image, options, where="events"))
+        return self.events_for(Question.of(prompt, image, options, where="events"))
+
+    def events_for(self, question: Question) -> AsyncGenerator[Event, None]:
+        """:meth:`events` for a question already checked."""
+        return self._run(question)
 
     def stream(
         self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
     ) -> AsyncGenerator[str, None]:
         """As :meth:`Session.stream`: the answer's text deltas, from whichever Space."""
-        return texts(self.events(prompt, image, **options))
+        return texts(self.events_for(Question.of(prompt, image, options, where="stream")))
 
     async def ask(
         self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
     ) -> str:
         """As :meth:`Session.ask`: the whole answer."""
-        return await answer(self.events(prompt, image, **options), self.space)
+        question = Question.of(prompt, image, options, where="ask")
+        return await answer(self.events_for(question), self.space)
 
     async def _run(self, question: Question) -> AsyncGenerator[Event, None]:
         previous: _Member | None = None
         reason: ResponseError | None = None
         while True:
             member = await self._take()
+            outage = member.outage
             try:
                 yield SpaceChanged(
                     member.space,
@@ -351,18 +399,22 @@ class Pool(AsyncClosing):
                 started = time.monotonic()
                 first: float | None = None
                 try:
-                    async for event in member.session.events_for(question):
-                        if first is None and isinstance(event, TextDelta):
-                            first = time.monotonic() - started
-                        yield event
+                    events = member.session.events_for(question)
+                    async with aclosing(events):  # a consumer that stops early cancels now
+                        async for event in events:
+                            if first is None and isinstance(event, TextDelta):
+                                first = time.monotonic() - started
+                            if isinstance(event, Finished):
+                                # Counted before it is handed over: ask() stops reading here.
+                                self._succeeded(member, first)
+                            yield event
                 except ResponseError as error:
-                    self._cool(member, error)
+                    self._cool(member, error, outage)
                     if first is not None or not isinstance(error, FAILOVER):
                         raise
                     log.info("%s failed before answering; moving the question", member.space)
                     previous, reason = member, error
                     continue
-                self._succeeded(member, first)
                 return
             finally:
                 self._release(member)

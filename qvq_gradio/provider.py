@@ -23,6 +23,7 @@ import atexit
 import logging
 import os
 import threading
+from collections import OrderedDict
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -62,7 +63,11 @@ _G4F_KWARGS = frozenset(
 )
 _SESSION_KWARGS = ("connect_timeout", "idle_timeout", "total_timeout", "image_options")
 
-_shared: dict[SpaceConfig, SessionLike] = {}
+#: How many shared sessions are kept: a server forwarding each user's key makes one per key,
+#: and each holds a client, its threads and pools. The least recently used is closed.
+MAX_SHARED_SESSIONS = 32
+
+_shared: OrderedDict[SpaceConfig, SessionLike] = OrderedDict()
 _shared_lock = threading.Lock()
 
 
@@ -78,7 +83,8 @@ def shared_session(
     ``space`` may name several Spaces (a list, or comma-separated, as ``$QVQ_SPACE`` may): they
     are then asked as one :class:`~qvq_gradio.Pool`. The provider uses these, so repeated calls
     share one gradio_client ``Client`` per Space. They are closed at interpreter exit, or by
-    :func:`close_shared_sessions`.
+    :func:`close_shared_sessions`; past :data:`MAX_SHARED_SESSIONS` (one per token, for a
+    server forwarding each user's key), the least recently used one is closed.
     """
     from .pool import connect  # the pool module builds on this one's siblings
 
@@ -89,12 +95,20 @@ def shared_session(
         proxy=proxy,
         headers=tuple(sorted((headers or {}).items())),
     )
+    evicted: list[SessionLike] = []
     with _shared_lock:
         session = _shared.get(config)
         if session is None:
             session = connect(spaces, token=token, proxy=proxy, headers=headers)
             _shared[config] = session
-        return session
+            while len(_shared) > MAX_SHARED_SESSIONS:
+                evicted.append(_shared.popitem(last=False)[1])
+        else:
+            _shared.move_to_end(config)
+    for old in evicted:
+        # Closing waits up to a second for cancels: never on the caller's thread (the loop's).
+        threading.Thread(target=old.close, name="qvq-evict", daemon=True).start()
+    return session
 
 
 def close_shared_sessions() -> None:

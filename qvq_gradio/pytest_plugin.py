@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -52,18 +52,78 @@ def qvq_replica() -> Iterator[ReplicaProcess]:
         server.stop()
 
 
-@pytest.fixture
-def qvq_replicas() -> Iterator[Callable[..., list[ReplicaProcess]]]:
-    """A factory: ``qvq_replicas(n, *options)`` starts ``n`` replicas; all stop after the test."""
-    started: list[ReplicaProcess] = []
+#: Options that give a replica state of its own (a quota budget being spent): such replicas
+#: are never handed to another test.
+_STATEFUL = ("--quota-budget",)
 
-    def make(count: int = 1, *args: str, **kwargs: Any) -> list[ReplicaProcess]:
-        servers = [_start(tuple(args), **kwargs) for _ in range(count)]
-        started.extend(servers)
+
+class _Shelf:
+    """Idle replicas a test has given back, by their options, for the next test to take:
+    starting one costs seconds (it imports Gradio), so a suite reuses them."""
+
+    def __init__(self) -> None:
+        self._idle: dict[tuple[str, ...], list[ReplicaProcess]] = {}
+
+    def take(self, args: tuple[str, ...]) -> ReplicaProcess | None:
+        idle = self._idle.get(args, [])
+        while idle:
+            server = idle.pop()
+            if server.pid is not None and server.alive():
+                return server
+            server.stop()
+        return None
+
+    def give_back(self, server: ReplicaProcess, args: tuple[str, ...]) -> None:
+        """Keep ``server`` for another test if it is alive, stateless and idle; else stop it."""
+        reusable = not any(a in _STATEFUL for a in args) and server.alive()
+        try:
+            reusable = reusable and all(r["state"] != "running" for r in server.requests())
+        except Exception:  # it went away meanwhile
+            reusable = False
+        if reusable:
+            self._idle.setdefault(args, []).append(server)
+        else:
+            server.stop()
+
+    def close(self) -> None:
+        for servers in self._idle.values():
+            for server in servers:
+                server.stop()
+        self._idle.clear()
+
+
+@pytest.fixture(scope="session")
+def _qvq_replica_shelf() -> Iterator[_Shelf]:
+    shelf = _Shelf()
+    try:
+        yield shelf
+    finally:
+        shelf.close()
+
+
+@pytest.fixture
+def qvq_replicas(_qvq_replica_shelf: _Shelf) -> Iterator[Callable[..., list[ReplicaProcess]]]:
+    """A factory: ``qvq_replicas(n, *options)`` gives ``n`` replicas of their own to this test
+    (``port=`` for a fixed port). They are free of other tests' running requests (filter their
+    logs by a marker of your own); after the test they are kept for the next one, unless they
+    died, hold state (a quota budget), were started on a fixed port or still run a request.
+    """
+    lent: list[tuple[ReplicaProcess, tuple[str, ...], bool]] = []
+
+    def make(count: int = 1, *args: str, port: int = 0) -> list[ReplicaProcess]:
+        servers = []
+        for _ in range(count):
+            server = None if port else _qvq_replica_shelf.take(tuple(args))
+            server = server or _start(tuple(args), port=port)
+            lent.append((server, tuple(args), bool(port)))
+            servers.append(server)
         return servers
 
     try:
         yield make
     finally:
-        for server in started:
-            server.stop()
+        for server, args, fixed in lent:
+            if fixed:
+                server.stop()
+            else:
+                _qvq_replica_shelf.give_back(server, args)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Mapping
@@ -38,6 +39,7 @@ from ._gradio import (
     SPACE_STATES,
     WAKING,
     QVQClient,
+    answers_config,
     check_endpoint,
     space_state,
     translate_error,
@@ -49,6 +51,7 @@ from .errors import (
     ProtocolError,
     ResponseError,
     SpaceConnectionError,
+    SpaceNameError,
     TotalTimeoutError,
 )
 from .events import Event, Finished, SpaceWaking
@@ -59,7 +62,7 @@ from .options import AskOptions, check_timeout
 from .pipeline import Question, cached, prepare, recorded
 from .prompt import Messages
 from .protocol import AsyncClosing, answer, texts
-from .spaces import SpaceConfig, check_space, resolve_space
+from .spaces import SPACE_ENV, SpaceConfig, check_space, resolve_space
 
 __all__ = ["Session"]
 
@@ -75,6 +78,17 @@ _READ_MARGIN: Final = 15.0
 _HUB_POLL: Final = 2.0
 # What closing keeps of CLOSE_WAIT for idle worker threads to end.
 _SETTLE: Final = 0.25
+
+
+def _checked(space: str | None) -> str:
+    """The Space named (else ``$QVQ_SPACE``, else the seed's), checked; an error says where a
+    bad name came from."""
+    try:
+        return check_space(resolve_space(space))
+    except SpaceNameError as exc:
+        if not space and os.environ.get(SPACE_ENV):
+            raise SpaceNameError(f"{exc} (the value of ${SPACE_ENV})") from None
+        raise
 
 
 @dataclass(frozen=True)
@@ -163,7 +177,7 @@ class Session(AsyncClosing):
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers!r}")
         self.config = SpaceConfig(
-            space=check_space(resolve_space(space)),
+            space=_checked(space),
             token=token,
             proxy=proxy,
             headers=tuple(sorted((headers or {}).items())),
@@ -266,13 +280,19 @@ class Session(AsyncClosing):
             except RuntimeError:
                 raise
             except Exception as exc:
-                raise translate_error(exc, space=self.space) from exc
+                raise translate_error(exc, space=self.space, connecting=True) from exc
         assert scope.cancelled_caught
         if budget < connect_timeout:
             raise TotalTimeoutError("total_timeout ran out while connecting", space=self.space)
         raise ConnectTimeoutError(
             f"The Space did not answer within {connect_timeout:g} s", space=self.space
         )
+
+    def probe_blocking(self, timeout: float) -> bool:
+        """Whether the Space answers a cheap request again (its config), blocking; False when
+        the session has no client yet (nothing known to ask)."""
+        client = self._client
+        return client is not None and answers_config(client, timeout)
 
     async def api_info(self) -> dict[str, Any]:
         """The Space's API as gradio_client describes it (named endpoints and parameters)."""
@@ -318,13 +338,14 @@ class Session(AsyncClosing):
 
         Like :meth:`events`, bad input raises here, before anything is sent.
         """
-        return texts(self.events(prompt, image, **options))
+        return texts(self.events_for(Question.of(prompt, image, options, where="stream")))
 
     async def ask(
         self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
     ) -> str:
         """The whole answer as one string."""
-        return await answer(self.events(prompt, image, **options), self.space)
+        question = Question.of(prompt, image, options, where="ask")
+        return await answer(self.events_for(question), self.space)
 
     def _hub_state(self) -> str:
         """The Space's state on the Hub (blocking; a worker thread)."""

@@ -64,12 +64,19 @@ def check_space(space: str) -> str:
 def parse_spaces(spaces: str | Sequence[str] | None = None) -> list[str]:
     """The Spaces named by ``spaces`` (a list, or comma-separated), else ``$QVQ_SPACE``, else
     the seed's Space; each checked with :func:`check_space`, duplicates dropped."""
-    if spaces is None or spaces == "" or spaces == []:
+    from_env = spaces is None or spaces == "" or spaces == []
+    if from_env:
         spaces = resolve_space(None)
+    assert spaces is not None
     names = spaces.split(",") if isinstance(spaces, str) else [
         part for item in spaces for part in item.split(",")
     ]
-    checked = [check_space(name) for name in names if name.strip()]
+    try:
+        checked = [check_space(name) for name in names if name.strip()]
+    except SpaceNameError as exc:
+        if from_env and os.environ.get(SPACE_ENV):
+            raise SpaceNameError(f"{exc} (the value of ${SPACE_ENV})") from None
+        raise
     if not checked:
         raise SpaceNameError("no Space given")
     return list(dict.fromkeys(checked))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -25,6 +27,19 @@ _ISOLATED = (
 )
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _private_tempdir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Temporary files of this test process in a folder of its own: checks that nothing is
+    left in the temp dir see only what this process made (several run at once with xdist),
+    and the run leaves nothing in the machine's /tmp."""
+    before = tempfile.tempdir
+    tempfile.tempdir = str(tmp_path_factory.mktemp("tmp"))
+    try:
+        yield
+    finally:
+        tempfile.tempdir = before
+
+
 @pytest.fixture(autouse=True)
 def _isolated_env(
     monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
@@ -36,6 +51,8 @@ def _isolated_env(
     monkeypatch.setenv("HF_HOME", str(tmp_path_factory.getbasetemp() / "hf-home"))
     # The CLI records answers by default: into the test run's own directory, never the user's.
     monkeypatch.setenv("QVQ_HOME", str(tmp_path_factory.getbasetemp() / "qvq-home"))
+    # Child processes (the CLI, scripts) put their temporary files there too.
+    monkeypatch.setenv("TMPDIR", tempfile.gettempdir())
 
 
 def replica_env() -> dict[str, str]:
@@ -59,6 +76,11 @@ def marker() -> str:
     return f"m-{uuid.uuid4().hex[:12]}"
 
 
+# The replica and its fixtures are what tests drive (start, kill, read the log), not the
+# client under test: their blocking calls, made by a test's own code, are not ours.
+_TEST_TOOLS = ["qvq_gradio.replica", "qvq_gradio.pytest_plugin"]
+
+
 @pytest.fixture
 def no_blocking() -> Iterator[BlockBuster]:
     """Fail any blocking call that qvq_gradio makes on the event loop's thread.
@@ -66,8 +88,22 @@ def no_blocking() -> Iterator[BlockBuster]:
     Scoped to the package: the guarantee is that our code never blocks the loop; a test's own
     setup (writing a fixture image, say) is not what is being tested.
     """
-    with blockbuster_ctx(["qvq_gradio"]) as bb:
+    with blockbuster_ctx(["qvq_gradio"], excluded_modules=_TEST_TOOLS) as bb:
         yield bb
+
+
+@pytest.fixture(autouse=True)
+def _guard_async_tests(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every async test runs under the blocking-call guard, whether it asks for it or not."""
+    function = getattr(request, "function", None)
+    if function is None or not inspect.iscoroutinefunction(function):
+        yield
+        return
+    if "no_blocking" in request.fixturenames:  # already guarded
+        yield
+        return
+    with blockbuster_ctx(["qvq_gradio"], excluded_modules=_TEST_TOOLS):
+        yield
 
 
 @pytest.fixture

@@ -179,7 +179,7 @@ CORPUS: list[Case] = [
         ImageTooLargeError,
     ),
     Case("missing-file", lambda t, u: str(t / "nope.png"), MediaError, "no such image file"),
-    Case("directory", lambda t, u: t, MediaError, "no such image file"),
+    Case("directory", lambda t, u: t, MediaError, "is a folder, not an image file"),
     Case("numpy-float64", lambda t, u: np.zeros((8, 8)), MediaError, "uint8"),
     Case("numpy-two-channels", lambda t, u: np.zeros((8, 8, 2), np.uint8), MediaError, "HxWx3"),
     Case("text-mode-file", lambda t, u: io.StringIO("hello"), MediaError, "text mode"),

@@ -143,8 +143,8 @@ def test_batch_notebook_runs() -> None:
     streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
     assert "Traceback" not in streams
     assert "10 ok, 0 failed, 0 already done" in streams
-    assert "accuracy: 80.0% of 10 graded" in streams
-    assert "0 ok, 0 failed, 10 already done" in streams
+    assert "the file: 10 ok, 0 failed; accuracy 80.0% of 10 graded" in streams
+    assert "this run: 0 ok, 0 failed, 10 already done" in streams
     html = [o["data"].get("text/html", "") for o in outputs if "data" in o]
     assert any("dots-10" in h and "correct" in h for h in html)  # the DataFrame
     # The quota paused the run (and said so), then it went on.

@@ -69,6 +69,7 @@ async def test_frozen_connection_neither_delays_the_error_nor_the_close(
     # for the cancel before raising, and for the dead read when closing.
     monkeypatch.setattr("qvq_gradio.session._READ_TIMEOUT", FOREVER)
     monkeypatch.setattr("qvq_gradio.job._CANCEL_TIMEOUT", FOREVER)
+    before = set(threading.enumerate())
     session = Session(proxy.url, idle_timeout=1)
     received = ""
     with anyio.fail_after(30):
@@ -80,12 +81,19 @@ async def test_frozen_connection_neither_delays_the_error_nor_the_close(
                         proxy.freeze()  # nothing flows, new connections go nowhere
     assert caught.value.text == received  # nothing received is lost
     assert caught.value.text.startswith("Received prompt")
-    with anyio.fail_after(15):
+    with anyio.fail_after(15):  # a hang guard; what closing promises is checked below
         await session.aclose()
+    started = [t for t in threading.enumerate() if t not in before and t.name.startswith("qvq")]
+    assert all(t.daemon for t in started)  # none can hold up interpreter exit
     # The cancel still goes out once the network is back.
     proxy.resume()
     record = await ended(replica, marker)
-    assert record["state"] == "cancelled"
+    assert record["state"] == "cancelled" and record["cancel_requested"]  # a real cancel
+    # And then nothing is left running: every thread the session started ends (those that
+    # were reading the frozen connection were woken); a stuck one would never end.
+    for thread in started:
+        await anyio.to_thread.run_sync(thread.join, 10)
+    assert [t.name for t in started if t.is_alive()] == []
 
 
 async def test_silent_stream_ends_with_the_idle_timeout_the_user_set(

@@ -54,7 +54,7 @@ def test_break_cancels_upstream(replica: ReplicaProcess, marker: str) -> None:
         if i == 2:
             break
     record = replica.wait_ended(marker)
-    assert record["state"] == "cancelled"
+    assert record["state"] == "cancelled" and record["cancel_requested"]  # a real cancel
     assert record["tokens_generated"] < 2000
 
 
@@ -99,7 +99,7 @@ def test_ctrl_c_in_a_sync_stream_cancels_upstream(replica: ReplicaProcess, marke
     )
     assert done.returncode == 130, done.stderr
     record = replica.wait_ended(marker)
-    assert record["state"] == "cancelled"
+    assert record["state"] == "cancelled" and record["cancel_requested"]  # a real cancel
     assert record["tokens_generated"] < 3000
 
 
@@ -166,9 +166,9 @@ def test_every_surface_checks_the_options_before_sending(name: str) -> None:
     call = _BLOCKING[name]
     with pytest.raises(TypeError, match="unexpected keyword argument 'idle_timout'"):
         call(idle_timout=5)
-    with pytest.raises(ValueError, match="idle_timeout must be a positive number"):
+    with pytest.raises(ValueError, match="idle_timeout must be a positive, finite number"):
         call(idle_timeout=-1)
-    with pytest.raises(ValueError, match="total_timeout must be a positive number"):
+    with pytest.raises(ValueError, match="total_timeout must be a positive, finite number"):
         call(total_timeout=0)
 
 

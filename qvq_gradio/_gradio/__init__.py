@@ -13,7 +13,7 @@ What is changed about gradio_client, and why, is measured in FACTS.md.
 
 from __future__ import annotations
 
-from .client import JobClient, QVQClient, StreamWatch, describe, queue_status
+from .client import JobClient, QVQClient, StreamWatch, answers_config, describe, queue_status
 from .endpoint import API_NAME, check_endpoint, endpoint_signature
 from .feed import JobFeed, Snapshot
 from .handle import JobHandle
@@ -30,6 +30,7 @@ __all__ = [
     "QVQClient",
     "Snapshot",
     "StreamWatch",
+    "answers_config",
     "check_endpoint",
     "clean_message",
     "describe",

@@ -27,6 +27,7 @@ import logging
 import socket
 import threading
 import time
+import urllib.parse
 import uuid
 import weakref
 from collections.abc import Generator, Iterator
@@ -34,13 +35,14 @@ from typing import Any
 
 import httpx
 from gradio_client import Client
+from gradio_client import utils as gc_utils
 from gradio_client.client import Endpoint
 
 from .._secrets import register_secret
 from .._threads import ElasticExecutor
 from .feed import JobFeed, KeepLast
 
-__all__ = ["JobClient", "QVQClient", "StreamWatch", "describe", "queue_status"]
+__all__ = ["JobClient", "QVQClient", "StreamWatch", "answers_config", "describe", "queue_status"]
 
 log = logging.getLogger("qvq_gradio")
 
@@ -265,3 +267,16 @@ def queue_status(client: QVQClient) -> tuple[int | None, float]:
     response.raise_for_status()
     size = response.json().get("queue_size")
     return (size if isinstance(size, int) else None), elapsed
+
+
+def answers_config(client: QVQClient, timeout: float) -> bool:
+    """Whether the Space behind ``client`` serves its config again (one GET, blocking): the
+    cheap sign that a Space which went away is back."""
+    try:
+        response = httpx.get(
+            urllib.parse.urljoin(client.src, gc_utils.CONFIG_URL), headers=client.headers,
+            cookies=client.cookies, verify=client.ssl_verify, timeout=timeout,
+        )
+        return response.status_code == 200
+    except httpx.HTTPError:
+        return False

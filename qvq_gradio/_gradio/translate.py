@@ -23,6 +23,7 @@ from ..errors import (
     AuthenticationError,
     ConnectTimeoutError,
     GPUUnavailableError,
+    IdleTimeoutError,
     ProtocolError,
     QuotaExceededError,
     RateLimitError,
@@ -88,12 +89,14 @@ def _from_status(code: int, detail: str, space: str) -> ResponseError:
     return SpaceConnectionError(f"{space} answered HTTP {code}: {detail}", space=space)
 
 
-def translate_error(exc: BaseException, *, space: str) -> ResponseError:
+def translate_error(exc: BaseException, *, space: str, connecting: bool = False) -> ResponseError:
     """Map an error raised by gradio_client (or httpx under it) to our tree.
 
     Callers raise the result ``from exc``. Already-translated errors pass through. ``exc`` and
     every exception chained to it are scrubbed of tokens first: they stay reachable (and keep
     their types) as ``__cause__`` for debugging, without any credential a Space echoed.
+    ``connecting``: the error came while reaching the Space and reading its API, where every
+    timeout is a connect timeout; elsewhere a read timeout means the Space stopped sending.
     """
     scrub(exc)
     if isinstance(exc, ResponseError):
@@ -113,7 +116,12 @@ def translate_error(exc: BaseException, *, space: str) -> ResponseError:
     if isinstance(exc, httpx.HTTPStatusError):
         return _from_status(exc.response.status_code, exc.response.reason_phrase, space)
     if isinstance(exc, httpx.TimeoutException):
-        return ConnectTimeoutError(f"Timed out talking to {space}: {exc!r}", space=space)
+        if connecting or isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+            return ConnectTimeoutError(f"Timed out reaching {space}: {exc!r}", space=space)
+        if isinstance(exc, httpx.ReadTimeout):
+            return IdleTimeoutError(f"{space} stopped sending (read timed out): {exc!r}",
+                                    space=space)
+        return SpaceConnectionError(f"Timed out sending to {space}: {exc!r}", space=space)
     if isinstance(exc, httpx.TransportError):
         return SpaceConnectionError(f"Could not reach {space}: {exc}", space=space)
     hub = hub_error(exc, space)

@@ -45,7 +45,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable, Iterable, Mapping, Sized
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sized
 from pathlib import Path
 from typing import Any, Literal
 
@@ -80,6 +80,7 @@ __all__ = [
     "Progress",
     "TqdmProgress",
     "arun",
+    "check_not_input",
     "from_dataset",
     "from_pandas",
     "item_id",
@@ -116,6 +117,9 @@ async def arun(
     """
     checked = ask_options(options, where="arun")
     _check(concurrency, retries, on_quota, order)
+    source = Path(items) if isinstance(items, (str, os.PathLike)) else None
+    if source is not None:
+        await anyio.to_thread.run_sync(check_not_input, source, Path(output))
     items, total = await _source(items, prompt)
     own = session is None
     if session is None:
@@ -131,19 +135,44 @@ async def arun(
         total = max(total - len(out.done), 0)
         run.total = total if limit is None else min(total, limit)
     started = time.monotonic()
-    interrupted = False
     try:
-        await run.run_all(items, concurrency, limit)
-    except BaseException:
-        interrupted = True
-        raise
+        await _one_error(run.run_all(items, concurrency, limit))
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(out.close)
             if own:
                 await session.aclose()
             run.report()
-    return BatchResult(run.summary(time.monotonic() - started, interrupted), out.path)
+    if run.seen == 0 and limit != 0:
+        where = f"in {source}" if source is not None else "among the items given"
+        raise BatchInputError(f"no items found {where}: nothing to ask")
+    if order == "input":
+        # Records were written as they finished (a kill loses none): now in input order.
+        await anyio.to_thread.run_sync(out.reorder, run.positions)
+    return BatchResult(run.summary(time.monotonic() - started), out.path)
+
+
+async def _one_error(work: Awaitable[None]) -> None:
+    """``work``, with a task group's group of one error raised as that error (a bug in an
+    item, an unreadable input): what the caller sees is what went wrong."""
+    try:
+        await work
+    except BaseException as exc:
+        inner = getattr(exc, "exceptions", None)
+        if isinstance(inner, tuple) and len(inner) == 1 and isinstance(inner[0], Exception):
+            raise inner[0] from None
+        raise
+
+
+def check_not_input(source: Path, output: Path) -> None:
+    """Refuse an output that is the input (the same path, or the same file by a link)."""
+    same = source.resolve() == output.resolve()
+    if not same and source.exists() and output.exists():
+        same = os.path.samefile(source, output)
+    if same:
+        raise BatchInputError(
+            f"the output {output} is the input {source}: give another file for the results"
+        )
 
 
 def _check(concurrency: int, retries: int, on_quota: str, order: str) -> None:
@@ -168,7 +197,7 @@ async def _source(
     total = len(items) if isinstance(items, Sized) else None
     if prompt is not None:
         given = items
-        return (BatchItem.of(i, prompt=prompt) for i in given), total
+        return (BatchItem.checked(i, prompt=prompt) for i in given), total
     return items, total
 
 
@@ -179,13 +208,14 @@ def run(
 ) -> BatchResult:
     """The blocking :func:`arun` (on the process-wide loop thread, so it works in Jupyter).
 
-    ``progress=True`` shows a :class:`TqdmProgress` bar.
+    ``progress=True`` shows a :class:`TqdmProgress` bar on stderr (a widget in Jupyter), also
+    when stderr is not a terminal.
     """
     from ..sync import portal
 
     bar: TqdmProgress | None = None
     if kwargs.get("progress") is True:
-        bar = TqdmProgress()
+        bar = TqdmProgress(disable=False)  # asked for: shown even where stderr is no terminal
         kwargs["progress"] = bar
     try:
         return portal().call(lambda: arun(items, output, **kwargs))

@@ -33,7 +33,7 @@ from ..errors import (
 from ..events import Finished
 from ..options import AskOptions
 from ..protocol import SessionLike
-from .items import BatchItem, item_id
+from .items import BatchInputError, BatchItem, item_id
 from .output import Output, make_record
 from .progress import Progress
 from .summary import BatchSummary
@@ -81,9 +81,11 @@ class Run:
         self.stopping = False
         self._resume = anyio.Event()
         self._resume.set()
-        self._pending: dict[int, dict[str, Any] | None] = {}  # order="input": waiting
-        self._next = 0
         self._writing = anyio.Lock()
+        #: id -> position in the input, for order="input" (the file is put in that order at
+        #: the end; until then records are written as they finish, so a kill loses none).
+        self.positions: dict[str, int] = {}
+        self.seen = 0  #: items read from the input, done before or not
 
     def report(self) -> None:
         if self.progress is not None:
@@ -154,15 +156,17 @@ class Run:
             return
 
     async def _once(self, item: BatchItem) -> tuple[Finished | None, BaseException | None]:
-        """Ask once; the answer, or the error (input errors included: item 17 never stops
-        item 18)."""
+        """Ask once; the answer, or the error an item can meet (ours: input errors included,
+        so item 17 never stops item 18). Anything else is a bug, and stops the run."""
+        if item.problem is not None:
+            return None, BatchInputError(item.problem)
         try:
             events = self.session.events(item.question(), item.image, **self.options)
             async with aclosing(events):
                 async for event in events:
                     if isinstance(event, Finished):
                         return event, None
-        except (QVQError, TypeError, OSError) as error:
+        except QVQError as error:
             return None, error
         raise ResponseError("the stream ended without an answer")  # pragma: no cover
 
@@ -191,24 +195,13 @@ class Run:
         await self._write(index, record)
 
     async def skip(self, index: int) -> None:
-        """An item handed out but not asked (the run stops): input order must not wait."""
-        await self._write(index, None)
+        """An item handed out but not asked (the run stops): nothing to write."""
 
-    async def _write(self, index: int, record: dict[str, Any] | None) -> None:
-        # Shielded: a record is written whole or not at all. One writer at a time: records
-        # leave in the order they are handed over (input order waits for its turn).
+    async def _write(self, index: int, record: dict[str, Any]) -> None:
+        # Shielded: a record is written whole or not at all; one writer at a time.
         with anyio.CancelScope(shield=True):
             async with self._writing:
-                if self.order != "input":
-                    if record is not None:
-                        await anyio.to_thread.run_sync(self.output.write, record)
-                    return
-                self._pending[index] = record
-                while self._next in self._pending:
-                    ready = self._pending.pop(self._next)
-                    self._next += 1
-                    if ready is not None:
-                        await anyio.to_thread.run_sync(self.output.write, ready)
+                await anyio.to_thread.run_sync(self.output.write, record)
 
     async def run_all(self, items: Iterable[Any], concurrency: int, limit: int | None) -> None:
         """Ask every item not yet done, ``concurrency`` at a time (at most ``limit`` of them)."""
@@ -238,7 +231,11 @@ class Run:
                 for _ in range(concurrency):
                     tg.start_soon(work, receive.clone())
 
-    def summary(self, elapsed: float, interrupted: bool) -> BatchSummary:
+    def summary(self, elapsed: float) -> BatchSummary:
+        earlier = self.output.earlier
+        earlier_ok = sum(status == "ok" for status in earlier.status.values())
+        graded = self.graded + len(earlier.correct)
+        correct = self.correct + sum(earlier.correct.values())
         return BatchSummary(
             asked=self.ok + self.failed,
             ok=self.ok,
@@ -248,10 +245,13 @@ class Run:
             failures=dict(self.failures),
             elapsed=elapsed,
             quota_wait=self.quota_wait,
-            accuracy=(self.correct / self.graded) if self.graded else None,
-            graded=self.graded,
+            accuracy=(correct / graded) if graded else None,
+            graded=graded,
             stopped_on_quota=self.stopping,
-            interrupted=interrupted,
+            file_ok=earlier_ok + self.ok,
+            file_failed=len(earlier.status) - earlier_ok + self.failed,
+            run_accuracy=(self.correct / self.graded) if self.graded else None,
+            run_graded=self.graded,
         )
 
 
@@ -272,8 +272,11 @@ async def _chunks(
             except StopIteration:
                 exhausted = True
                 break
-            item = BatchItem.of(value)
+            item = BatchItem.checked(value)
             key = item_id(item)
+            run.seen += 1
+            if run.order == "input":
+                run.positions.setdefault(key, len(run.positions))
             if key in done:
                 run.skipped += 1
                 run.skipped_failed += done[key] != "ok"

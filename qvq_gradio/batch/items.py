@@ -37,6 +37,28 @@ class BatchItem:
     expected: str | None = None
     meta: dict[str, Any] = field(default_factory=dict)
     where: str | None = None  #: "file:line" it came from, for error messages
+    #: Why this row cannot be asked (bad JSON, no prompt...): it becomes a failed record.
+    problem: str | None = None
+
+    @classmethod
+    def invalid(cls, problem: str, raw: Any, where: str | None = None) -> BatchItem:
+        """A row that cannot be asked; its id is the row's own, else derived from its text."""
+        given = raw.get("id") if isinstance(raw, Mapping) else None
+        if given is None:
+            text = raw if isinstance(raw, str) else json.dumps(raw, sort_keys=True, default=str)
+            given = "invalid-" + hashlib.sha256(text.encode()).hexdigest()[:16]
+        return cls(id=str(given), where=where, problem=problem)
+
+    @classmethod
+    def checked(
+        cls, value: Any, where: str | None = None, *, prompt: str | None = None
+    ) -> BatchItem:
+        """As :meth:`of`, but a row that cannot be used becomes an :meth:`invalid` item (a
+        failed record naming ``where``) instead of stopping the run."""
+        try:
+            return cls.of(value, where, prompt=prompt)
+        except BatchInputError as exc:
+            return cls.invalid(str(exc), value, where)
 
     @classmethod
     def of(

@@ -11,8 +11,10 @@ import csv
 import io
 import json
 import logging
+import math
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +22,7 @@ from ..answer import extract_final_answer
 from ..events import Finished
 from .items import BatchInputError, BatchItem
 
-__all__ = ["FIELDS", "Output", "make_record", "read_output"]
+__all__ = ["FIELDS", "Earlier", "NotAnOutputError", "Output", "make_record", "read_output"]
 
 log = logging.getLogger("qvq_gradio")
 
@@ -86,94 +88,175 @@ def _normalise(answer: str) -> str:
     return " ".join(text.lower().split())
 
 
+class NotAnOutputError(BatchInputError):
+    """The output file holds something other than a batch's records (an input file, say)."""
+
+
+@dataclass
+class Earlier:
+    """What earlier runs left in the output: each id's status, and how the file grades."""
+
+    status: dict[str, str] = field(default_factory=dict)  #: id -> "ok" | "failed"
+    correct: dict[str, bool] = field(default_factory=dict)  #: id -> graded outcome
+
+
 class Output:
-    """Append-only results file; each record goes out whole, in one write."""
+    """Append-only results file; each record goes out whole, in one write.
+
+    Records are found by a scan that knows the format: a JSONL record ends at a newline, a CSV
+    record at a newline outside quotes (an answer spans lines), so a record cut short by a
+    crash is recognised in both and dropped, whatever it held.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.csv = path.suffix.lower() == ".csv"
-        self.done: dict[str, str] = {}  # id -> status, from earlier runs
+        self.earlier = Earlier()
+        self._fd: int | None = None
+
+    @property
+    def done(self) -> dict[str, str]:
+        """id -> status of every record earlier runs wrote."""
+        return self.earlier.status
 
     # blocking; worker threads only
     def open(self, retry_failed: bool) -> None:
-        """Read what earlier runs wrote (streamed: only ids and statuses are kept), drop a torn
-        last line, drop failed records if they are to be retried, and open for appending."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._drop_torn_tail()
-        self.done = dict(self._scan())
+        """Read what earlier runs wrote (streamed: only ids, statuses and grades are kept),
+        drop a torn last record, drop failed records if they are to be retried, and open for
+        appending. A file that is not a batch output is refused before anything changes."""
+        if not self.path.parent.is_dir():
+            raise BatchInputError(
+                f"{self.path}: the folder {self.path.parent} does not exist (create it first)"
+            )
+        end = 0
+        for key, status, correct, _, stop in self._records():
+            self.earlier.status[key] = status
+            if correct is not None:
+                self.earlier.correct[key] = correct
+            end = stop
+        self._cut_after(end)
         if retry_failed and any(status != "ok" for status in self.done.values()):
-            self._keep_only_ok()
-            self.done = {key: status for key, status in self.done.items() if status == "ok"}
+            self._rewrite(lambda key, status: status == "ok")
+            failed = [key for key, status in self.done.items() if status != "ok"]
+            for key in failed:
+                del self.earlier.status[key]
+                self.earlier.correct.pop(key, None)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
-        self._fd: int | None = os.open(self.path, flags, 0o644)
+        self._fd = os.open(self.path, flags, 0o644)
         if self.csv and os.fstat(self._fd).st_size == 0:
             os.write(self._fd, self._csv_header())
 
-    def _drop_torn_tail(self) -> None:
+    def _cut_after(self, end: int) -> None:
+        """Drop what follows the last complete record (a record torn by a crash)."""
         if not self.path.exists():
             return
-        with open(self.path, "r+b") as handle:
-            size = handle.seek(0, os.SEEK_END)
-            if size == 0:
-                return
-            handle.seek(size - 1)
-            if handle.read(1) == b"\n":
-                return
-            # Find the last complete line, reading backwards in blocks.
-            end = size
-            cut = 0
-            while end > 0:
-                start = max(0, end - (1 << 16))
-                handle.seek(start)
-                block = handle.read(end - start)
-                found = block.rfind(b"\n")
-                if found >= 0:
-                    cut = start + found + 1
-                    break
-                end = start
-            handle.truncate(cut)
-        log.warning(
-            "%s: dropped a record cut short by an earlier crash (%d bytes)", self.path, size - cut
-        )
+        size = self.path.stat().st_size
+        if size > end:
+            with open(self.path, "r+b") as handle:
+                handle.truncate(end)
+            log.warning(
+                "%s: dropped a record cut short by an earlier crash (%d bytes)",
+                self.path,
+                size - end,
+            )
 
-    def _records(self) -> Iterator[tuple[str, str, Any]]:
-        """(id, status, raw record) of each complete record, streamed."""
+    def _spans(self, handle: Any) -> Iterator[tuple[int, int, bytes]]:
+        """(start, end, bytes) of each complete record (a CSV header is not one), streamed."""
+        offset = 0
+        pending = b""
+        start = 0
+        header = self.csv
+        for line in handle:
+            if not pending:
+                start = offset
+            offset += len(line)
+            pending += line
+            if not line.endswith(b"\n"):
+                return  # the torn tail: no newline after it
+            if self.csv and pending.count(b'"') % 2:
+                continue  # a newline inside a quoted cell: the record goes on
+            record, pending = pending, b""
+            if header:
+                header = False
+                continue
+            if record.strip():
+                yield start, offset, record
+
+    def _records(self) -> Iterator[tuple[str, str, bool | None, bytes, int]]:
+        """(id, status, correct, raw bytes, end offset) of each complete record."""
         if not self.path.exists():
             return
-        with open(self.path, encoding="utf-8", newline="" if self.csv else None) as handle:
+        with open(self.path, "rb") as handle:
+            names: list[str] | None = None
             if self.csv:
-                for row in csv.DictReader(handle):
-                    yield str(row.get("id")), str(row.get("status")), row
-                return
-            for number, line in enumerate(handle, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    record = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise BatchInputError(
-                        f"{self.path}:{number}: the output file is damaged ({exc.msg})"
-                    ) from exc
-                yield str(record.get("id")), str(record.get("status")), line
+                first = handle.readline()
+                if not first:
+                    return
+                names = next(csv.reader([first.decode("utf-8")]))
+                if "id" not in names or "status" not in names:
+                    raise NotAnOutputError(
+                        f"{self.path}: not a batch output (its header has no id and status "
+                        "columns); give another output file"
+                    )
+                handle.seek(0)
+            for number, (_, end, raw) in enumerate(self._spans(handle), start=1):
+                record = self._parse(raw, names, number)
+                status = record.get("status")
+                if record.get("id") is None or status not in ("ok", "failed"):
+                    raise NotAnOutputError(
+                        f"{self.path}: record {number} is not a batch result (no id and "
+                        "status): is this an input file? Give another output file"
+                    )
+                correct = record.get("correct")
+                if isinstance(correct, str):
+                    correct = {"True": True, "False": False}.get(correct)
+                yield str(record["id"]), str(status), correct, raw, end
 
-    def _scan(self) -> Iterator[tuple[str, str]]:
-        for key, status, _ in self._records():
-            yield key, status
+    def _parse(self, raw: bytes, names: list[str] | None, number: int) -> dict[str, Any]:
+        text = raw.decode("utf-8")
+        if names is not None:
+            return dict(zip(names, next(csv.reader(io.StringIO(text, newline=""))), strict=False))
+        try:
+            value = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise NotAnOutputError(
+                f"{self.path}: record {number} is damaged ({exc.msg}); is this a batch output?"
+            ) from exc
+        if not isinstance(value, dict):
+            raise NotAnOutputError(f"{self.path}: record {number} is not a batch result")
+        return value
 
-    def _keep_only_ok(self) -> None:
-        """Rewrite the output without its failed records (atomically: a temporary file, then
-        a rename), so that each item still appears once after it is asked again."""
-        temporary = self.path.with_name(self.path.name + ".tmp")
-        with open(temporary, "wb") as out:
-            if self.csv:
-                out.write(self._csv_header())
-            for _, status, raw in self._records():
-                if status != "ok":
-                    continue
-                out.write(self._encode(raw) if self.csv else raw.encode("utf-8"))
-            out.flush()
-            os.fsync(out.fileno())
+    def _rewrite(
+        self, keep: Callable[[str, str], bool], order: Mapping[str, int] | None = None
+    ) -> None:
+        """Rewrite the output with the records ``keep`` accepts, in ``order`` (input position
+        by id) if given, atomically: a temporary file, fsync, then a rename. Records are
+        copied by their offsets, so memory holds offsets, not answers."""
+        spans: list[tuple[float, int, int, int]] = []
+        with open(self.path, "rb") as handle:
+            for index, (key, status, _, raw, end) in enumerate(self._records()):
+                start = end - len(raw)
+                if keep(key, status):
+                    position = float(order.get(key, math.inf)) if order is not None else index
+                    spans.append((position, index, start, end))
+            if order is not None:
+                spans.sort()
+            temporary = self.path.with_name(self.path.name + ".tmp")
+            with open(temporary, "wb") as out:
+                if self.csv:
+                    out.write(self._csv_header())
+                for _, _, begin, end in spans:
+                    handle.seek(begin)
+                    out.write(handle.read(end - begin))
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(temporary, self.path)
+
+    def reorder(self, order: Mapping[str, int]) -> None:
+        """Put the records in input order (``order``: id -> position; others last, as they
+        were), atomically (blocking)."""
+        self.close()
+        self._rewrite(lambda key, status: True, order)
 
     def _csv_header(self) -> bytes:
         buffer = io.StringIO()
@@ -201,7 +284,7 @@ class Output:
             written += os.write(self._fd, data[written:])
 
     def close(self) -> None:
-        fd = getattr(self, "_fd", None)
+        fd = self._fd
         if fd is not None:
             try:
                 os.fsync(fd)

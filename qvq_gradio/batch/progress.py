@@ -23,29 +23,47 @@ class Progress:
 
 class TqdmProgress:
     """A ``tqdm.auto`` bar for :func:`arun` (a widget in Jupyter): done / failed / in flight,
-    rate, ETA, and the quota countdown while paused. Call :meth:`close` at the end."""
+    rate, ETA, and the quota countdown while paused. Call :meth:`close` at the end.
+
+    ``disable``: ``None`` shows the bar only when ``file`` is a terminal (or in Jupyter),
+    ``False`` always (a forced bar on a pipe or a log file is redrawn at most every 5 s, as
+    lines), ``True`` never. tqdm paces the drawing itself (``mininterval``): updates between two
+    draws cost a counter, so thousands of items cost the bar nothing.
+    """
 
     def __init__(self, *, file: Any = None, disable: bool | None = None) -> None:
         from tqdm.auto import tqdm
 
-        self._bar = tqdm(total=None, unit="q", file=file or sys.stderr, disable=disable,
-                         dynamic_ncols=True)
+        stream = file or sys.stderr
+        terminal = bool(getattr(stream, "isatty", lambda: False)())
+        self._bar = tqdm(
+            total=None,
+            unit="q",
+            desc="qvq",
+            file=stream,
+            disable=disable,
+            dynamic_ncols=terminal,
+            mininterval=0.1 if terminal else 5.0,
+            ascii=None if terminal else True,
+        )
         self._done = 0
+        self._paused = False
 
     def __call__(self, progress: Progress) -> None:
         bar = self._bar
         if progress.total is not None and bar.total != progress.total:
             bar.total = progress.total
-        finished = progress.done + progress.failed
-        bar.update(finished - self._done)
-        self._done = finished
-        bar.set_description(
-            f"quota: resuming in {progress.paused_for:.0f} s" if progress.paused_for else "qvq"
-        )
+        paused = bool(progress.paused_for)
+        if paused or paused != self._paused:
+            self._paused = paused
+            desc = f"quota: resuming in {progress.paused_for:.0f} s" if paused else "qvq"
+            bar.set_description_str(desc, refresh=False)
         bar.set_postfix(
             ok=progress.done, failed=progress.failed, in_flight=progress.in_flight, refresh=False
         )
-        bar.refresh()
+        finished = progress.done + progress.failed
+        bar.update(finished - self._done)  # draws when mininterval has passed, not before
+        self._done = finished
 
     def close(self) -> None:
         self._bar.close()

@@ -6,6 +6,7 @@ Nothing is loaded whole: each reader is a generator, and a bad row raises
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -45,9 +46,15 @@ def read_jsonl(
     path: str | os.PathLike[str], *, prompt: str | None = None
 ) -> Iterator[BatchItem]:
     """Items from a JSON Lines file, one object per line (blank lines skipped); ``prompt`` for
-    rows without one."""
+    rows without one. A row that is not valid JSON, not an object, or has no prompt becomes an
+    invalid item (a failed record naming its line); the others are asked."""
     source = Path(path)
-    with open(source, encoding="utf-8") as handle:
+    _check_text(source)
+    return _jsonl_rows(source, prompt)
+
+
+def _jsonl_rows(source: Path, prompt: str | None) -> Iterator[BatchItem]:
+    with _text(source) as handle:
         for number, line in enumerate(handle, start=1):
             if not line.strip():
                 continue
@@ -55,27 +62,68 @@ def read_jsonl(
             try:
                 value = json.loads(line)
             except json.JSONDecodeError as exc:
-                raise BatchInputError(f"{where}: not valid JSON ({exc.msg})") from exc
-            item = BatchItem.of(value, where, prompt=prompt)
-            yield dataclasses.replace(item, image=_resolve_image(item.image, source.parent))
+                yield BatchItem.invalid(f"{where}: not valid JSON ({exc.msg})", line, where)
+                continue
+            yield _relative(BatchItem.checked(value, where, prompt=prompt), source)
 
 
 def read_csv(path: str | os.PathLike[str], *, prompt: str | None = None) -> Iterator[BatchItem]:
     """Items from a CSV file with a header row (``id``, ``prompt``, ``image``, ``system``,
-    ``expected``; an empty cell means none; other columns go to ``meta``)."""
+    ``expected``; an empty cell means none; other columns go to ``meta``). A file without a
+    header, or without a ``prompt`` column (and no ``prompt`` given), is refused at once; a bad
+    row becomes an invalid item."""
     source = Path(path)
-    with open(source, encoding="utf-8", newline="") as handle:
+    with _text(source, newline="") as handle:
+        fields = csv.DictReader(handle).fieldnames
+    if fields is None:
+        raise BatchInputError(f"{source}:1: the CSV file is empty (no header row)")
+    if "prompt" not in fields and not prompt:
+        raise BatchInputError(
+            f"{source}:1: the header has no 'prompt' column (columns: {', '.join(fields)}); "
+            "add one, or give a prompt for every row"
+        )
+    return _csv_rows(source, prompt)
+
+
+def _csv_rows(source: Path, prompt: str | None) -> Iterator[BatchItem]:
+    with _text(source, newline="") as handle:
         reader = csv.DictReader(handle)
-        if reader.fieldnames is None:
-            raise BatchInputError(f"{source}:1: the CSV file is empty (no header row)")
-        if "prompt" not in reader.fieldnames and not prompt:
-            raise BatchInputError(f"{source}:1: the header has no 'prompt' column")
         for row in reader:
             where = f"{source}:{reader.line_num}"
             if None in row:
-                raise BatchInputError(f"{where}: more cells than the header has columns")
-            item = BatchItem.of(row, where, prompt=prompt)
-            yield dataclasses.replace(item, image=_resolve_image(item.image, source.parent))
+                problem = f"{where}: more cells than the header has columns"
+                yield BatchItem.invalid(problem, {k: v for k, v in row.items() if k}, where)
+                continue
+            yield _relative(BatchItem.checked(row, where, prompt=prompt), source)
+
+
+def _relative(item: BatchItem, source: Path) -> BatchItem:
+    if item.problem is not None:
+        return item
+    return dataclasses.replace(item, image=_resolve_image(item.image, source.parent))
+
+
+def _check_text(source: Path) -> None:
+    """Refuse a file that is not UTF-8 text, before anything is asked (its start tells)."""
+    with open(source, "rb") as handle:
+        head = handle.read(1 << 16)
+    if b"\x00" in head:
+        raise BatchInputError(f"{source}: not a text file (a .jsonl or .csv file is)")
+    try:
+        head.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        if exc.start < len(head) - 4:  # not just a character cut at the block's end
+            raise BatchInputError(f"{source}: not UTF-8 text ({exc.reason})") from exc
+
+
+@contextlib.contextmanager
+def _text(source: Path, newline: str | None = None) -> Iterator[Any]:
+    """``source`` opened as UTF-8 text; a byte that is not UTF-8 is an input error."""
+    try:
+        with open(source, encoding="utf-8", newline=newline) as handle:
+            yield handle
+    except UnicodeDecodeError as exc:
+        raise BatchInputError(f"{source}: not UTF-8 text ({exc.reason})") from exc
 
 
 def read_folder(path: str | os.PathLike[str], prompt: str) -> Iterator[BatchItem]:
@@ -98,6 +146,7 @@ def read_input(path: str | os.PathLike[str], *, prompt: str | None = None) -> It
         raise BatchInputError(f"{source}: no such file or folder")
     suffix = source.suffix.lower()
     if suffix == ".csv":
+        _check_text(source)
         return read_csv(source, prompt=prompt)
     if suffix in (".jsonl", ".ndjson", ".json"):
         return read_jsonl(source, prompt=prompt)
@@ -108,7 +157,7 @@ def from_pandas(frame: Any) -> Iterator[BatchItem]:
     """Items from a pandas ``DataFrame`` (columns as in a CSV file; NaN means none)."""
     for number, row in enumerate(frame.to_dict("records"), start=1):
         clean = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
-        yield BatchItem.of(clean, f"row {number}")
+        yield BatchItem.checked(clean, f"row {number}")
 
 
 def from_dataset(dataset: Any, *, image_column: str = "image") -> Iterator[BatchItem]:
@@ -117,7 +166,7 @@ def from_dataset(dataset: Any, *, image_column: str = "image") -> Iterator[Batch
         value = dict(row)
         if image_column != "image" and image_column in value:
             value["image"] = value.pop(image_column)
-        yield BatchItem.of(value, f"row {number}")
+        yield BatchItem.checked(value, f"row {number}")
 
 
 def count_rows(path: Path) -> int | None:

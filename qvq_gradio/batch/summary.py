@@ -14,32 +14,40 @@ __all__ = ["BatchResult", "BatchSummary"]
 
 @dataclass(frozen=True)
 class BatchSummary:
-    """How a run went."""
+    """How a run went: this run's part, and the output file as a whole (a resumed run adds
+    to what earlier runs wrote)."""
 
     asked: int  #: items this run finished (ok or failed)
-    ok: int
+    ok: int  #: of those, answered
     failed: int
     skipped: int  #: already done in the output before this run
     skipped_failed: int  #: of those, failed before and not retried (see ``retry_failed``)
-    failures: dict[str, int]  #: failed items by error type
+    failures: dict[str, int]  #: this run's failed items by error type
     elapsed: float  #: seconds
     quota_wait: float  #: seconds spent paused for quota
-    accuracy: float | None  #: exact match of normalised final answers, where gold was given
-    graded: int  #: items with a gold answer
+    accuracy: float | None  #: exact match of normalised final answers, over the whole file
+    graded: int  #: records with a gold answer, over the whole file
     stopped_on_quota: bool
-    interrupted: bool = False
+    file_ok: int = 0  #: records ``ok`` in the output, earlier runs' included
+    file_failed: int = 0  #: records ``failed`` in the output, earlier runs' included
+    run_accuracy: float | None = None  #: accuracy over this run's graded items
+    run_graded: int = 0
 
     def __str__(self) -> str:
         lines = [
-            f"{self.ok} ok, {self.failed} failed, {self.skipped} already done "
+            f"this run: {self.ok} ok, {self.failed} failed, {self.skipped} already done "
             f"in {self.elapsed:.1f} s (quota wait {self.quota_wait:.1f} s)"
         ]
         if self.failures:
             lines.append(
                 "failures: " + ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items()))
             )
+        whole = f"the file: {self.file_ok} ok, {self.file_failed} failed"
         if self.accuracy is not None:
-            lines.append(f"accuracy: {self.accuracy:.1%} of {self.graded} graded")
+            whole += f"; accuracy {self.accuracy:.1%} of {self.graded} graded"
+            if self.run_accuracy is not None and self.run_graded != self.graded:
+                whole += f" (this run: {self.run_accuracy:.1%} of {self.run_graded})"
+        lines.append(whole)
         if self.skipped_failed:
             lines.append(f"{self.skipped_failed} failed before and left as they were (retry them "
                          "with --retry-failed)")

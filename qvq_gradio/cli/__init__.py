@@ -29,21 +29,46 @@ from collections.abc import Sequence
 
 import click
 
+from .._secrets import redact
 from ..errors import QVQError
 from .ask import ask, info
 from .batch import batch
 from .history import history_command
 from .replica import demo, replica_command
-from .running import EXIT_CODES, Exit, Interrupted, exit_code
+from .running import (
+    EXIT_CODES,
+    STDOUT_CLOSED,
+    Exit,
+    Failure,
+    Interrupted,
+    StdoutClosed,
+    exit_code,
+    quiet_stdout,
+)
 from .spaces import spaces
 
 __all__ = ["EXIT_CODES", "cli", "exit_code", "main"]
 
 
+_EXAMPLES = """\b
+Examples:
+  qvq ask "What is in this picture?" -i photo.jpg
+  echo "What is 17 * 23?" | qvq ask --final-only
+  qvq batch charts.jsonl -o answers.jsonl
+  qvq history chart
+  qvq demo
+
+\b
+Exit codes: 0 ok, 1 other, 2 input, 3 connection, 4 auth, 5 quota/rate
+limit, 6 timeout, 7 the Space's app failed, 8 a batch had failed items,
+130 Ctrl-C, 141 stdout closed by its reader."""
+
+
 @click.group(
-    epilog="Exit codes: 0 ok, 1 other, 2 input, 3 connection, 4 auth, 5 quota/rate "
-    "limit, 6 timeout, 7 the Space's app failed, 8 a batch had failed items, 130 Ctrl-C."
+    epilog=_EXAMPLES,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
+@click.version_option(None, "-V", "--version", package_name="qvq-gradio", prog_name="qvq")
 @click.option("--debug", is_flag=True, help="Log debug output and show tracebacks.")
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
@@ -65,6 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (Interrupted, KeyboardInterrupt, click.exceptions.Abort):
         click.echo("qvq: interrupted; the job was cancelled", err=True)
         return 130
+    except (StdoutClosed, BrokenPipeError):
+        quiet_stdout()  # the reader left (| head): end quietly, as Unix tools do
+        return STDOUT_CLOSED
+    except Failure as exc:
+        exc.show()
+        return exc.code
     except click.ClickException as exc:
         exc.show()
         return exc.exit_code
@@ -75,8 +106,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exc()
         click.echo(f"qvq: {type(exc).__name__}: {exc}", err=True)
         return exit_code(exc)
+    except Exception as exc:  # anything else is our bug: say so in one line, and where to go
+        if debug:
+            traceback.print_exc()
+        click.echo(
+            f"qvq: internal error: {type(exc).__name__}: {redact(str(exc))}\n"
+            f"This is a bug in qvq-gradio {_version()}; please report it with what "
+            "'qvq --debug ...' prints for the same command.",
+            err=True,
+        )
+        return 1
     return 0
 
 
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+def _version() -> str:
+    from .. import __version__
+
+    return __version__

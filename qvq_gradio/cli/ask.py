@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Sequence
+from contextlib import aclosing
 from typing import Any
 
 import anyio
@@ -16,7 +17,7 @@ from ..events import Finished, QueueUpdate, SpaceWaking, TextDelta
 from ..session import Session
 from ..spaces import SPACE_ENV
 from .options import asking_options, connect_from, rounded, spaces_of
-from .running import closing, run
+from .running import Failure, closing, emit, run
 from .status import StatusLine
 
 __all__ = ["ask", "info"]
@@ -45,7 +46,16 @@ def _read_images(images: Sequence[str], prompt_from_stdin: bool, stdin: Any) -> 
     return items
 
 
-@click.command()
+@click.command(
+    short_help="Ask one question; stream the answer to stdout.",
+    epilog="""\b
+Examples:
+  qvq ask "What is in this picture?" -i photo.jpg
+  qvq ask "Compare them." -i a.png -i https://example.org/b.jpg
+  echo "What is 17 * 23?" | qvq ask --final-only
+  qvq ask "Describe it." -i - < photo.jpg
+  qvq ask "What is in this chart?" -i chart.png --json --cache""",
+)
 @click.argument("prompt", required=False)
 @click.option(
     "-i",
@@ -100,18 +110,19 @@ def ask(
             if status.live:
                 spinner.start_soon(status.spin)
             try:
-                async for event in session.events(messages, media=media):
-                    if isinstance(event, QueueUpdate):
-                        status.queued(event)
-                    elif isinstance(event, SpaceWaking):
-                        status.waking(event)
-                    elif isinstance(event, TextDelta):
-                        status.clear()
-                        if streaming:
-                            sys.stdout.write(event.text)
-                            sys.stdout.flush()
-                    elif isinstance(event, Finished):
-                        finished = event
+                events = session.events(messages, media=media)
+                async with aclosing(events):  # stopping early (a closed stdout) cancels now
+                    async for event in events:
+                        if isinstance(event, QueueUpdate):
+                            status.queued(event)
+                        elif isinstance(event, SpaceWaking):
+                            status.waking(event)
+                        elif isinstance(event, TextDelta):
+                            status.clear()
+                            if streaming:
+                                emit(event.text)
+                        elif isinstance(event, Finished):
+                            finished = event
             except Exception as exc:  # re-raised below, not wrapped in the task group's group
                 error = exc
             finally:
@@ -143,7 +154,7 @@ def ask(
         )
     elif final_only:
         if final is None:
-            raise click.ClickException(
+            raise Failure(
                 "the answer states no final answer (see it without --final-only)"
             )
         click.echo(final)
@@ -151,8 +162,17 @@ def ask(
         click.echo()
 
 
-@click.command()
-@click.option("--space", help=f"Space URL or id [default: ${SPACE_ENV}].")
+@click.command(
+    short_help="Show which Space is used and its API.",
+    epilog="""\b
+Examples:
+  qvq info
+  qvq info --space owner/qvq-copy --json""",
+)
+@click.option(
+    "--space",
+    help=f"Space URL or owner/name id [default: ${SPACE_ENV}, else the QVQ-72B Space].",
+)
 @click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
 @click.option("--proxy", help="HTTP(S) proxy URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API description as JSON.")

@@ -15,7 +15,15 @@ from .running import Exit, closing, run
 __all__ = ["batch"]
 
 
-@click.command()
+@click.command(
+    short_help="Ask every item of a file or folder; resumes when re-run.",
+    epilog="""\b
+Examples:
+  qvq batch charts.jsonl -o answers.jsonl
+  qvq batch table.csv -o answers.csv --concurrency 8 --space a/b,c/d
+  qvq batch photos/ --prompt "What is in this picture?" -o photos.jsonl
+  qvq batch charts.jsonl -o answers.jsonl --retry-failed""",
+)
 @click.argument("source", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
 @click.option(
     "-o",
@@ -92,9 +100,13 @@ def batch(
 
     if source.is_dir() and not prompt:
         raise click.UsageError("a folder of images needs --prompt")
-    items: Any = batches.read_input(source, prompt=prompt)
+    batches.check_not_input(source, output)  # before anything is read or written
+    items: Any = source  # read by the batch engine: it names the file when nothing is found
     if system:
-        items = (dataclasses.replace(i, system=i.system or system) for i in items)
+        items = (
+            dataclasses.replace(i, system=i.system or system)
+            for i in batches.read_input(source, prompt=prompt)
+        )
     session = connect_from(
         space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache
     )
@@ -107,6 +119,7 @@ def batch(
                 items,
                 output,
                 session=session,
+                prompt=None if system else prompt,
                 concurrency=concurrency,
                 retries=retries,
                 on_quota=on_quota,  # type: ignore[arg-type]

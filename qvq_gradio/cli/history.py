@@ -8,13 +8,29 @@ import json
 import click
 
 from ..history import History, default_path
+from .running import Failure
 
 __all__ = ["history_command"]
 
 
-@click.command(name="history")
+@click.command(
+    name="history",
+    short_help="List or show the answers recorded before.",
+    epilog="""\b
+Examples:
+  qvq history
+  qvq history chart -n 5
+  qvq history show 42 --json""",
+)
 @click.argument("words", metavar="[SEARCH | show ID]", nargs=-1)
-@click.option("-n", "limit", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option(
+    "-n",
+    "limit",
+    type=click.IntRange(min=1),
+    default=20,
+    show_default=True,
+    help="Show at most this many answers.",
+)
 @click.option("--json", "as_json", is_flag=True, help="JSON: one object per answer.")
 def history_command(words: tuple[str, ...], limit: int, as_json: bool) -> None:
     """List recorded answers, newest first (those whose prompt, answer or Space contains
@@ -23,12 +39,21 @@ def history_command(words: tuple[str, ...], limit: int, as_json: bool) -> None:
     Recorded by 'qvq ask' and 'qvq batch' unless --no-history or QVQ_HISTORY=0.
     """
     if words[:1] == ("show",):
-        if len(words) != 2 or not words[1].isdigit():
+        if len(words) != 2:
             raise click.UsageError("give one answer id: qvq history show ID")
+        if not words[1].isdigit():
+            raise click.UsageError(
+                f"answer ids are whole numbers (the first column of 'qvq history'), "
+                f"not {words[1]!r}"
+            )
         _show_row(int(words[1]), as_json)
         return
+    search = " ".join(words) or None
     with History() as store:
-        rows = store.search(" ".join(words) or None, limit=limit)
+        rows = store.search(search, limit=limit)
+    if not rows:
+        what = f"match {search!r}" if search else "are recorded yet"
+        click.echo(f"qvq: no answers {what} (in {default_path()})", err=True)
     for row in rows:
         if as_json:
             click.echo(json.dumps(dataclasses.asdict(row), ensure_ascii=False))
@@ -45,7 +70,7 @@ def _show_row(row_id: int, as_json: bool) -> None:
     with History() as store:
         row = store.get(row_id)
     if row is None:
-        raise click.ClickException(f"no answer {row_id} in {default_path()}")
+        raise Failure(f"no answer {row_id} in {default_path()}", code=2)
     if as_json:
         click.echo(json.dumps(dataclasses.asdict(row), ensure_ascii=False))
         return

@@ -3,20 +3,33 @@ make."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import click
 
-from ..history import HISTORY_ENV, HOME_ENV, History, default_path, history_enabled
+from ..history import HISTORY_ENV, HOME_ENV, default_path, history_enabled
 from ..pool import connect
 from ..protocol import SessionLike
 from ..spaces import SPACE_ENV, parse_spaces
 
 __all__ = ["SECONDS", "asking_options", "connect_from", "rounded", "space_option", "spaces_of"]
 
-# Timeouts: positive seconds, refused by click (usage error, exit 2) before anything runs.
-SECONDS = click.FloatRange(min=0, min_open=True)
+class _Seconds(click.FloatRange):
+    """Positive, finite seconds: anything else is a usage error (exit 2) before anything
+    runs (``nan`` and ``inf`` pass a range check, so they are named here)."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        seconds = super().convert(value, param, ctx)
+        if not math.isfinite(seconds):
+            self.fail(f"{value!r} is not a finite number of seconds.", param, ctx)
+        return seconds
+
+
+SECONDS = _Seconds(min=0, min_open=True)
 
 
 space_option = click.option(
@@ -95,7 +108,8 @@ def connect_from(
     record = not no_history and history_enabled()
     if cache and not record:
         raise click.UsageError("--cache answers from the history: it cannot go with no history")
-    history = History() if record else None
+    # The session owns (and closes) the history it opens: True is the default database.
+    history = True if record else None
     return connect(
         spaces_of(space),
         token=token,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sys
+from contextlib import aclosing
 from typing import Any
 
 import click
 
 from ..provider import Qwen_QVQ_72B
 from ..spaces import SPACE_ENV
-from .running import run
+from .running import Failure, emit, run
 
 __all__ = ["demo", "replica_command"]
 
@@ -21,13 +22,23 @@ def need_replica() -> Any:
     try:
         from .. import replica
     except ImportError as exc:  # the replica extra is not installed; the message says which
-        raise click.ClickException(str(exc)) from exc
+        raise Failure(str(exc)) from exc
     return replica
 
 
-@click.command()
-@click.option("--tokens", default=60, show_default=True, help="Words the replica generates.")
-@click.option("--delay", default=0.02, show_default=True, help="Seconds between two words.")
+@click.command(
+    short_help="Stream an answer from the bundled replica (offline).",
+    epilog="""\b
+Examples:
+  qvq demo
+  qvq demo --tokens 200 --delay 0.01""",
+)
+@click.option(
+    "--tokens", default=60, show_default=True, help="Words of reasoning the replica generates."
+)
+@click.option(
+    "--delay", default=0.02, show_default=True, help="Seconds between two words of the answer."
+)
 def demo(tokens: int, delay: float) -> None:
     """Stream an answer about a generated image from the bundled replica (works offline)."""
     replica = need_replica()
@@ -46,23 +57,54 @@ def demo(tokens: int, delay: float) -> None:
             stream = Qwen_QVQ_72B.create_async_generator(
                 model="qwen-qvq-72b-preview", messages=messages, media=[image], space=server.url
             )
-            async for delta in stream:
-                sys.stdout.write(delta)
-                sys.stdout.flush()
+            async with aclosing(stream):  # a closed stdout stops (and cancels) it now
+                async for delta in stream:
+                    emit(delta)
 
         run(work)
-        click.echo()
+        emit("\n")
 
 
-@click.command(name="replica")
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.command(
+    name="replica",
+    short_help="Serve the bundled replica of the QVQ Space.",
+    epilog="""\b
+Examples:
+  qvq replica --port 7860
+  qvq replica --port 7860 --fail mid --fail-after 10
+  qvq replica --quota-budget 5 --quota-retry 60""",
+)
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=7860, show_default=True, help="0 takes a free port.")
-@click.option("--tokens", default=40, show_default=True)
-@click.option("--delay", default=0.01, show_default=True)
-@click.option("--concurrency", default=16, show_default=True)
-@click.option("--fail", type=click.Choice(_FAIL_CHOICES), default=None)
-@click.option("--fail-after", default=5, show_default=True)
-@click.option("--max-queue", type=int, default=None)
+@click.option(
+    "--tokens", default=40, show_default=True, help="Words of reasoning in every answer."
+)
+@click.option("--delay", default=0.01, show_default=True, help="Seconds between two words.")
+@click.option(
+    "--concurrency",
+    default=16,
+    show_default=True,
+    help="Answers generated at once; more requests wait in the queue.",
+)
+@click.option(
+    "--fail",
+    type=click.Choice(_FAIL_CHOICES),
+    default=None,
+    help="Fail every request this way (before the first token, mid-answer, with a quota "
+    "error, by hanging, or with an error echoing the credential sent).",
+)
+@click.option(
+    "--fail-after",
+    default=5,
+    show_default=True,
+    help="Tokens generated before --fail mid or hang strikes.",
+)
+@click.option(
+    "--max-queue",
+    type=int,
+    default=None,
+    help="Requests the queue holds; joins beyond it get HTTP 503 [default: no limit].",
+)
 @click.option("--require-token", default=None, help="Refuse requests without this HF token.")
 @click.option(
     "--quota-budget",

@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
+
+import click
 
 from ..errors import (
     AppError,
     AuthenticationError,
     GPUUnavailableError,
     InputError,
+    MediaDownloadError,
     ProtocolError,
     QuotaExceededError,
     QVQError,
@@ -23,12 +28,25 @@ from ..errors import (
 )
 from ..protocol import SessionLike
 
-__all__ = ["EXIT_CODES", "Exit", "Interrupted", "closing", "exit_code", "run"]
+__all__ = [
+    "EXIT_CODES",
+    "STDOUT_CLOSED",
+    "Exit",
+    "Failure",
+    "Interrupted",
+    "StdoutClosed",
+    "closing",
+    "emit",
+    "exit_code",
+    "quiet_stdout",
+    "run",
+]
 
 T = TypeVar("T")
 
 #: Exit code for each error family (the first match wins).
 EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
+    (MediaDownloadError, 3),  # an image URL that could not be fetched: the network, not input
     (InputError, 2),
     (SpaceConnectionError, 3),
     (SpaceUnavailableError, 3),
@@ -43,8 +61,36 @@ EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
 )
 
 
+#: The exit code when whoever reads our stdout has gone (``qvq ask ... | head -1``): what a
+#: shell reports for a Unix tool ended by SIGPIPE.
+STDOUT_CLOSED = 141
+
+
 class Interrupted(Exception):
     """Ctrl-C arrived; the work was cancelled cleanly."""
+
+
+class StdoutClosed(Exception):
+    """Our stdout was closed by its reader: the command ends quietly (its job cancelled)."""
+
+
+def emit(text: str, *, end: str = "") -> None:
+    """Write ``text`` to stdout now; :class:`StdoutClosed` when nobody reads it any more."""
+    try:
+        sys.stdout.write(text + end)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise StdoutClosed() from None
+    except ValueError:  # stdout itself was closed
+        raise StdoutClosed() from None
+
+
+def quiet_stdout() -> None:
+    """Point stdout at /dev/null, so that flushing it at exit raises nothing."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
 
 
 def run(work: Callable[[], Awaitable[T]]) -> T:
@@ -73,6 +119,17 @@ def run(work: Callable[[], Awaitable[T]]) -> T:
             loop.remove_signal_handler(signal.SIGINT)
 
     return asyncio.run(main())
+
+
+class Failure(click.ClickException):
+    """A command's failure that is no error of the Space: one line ``qvq: ...``, an exit code."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"qvq: {self.format_message()}", err=True)
 
 
 class Exit(Exception):

@@ -9,16 +9,28 @@ import click
 
 from ..health import probe_all
 from .options import SECONDS, space_option, spaces_of
-from .running import run
+from .running import Failure, run
 
 __all__ = ["spaces"]
 
 
-@click.command()
+@click.command(
+    short_help="Check every configured Space at once.",
+    epilog="""\b
+Examples:
+  qvq spaces
+  qvq spaces --space owner/qvq-a --space owner/qvq-b --json""",
+)
 @space_option
 @click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
 @click.option("--proxy", help="HTTP(S) proxy URL.")
-@click.option("--connect-timeout", type=SECONDS, default=30.0, show_default=True)
+@click.option(
+    "--connect-timeout",
+    type=SECONDS,
+    default=30.0,
+    show_default=True,
+    help="Seconds to reach each Space and read its API.",
+)
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per Space.")
 def spaces(
     space: tuple[str, ...],
@@ -57,11 +69,4 @@ def spaces(
             if check.error:
                 click.echo(f"{check.space}: {check.error}", err=True)
     if not any(check.usable for check in checks):
-        raise _NoSpace()
-
-
-class _NoSpace(click.ClickException):
-    exit_code = 3
-
-    def __init__(self) -> None:
-        super().__init__("no Space is usable")
+        raise Failure("no Space is usable", code=3)

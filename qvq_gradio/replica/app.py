@@ -8,6 +8,8 @@ answers calls them at the moment the mode strikes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -102,6 +104,7 @@ def _generate_fn(
         record.headers = {
             name: request.headers[name] for name in _RECORDED_HEADERS if name in request.headers
         }
+        log.joined(record, getattr(request, "session_hash", None))
         try:
             settings = base.with_directives(text)
             if image:
@@ -202,6 +205,41 @@ def _control_routes(app: FastAPI, base: ReplicaConfig, log: RequestLog) -> None:
         return {"ok": True}
 
 
+class _CancelWatch:
+    """Pure ASGI: notes every ``/cancel`` a client sends (its session), then passes it on
+    untouched, so the log tells a real upstream cancel from a generator that only stalled."""
+
+    def __init__(self, app: Any, log: RequestLog) -> None:
+        self._app = app
+        self._log = log
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        path = str(scope.get("path", ""))
+        if scope["type"] != "http" or scope.get("method") != "POST" or not path.endswith(
+            "/cancel"
+        ):
+            await self._app(scope, receive, send)
+            return
+        messages = []
+        body = b""
+        while True:
+            message = await receive()
+            messages.append(message)
+            body += message.get("body", b"")
+            if message["type"] != "http.request" or not message.get("more_body"):
+                break
+        with contextlib.suppress(ValueError, AttributeError):
+            self._log.cancel_requested(json.loads(body or b"{}").get("session_hash"))
+        replay = iter(messages)
+
+        async def receive_again() -> Any:
+            for message in replay:
+                return message
+            return await receive()
+
+        await self._app(scope, receive_again, send)
+
+
 def build_app(config: ReplicaConfig | None = None) -> Any:
     """The replica as an ASGI app (FastAPI with the Gradio app mounted at ``/``)."""
     from fastapi import FastAPI
@@ -212,4 +250,4 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
     generate = _generate_fn(base, log, Quota(base.quota_budget, base.quota_retry))
     app = FastAPI()
     _control_routes(app, base, log)
-    return gr.mount_gradio_app(app, _blocks(base, generate), path="/")
+    return _CancelWatch(gr.mount_gradio_app(app, _blocks(base, generate), path="/"), log)

@@ -170,6 +170,10 @@ class ReplicaProcess(_Control):
         code = self._proc.wait()
         raise RuntimeError(f"the replica process exited with code {code} before serving")
 
+    def alive(self) -> bool:
+        """The child process is running."""
+        return self._proc is not None and self._proc.poll() is None
+
     def kill(self) -> None:
         """End the server at once (SIGKILL), as a crash would."""
         if self._proc is not None and self._proc.poll() is None:

@@ -28,15 +28,20 @@ class RequestRecord:
     started: float = 0.0  #: time.monotonic() in the replica's process
     ended: float | None = None
     #: Stopped by Gradio between two updates: a generator cancelled while suspended at a
-    #: ``yield`` is never resumed nor finalised, so it cannot log its end; once it has waited
-    #: there ``STALLED`` seconds it is reported ``cancelled`` with this flag.
+    #: ``yield`` is never resumed nor finalised, so it cannot log its end. One that a client
+    #: asked to cancel (``cancel_requested``) and that has sat there ``STALLED`` seconds is
+    #: reported ``cancelled`` with this flag; a stall nobody asked for stays ``running``.
     abandoned: bool = False
     yielded_at: float | None = None  #: when it last yielded and has not been resumed since
+    session: str | None = None  #: the Gradio session it ran in
+    #: A ``/cancel`` for its session reached the replica: a real upstream cancel, not a stall.
+    cancel_requested: bool = False
 
 
 class RequestLog:
     def __init__(self) -> None:
         self._records: list[RequestRecord] = []
+        self._cancelled_sessions: set[str] = set()
         self._changed = threading.Condition()
 
     def start(self, prompt: str) -> RequestRecord:
@@ -50,6 +55,23 @@ class RequestLog:
         with self._changed:
             self._changed.notify_all()
 
+    def cancel_requested(self, session: str | None) -> None:
+        """A client asked ``/cancel`` for the jobs of ``session``."""
+        if not session:
+            return
+        with self._changed:
+            self._cancelled_sessions.add(session)
+            for record in self._records:
+                if record.session == session:
+                    record.cancel_requested = True
+            self._changed.notify_all()
+
+    def joined(self, record: RequestRecord, session: str | None) -> None:
+        """``record`` runs in Gradio session ``session`` (a cancel may have come first)."""
+        with self._changed:
+            record.session = session
+            record.cancel_requested = session in self._cancelled_sessions
+
     def all(self) -> list[dict[str, Any]]:
         with self._changed:
             return [asdict(record) for record in self._records]
@@ -57,6 +79,7 @@ class RequestLog:
     def reset(self) -> None:
         with self._changed:
             self._records.clear()
+            self._cancelled_sessions.clear()
 
     def wait(self, marker: str, timeout: float, *, ended: bool) -> dict[str, Any] | None:
         def find() -> RequestRecord | None:
@@ -66,7 +89,8 @@ class RequestLog:
                     continue
                 if not ended or record.state != "running":
                     return record
-                if record.yielded_at is not None and now - record.yielded_at > STALLED:
+                stalled = record.yielded_at is not None and now - record.yielded_at > STALLED
+                if stalled and record.cancel_requested:
                     record.state, record.abandoned = "cancelled", True
                     record.ended = record.yielded_at
                     return record
