@@ -58,7 +58,7 @@ from .events import Event, Finished, SpaceChanged, TextDelta
 from .options import AskOptions
 from .pipeline import Question
 from .prompt import Messages
-from .protocol import AsyncClosing, SessionLike, answer, texts
+from .protocol import Asking, SessionLike
 from .session import Session
 from .spaces import parse_spaces
 
@@ -131,7 +131,7 @@ class _Member:
         return "cooling" if self.until > now else "ok"
 
 
-class Pool(AsyncClosing):
+class Pool(Asking):
     """Several Spaces behind the interface of one :class:`~qvq_gradio.Session`.
 
     Args:
@@ -370,19 +370,6 @@ class Pool(AsyncClosing):
     def events_for(self, question: Question) -> AsyncGenerator[Event, None]:
         """:meth:`events` for a question already checked."""
         return self._run(question)
-
-    def stream(
-        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
-    ) -> AsyncGenerator[str, None]:
-        """As :meth:`Session.stream`: the answer's text deltas, from whichever Space."""
-        return texts(self.events_for(Question.of(prompt, image, options, where="stream")))
-
-    async def ask(
-        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
-    ) -> str:
-        """As :meth:`Session.ask`: the whole answer."""
-        question = Question.of(prompt, image, options, where="ask")
-        return await answer(self.events_for(question), self.space)
 
     async def _run(self, question: Question) -> AsyncGenerator[Event, None]:
         previous: _Member | None = None

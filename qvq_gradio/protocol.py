@@ -19,9 +19,10 @@ from typing_extensions import Self, Unpack
 from .errors import ProtocolError
 from .events import Event, Finished, TextDelta
 from .options import AskOptions
+from .pipeline import Question
 from .prompt import Messages
 
-__all__ = ["AsyncClosing", "SessionLike", "answer", "texts"]
+__all__ = ["Asking", "AsyncClosing", "SessionLike", "answer", "texts"]
 
 
 @runtime_checkable
@@ -83,3 +84,29 @@ async def answer(events: AsyncGenerator[Event, None], space: str) -> str:
             if isinstance(event, Finished):
                 return event.text
     raise ProtocolError("the stream ended without an answer", space=space)  # pragma: no cover
+
+
+class Asking(AsyncClosing):
+    """``stream`` and ``ask`` for anything that has ``events_for`` (a checked question) and a
+    ``space``: Session and Pool differ in how they run a question, not in these two."""
+
+    @property
+    def space(self) -> str:
+        raise NotImplementedError
+
+    def events_for(self, question: Question) -> AsyncGenerator[Event, None]:
+        raise NotImplementedError
+
+    def stream(
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
+    ) -> AsyncGenerator[str, None]:
+        """The answer as text deltas; their concatenation is the Space's final text. Bad input
+        raises here, before anything is sent."""
+        return texts(self.events_for(Question.of(prompt, image, options, where="stream")))
+
+    async def ask(
+        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
+    ) -> str:
+        """The whole answer as one string."""
+        question = Question.of(prompt, image, options, where="ask")
+        return await answer(self.events_for(question), self.space)

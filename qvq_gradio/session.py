@@ -61,7 +61,7 @@ from .job import CLOSE_WAIT, Background, Redeployed, SpaceJob
 from .options import AskOptions, check_timeout
 from .pipeline import Question, cached, prepare, recorded
 from .prompt import Messages
-from .protocol import AsyncClosing, answer, texts
+from .protocol import Asking
 from .spaces import SPACE_ENV, SpaceConfig, check_space, resolve_space
 
 __all__ = ["Session"]
@@ -123,7 +123,7 @@ def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int)
     return client
 
 
-class Session(AsyncClosing):
+class Session(Asking):
     """A connection to the QVQ Space, shared by any number of concurrent streams.
 
     Use it as ``async with Session() as s:`` or call :meth:`aclose` (or :meth:`close` from
@@ -330,22 +330,6 @@ class Session(AsyncClosing):
                 connect=options.get("connect_timeout", self.connect_timeout),
             ),
         )
-
-    def stream(
-        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
-    ) -> AsyncGenerator[str, None]:
-        """Stream the answer as text deltas; their concatenation is the Space's final text.
-
-        Like :meth:`events`, bad input raises here, before anything is sent.
-        """
-        return texts(self.events_for(Question.of(prompt, image, options, where="stream")))
-
-    async def ask(
-        self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
-    ) -> str:
-        """The whole answer as one string."""
-        question = Question.of(prompt, image, options, where="ask")
-        return await answer(self.events_for(question), self.space)
 
     def _hub_state(self) -> str:
         """The Space's state on the Hub (blocking; a worker thread)."""

@@ -310,12 +310,15 @@ def _lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-def _wait_for_lines(path: Path, n: int, proc: subprocess.Popen[str]) -> None:
-    """Until ``path`` has ``n`` complete records (the run is under way); a hang guard."""
+def _wait_for_lines(
+    path: Path, n: int, proc: subprocess.Popen[str], count: Callable[[Path], int] = _lines
+) -> None:
+    """Until ``path`` has ``n`` complete records (as ``count`` counts them: JSONL lines by
+    default), so the run is under way; a hang guard."""
     import time
 
     deadline = time.monotonic() + 60
-    while _lines(path) < n:
+    while count(path) < n:
         assert proc.poll() is None, proc.communicate()
         assert time.monotonic() < deadline, "the batch made no progress"
         time.sleep(0.02)

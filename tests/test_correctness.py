@@ -446,7 +446,7 @@ def test_sigkill_while_writing_multi_line_csv_answers_loses_nothing(
     output = tmp_path / "out.csv"
     for stop_at in (3, 9, 15):
         proc = _qvq_batch(source, output, qvq_replica.url, "--concurrency", "4")
-        _wait_for_records(output, stop_at, proc)
+        _wait_for_lines(output, stop_at, proc, count=_csv_records)
         proc.send_signal(signal.SIGKILL)
         proc.communicate()
     done = _qvq("batch", str(source), "-o", str(output), url=qvq_replica.url)
@@ -468,17 +468,6 @@ def _csv_records(path: Path) -> int:
         elif byte == 0x0A and not inside:
             count += 1
     return max(count - 1, 0)
-
-
-def _wait_for_records(path: Path, n: int, proc: subprocess.Popen[str]) -> None:
-    """Until ``path`` holds ``n`` complete records (the run is under way); a hang guard."""
-    import time
-
-    deadline = time.monotonic() + 60
-    while _csv_records(path) < n:
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the batch made no progress"
-        time.sleep(0.02)
 
 
 def test_progress_is_drawn_where_it_was_asked_for(tmp_path: Path) -> None:
