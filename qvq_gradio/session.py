@@ -22,7 +22,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 import threading
 import time
 from collections.abc import AsyncGenerator, Mapping
@@ -51,7 +50,6 @@ from .errors import (
     ProtocolError,
     ResponseError,
     SpaceConnectionError,
-    SpaceNameError,
     TotalTimeoutError,
 )
 from .events import Event, Finished, SpaceWaking
@@ -62,7 +60,7 @@ from .options import AskOptions, check_timeout
 from .pipeline import Question, cached, prepare, recorded
 from .prompt import Messages
 from .protocol import Asking
-from .spaces import SPACE_ENV, SpaceConfig, check_space, resolve_space
+from .spaces import SpaceConfig, checked_space
 
 __all__ = ["Session"]
 
@@ -78,17 +76,6 @@ _READ_MARGIN: Final = 15.0
 _HUB_POLL: Final = 2.0
 # What closing keeps of CLOSE_WAIT for idle worker threads to end.
 _SETTLE: Final = 0.25
-
-
-def _checked(space: str | None) -> str:
-    """The Space named (else ``$QVQ_SPACE``, else the seed's), checked; an error says where a
-    bad name came from."""
-    try:
-        return check_space(resolve_space(space))
-    except SpaceNameError as exc:
-        if not space and os.environ.get(SPACE_ENV):
-            raise SpaceNameError(f"{exc} (the value of ${SPACE_ENV})") from None
-        raise
 
 
 @dataclass(frozen=True)
@@ -177,7 +164,7 @@ class Session(Asking):
         if max_workers < 1:
             raise ValueError(f"max_workers must be at least 1, got {max_workers!r}")
         self.config = SpaceConfig(
-            space=_checked(space),
+            space=checked_space(space),
             token=token,
             proxy=proxy,
             headers=tuple(sorted((headers or {}).items())),

@@ -7,10 +7,11 @@ identifies one connection, with its secrets kept out of ``repr`` and out of ever
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -22,6 +23,7 @@ __all__ = [
     "SPACE_ENV",
     "SpaceConfig",
     "check_space",
+    "checked_space",
     "parse_spaces",
     "resolve_space",
 ]
@@ -71,15 +73,29 @@ def parse_spaces(spaces: str | Sequence[str] | None = None) -> list[str]:
     names = spaces.split(",") if isinstance(spaces, str) else [
         part for item in spaces for part in item.split(",")
     ]
-    try:
+    with _naming_the_variable(from_env):
         checked = [check_space(name) for name in names if name.strip()]
+    if not checked:
+        raise SpaceNameError("no Space given")
+    return list(dict.fromkeys(checked))
+
+
+def checked_space(space: str | None) -> str:
+    """``space``, else ``$QVQ_SPACE``, else the seed's Space, checked with
+    :func:`check_space`; a bad name from the variable says so."""
+    with _naming_the_variable(not space):
+        return check_space(resolve_space(space))
+
+
+@contextlib.contextmanager
+def _naming_the_variable(from_env: bool) -> Iterator[None]:
+    """A :class:`SpaceNameError` for a value read from ``$QVQ_SPACE`` names the variable."""
+    try:
+        yield
     except SpaceNameError as exc:
         if from_env and os.environ.get(SPACE_ENV):
             raise SpaceNameError(f"{exc} (the value of ${SPACE_ENV})") from None
         raise
-    if not checked:
-        raise SpaceNameError("no Space given")
-    return list(dict.fromkeys(checked))
 
 
 @dataclass(frozen=True)

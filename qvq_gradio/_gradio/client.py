@@ -257,12 +257,9 @@ def describe(client: QVQClient) -> tuple[str, str]:
 
 def queue_status(client: QVQClient) -> tuple[int | None, float]:
     """The Space's queue size, and the seconds that one request took (blocking)."""
-    url = f"{client.src_prefixed}queue/status"
     start = time.perf_counter()
-    response = httpx.get(
-        url, headers=client.headers, cookies=client.cookies, verify=client.ssl_verify,
-        timeout=client.httpx_kwargs.get("timeout"),
-    )
+    url = f"{client.src_prefixed}queue/status"
+    response = _get(client, url, client.httpx_kwargs.get("timeout"))
     elapsed = time.perf_counter() - start
     response.raise_for_status()
     size = response.json().get("queue_size")
@@ -273,10 +270,15 @@ def answers_config(client: QVQClient, timeout: float) -> bool:
     """Whether the Space behind ``client`` serves its config again (one GET, blocking): the
     cheap sign that a Space which went away is back."""
     try:
-        response = httpx.get(
-            urllib.parse.urljoin(client.src, gc_utils.CONFIG_URL), headers=client.headers,
-            cookies=client.cookies, verify=client.ssl_verify, timeout=timeout,
-        )
+        response = _get(client, urllib.parse.urljoin(client.src, gc_utils.CONFIG_URL), timeout)
         return response.status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def _get(client: QVQClient, url: str, timeout: Any) -> httpx.Response:
+    """One GET with the client's credentials, cookies and TLS settings (blocking)."""
+    return httpx.get(
+        url, headers=client.headers, cookies=client.cookies, verify=client.ssl_verify,
+        timeout=timeout,
+    )

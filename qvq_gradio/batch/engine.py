@@ -4,7 +4,8 @@ Transient failures (:data:`TRANSIENT`) are retried with exponential backoff and 
 errors and the Space's app errors fail the item at once, and a bad item never stops the next.
 A ``QuotaExceededError`` pauses every new submission for its ``retry_after`` (the quota is per
 user) and re-queues the question it cut; ``on_quota="stop"`` ends the run cleanly instead.
-Records are handed to the :class:`~.output.Output` one at a time (in input order if asked).
+Records are handed to the :class:`~.output.Output` one at a time, as they finish (input order,
+if asked, is restored when the run ends: :meth:`~.output.Output.reorder`).
 """
 
 from __future__ import annotations
@@ -122,12 +123,11 @@ class Run:
         while not self._resume.is_set():
             await self._resume.wait()
 
-    async def ask(self, index: int, item: BatchItem, key: str) -> None:
+    async def ask(self, item: BatchItem, key: str) -> None:
         attempts = 0
         while True:
             await self.gate()
             if self.stopping:
-                await self.skip(index)
                 return
             attempts += 1
             self.in_flight += 1
@@ -143,7 +143,6 @@ class Run:
                     if not self.stopping:
                         log.warning("quota exceeded: stopping; run again to resume: %s", error)
                     self.stopping = True
-                    await self.skip(index)
                     return
                 await self.pause(error.retry_after or _QUOTA_DEFAULT)
                 continue
@@ -152,7 +151,7 @@ class Run:
                 log.info("item %s: %s; retry %d in %.1f s", key, error, attempts, delay)
                 await anyio.sleep(delay)
                 continue
-            await self.finish(index, item, key, finished, error, attempts)
+            await self.finish(item, key, finished, error, attempts)
             return
 
     async def _once(self, item: BatchItem) -> tuple[Finished | None, BaseException | None]:
@@ -172,7 +171,6 @@ class Run:
 
     async def finish(
         self,
-        index: int,
         item: BatchItem,
         key: str,
         finished: Finished | None,
@@ -192,12 +190,9 @@ class Run:
         if item.expected is not None:
             self.graded += 1
             self.correct += bool(record["correct"])
-        await self._write(index, record)
+        await self._write(record)
 
-    async def skip(self, index: int) -> None:
-        """An item handed out but not asked (the run stops): nothing to write."""
-
-    async def _write(self, index: int, record: dict[str, Any]) -> None:
+    async def _write(self, record: dict[str, Any]) -> None:
         # Shielded: a record is written whole or not at all; one writer at a time.
         with anyio.CancelScope(shield=True):
             async with self._writing:
@@ -205,25 +200,21 @@ class Run:
 
     async def run_all(self, items: Iterable[Any], concurrency: int, limit: int | None) -> None:
         """Ask every item not yet done, ``concurrency`` at a time (at most ``limit`` of them)."""
-        send, receive = anyio.create_memory_object_stream[tuple[int, BatchItem, str]](0)
+        send, receive = anyio.create_memory_object_stream[tuple[BatchItem, str]](0)
 
         async def feed() -> None:
-            index = 0
             async with send:
                 async for chunk in _chunks(items, self.output.done, limit, self):
                     for item, key in chunk:
                         if self.stopping:
                             return
-                        await send.send((index, item, key))
-                        index += 1
+                        await send.send((item, key))
 
         async def work(mine: Any) -> None:
             async with mine:
-                async for index, item, key in mine:
-                    if self.stopping:
-                        await self.skip(index)
-                        continue
-                    await self.ask(index, item, key)
+                async for item, key in mine:
+                    if not self.stopping:  # once stopping, what is handed out is not asked
+                        await self.ask(item, key)
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(feed)
