@@ -7,6 +7,8 @@
     python benchmarks/bench.py media      # image normalisation vs a naive Pillow pipeline
     python benchmarks/bench.py pool       # 3 Spaces as one Pool vs one Space; one killed
     python benchmarks/bench.py batch      # qvq batch vs asyncio.gather; resume; 100k-row input
+    python benchmarks/bench.py floor      # 1/32/128 streams: ours vs raw SSE vs gradio_client
+    python benchmarks/bench.py cold       # a cold `qvq ask` at 0 and 100 ms RTT; start-up times
 
 Raw gradio_client is used as its documentation shows: one ``Client``, ``job = submit(...)``,
 ``for output in job``. Each side gets one warm-up stream; figures are medians over rounds, and
@@ -34,6 +36,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import anyio
 from gradio_client import Client
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import floor  # the floor and cold-start scenarios, a module of their own
 
 from qvq_gradio import Pool, ResponseError, Session
 from qvq_gradio.replica import ReplicaProcess
@@ -555,7 +560,9 @@ def main() -> None:
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
-        "which", nargs="*", default=["stream", "memory", "concurrent", "media", "pool", "batch"]
+        "which",
+        nargs="*",
+        default=["stream", "memory", "concurrent", "floor", "cold", "media", "pool", "batch"],
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=8000, help="for the memory benchmark")
@@ -564,6 +571,18 @@ def main() -> None:
     if set(args.which) & {"stream", "memory", "concurrent"}:
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
         _bench_streams(args, env)
+    if set(args.which) & {"floor", "cold"}:
+        env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+        with ReplicaProcess(["--concurrency", "256"], env=env) as replica:
+            print(f"replica on {replica.url}; python {sys.version.split()[0]}; "
+                  f"{os.cpu_count()} cores")
+            if "floor" in args.which:
+                RESULTS["floor"] = floor.bench_floor(replica.url, args.rounds)
+            if "cold" in args.which:
+                with tempfile.TemporaryDirectory() as home:
+                    RESULTS["cold"] = floor.bench_cold(
+                        replica.url, args.rounds, {**env, "QVQ_HOME": home}
+                    )
     if "media" in args.which:
         bench_media(args.rounds)
     if "pool" in args.which:

@@ -7,6 +7,11 @@ Data flows one way: messages and images → :mod:`~qvq_gradio.prompt` and
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
+# What needs no network library is imported now; the rest when first used (``qvq --help``
+# and ``qvq history`` then never import httpx or gradio_client).
 from .answer import extract_final_answer
 from .errors import (
     AppError,
@@ -34,16 +39,54 @@ from .errors import (
     UnknownModelError,
 )
 from .events import Event, Finished, QueueUpdate, SpaceChanged, SpaceWaking, TextDelta
-from .imaging import ImageOptions
-from .media import ImageInput, MediaListType, MultipleImagesWarning
-from .options import AskOptions
-from .pool import Pool, SpaceStatus, connect
-from .prompt import Messages
-from .protocol import SessionLike
-from .provider import Qwen_QVQ_72B, close_shared_sessions, shared_session
-from .session import Session
-from .spaces import DEFAULT_SPACE, SPACE_ENV
-from .sync import SyncSession, ask, stream
+
+if TYPE_CHECKING:
+    from .imaging import ImageOptions
+    from .media import ImageInput, MediaListType, MultipleImagesWarning
+    from .options import AskOptions
+    from .pool import Pool, SpaceStatus, connect
+    from .prompt import Messages
+    from .protocol import SessionLike
+    from .provider import Qwen_QVQ_72B, close_shared_sessions, shared_session
+    from .session import Session
+    from .spaces import DEFAULT_SPACE, SPACE_ENV
+    from .sync import SyncSession, ask, stream
+
+_LAZY: dict[str, str] = {
+    "ImageOptions": "imaging",
+    "ImageInput": "media",
+    "MediaListType": "media",
+    "MultipleImagesWarning": "media",
+    "AskOptions": "options",
+    "Pool": "pool",
+    "SpaceStatus": "pool",
+    "connect": "pool",
+    "Messages": "prompt",
+    "SessionLike": "protocol",
+    "Qwen_QVQ_72B": "provider",
+    "close_shared_sessions": "provider",
+    "shared_session": "provider",
+    "Session": "session",
+    "DEFAULT_SPACE": "spaces",
+    "SPACE_ENV": "spaces",
+    "SyncSession": "sync",
+    "ask": "sync",
+    "stream": "sync",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))
+
 
 __version__ = "0.1.0"
 

@@ -5,9 +5,10 @@ A :class:`SpaceJob` is submitted from a worker thread on a Gradio session of its
 into the job's feed, which wakes :meth:`SpaceJob.follow`; it turns outputs into deltas.
 Completion is decided from the job's Future, never from its status alone.
 
-Alongside the job, the Space's config is read again (:meth:`SpaceJob.follow` holds back text
-until then): a Space restarted with its functions in another order would otherwise run another
-function for our cached function index. The check costs no latency while nothing changed.
+When the Space's config is due to be read again (see :mod:`qvq_gradio._gradio.freshness`),
+:meth:`SpaceJob.follow` holds back text until that read confirms ``/generate`` is still the
+function we submitted to: a Space restarted with its functions in another order would otherwise
+run another function for our cached function index.
 
 Cancelling upstream never delays the caller: :class:`Background` sends it from a daemon thread,
 bounded, and a session closing waits for pending cancels at most ``CLOSE_WAIT`` seconds.
@@ -169,37 +170,19 @@ class SpaceJob:
         self._released = False
 
     @classmethod
-    async def submit(
-        cls,
-        client: QVQClient,
-        image: str | None,
-        text: str,
-        limits: httpx.Timeout,
-        space: str,
-        background: Background,
+    def submit(
+        cls, client: QVQClient, image: str | None, text: str, limits: httpx.Timeout, space: str
     ) -> SpaceJob:
-        """Submit from a worker thread (not abandoned: a caller who gives up meanwhile still
-        has the job cancelled upstream, in the background)."""
-        started: list[JobHandle] = []
+        """Hand the job to gradio_client's executor (it never blocks: the job's own thread
+        uploads, joins the queue and reads the stream)."""
         try:
-            await anyio.to_thread.run_sync(JobHandle.submit, client, image, text, limits, started)
+            return cls(JobHandle.submit(client, image, text, limits), space)
         except Exception as exc:
-            for handle in started:
-                handle.release()
             raise translate_error(exc, space=space) from exc
-        except BaseException:  # cancelled while the thread ran: the job exists upstream
-            if started and started[0].submitted:
-                cls(started[0], space).release(background)
-            raise
-        return cls(started[0], space)
 
     @property
     def done(self) -> bool:
         return self.handle.done
-
-    def read_config(self) -> Any:
-        """The Space's config, read again (blocking)."""
-        return self.handle.read_config()
 
     async def follow(
         self,

@@ -37,6 +37,7 @@ from typing_extensions import Unpack
 from ._gradio import (
     SPACE_STATES,
     WAKING,
+    DescriptionCache,
     QVQClient,
     answers_config,
     check_endpoint,
@@ -47,13 +48,14 @@ from ._gradio import (
 from ._tls import shared_ssl_context
 from .errors import (
     ConnectTimeoutError,
+    IdleTimeoutError,
     ProtocolError,
     ResponseError,
     SpaceConnectionError,
     TotalTimeoutError,
 )
 from .events import Event, Finished, SpaceWaking
-from .history import HistoryOption, open_history
+from .history import HistoryOption, default_path, open_history
 from .imaging import ImageOptions
 from .job import CLOSE_WAIT, Background, Redeployed, SpaceJob
 from .options import AskOptions, check_timeout
@@ -90,7 +92,12 @@ class _Limits:
         return start + self.total if self.total is not None else math.inf
 
 
-def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int) -> QVQClient:
+def _build_client(
+    config: SpaceConfig,
+    connect_timeout: float,
+    max_workers: int,
+    descriptions: DescriptionCache | None = None,
+) -> QVQClient:
     # While connecting, every request (config, API info) must answer within connect_timeout.
     httpx_kwargs: dict[str, Any] = {"timeout": httpx.Timeout(connect_timeout)}
     if config.proxy:
@@ -104,6 +111,7 @@ def _build_client(config: SpaceConfig, connect_timeout: float, max_workers: int)
         download_files=False,
         httpx_kwargs=httpx_kwargs,
         ssl_verify=shared_ssl_context(),
+        descriptions=descriptions,
     )
     # From now on: streams, uploads and joins, which may legitimately take longer.
     client.httpx_kwargs["timeout"] = httpx.Timeout(_READ_TIMEOUT, connect=connect_timeout)
@@ -135,6 +143,10 @@ class Session(Asking):
         cache: answer a request identical to a recorded one (same Space, prompt text and
             uploaded image bytes) from the history, without touching the Space; the answer
             streams out as one delta and ``Finished.cached`` is True. Needs ``history``.
+        space_cache: keep the Space's config and API description on disk (``spaces/`` beside
+            the history database), so that a new process submits its first question without
+            reading them first; that question is checked against the live config, read
+            alongside it. The CLI turns it on.
 
     Example::
 
@@ -157,6 +169,7 @@ class Session(Asking):
         image_options: ImageOptions | None = None,
         history: HistoryOption = None,
         cache: bool = False,
+        space_cache: bool = False,
     ) -> None:
         check_timeout("connect_timeout", connect_timeout, optional=False)
         check_timeout("idle_timeout", idle_timeout, optional=True)
@@ -178,6 +191,7 @@ class Session(Asking):
         if cache and self.history is None:
             raise ValueError("cache=True needs history (True, a path or a History)")
         self.cache = cache
+        self.space_cache = space_cache
         self._client: QVQClient | None = None
         self._state_lock = threading.Lock()  # guards _client and _closed; never held long
         self._connect_lock = threading.Lock()  # one connection attempt at a time
@@ -235,7 +249,12 @@ class Session(Asking):
                 if self._client is not None:
                     return self._client
             log.debug("connecting to %s", self.config.space)
-            client = _build_client(self.config, self.connect_timeout, self.max_workers)
+            descriptions = (
+                DescriptionCache(default_path().parent / "spaces") if self.space_cache else None
+            )
+            client = _build_client(
+                self.config, self.connect_timeout, self.max_workers, descriptions
+            )
             with self._state_lock:
                 if not self._closed:
                     self._client = client
@@ -399,10 +418,14 @@ class Session(Asking):
                     yield event
         for attempt in (1, 2):
             client = await self._get_client(limits.deadline(start), limits.connect)
-            signature = check_endpoint(client.config, self.space)
-            job = await self._submit(client, text, image, limits)
             try:
-                events = self._follow(job, signature, start, limits)
+                signature = check_endpoint(client.config, self.space)
+            except ProtocolError:
+                client.forget_description()
+                raise
+            job = self._submit(client, text, image, limits)
+            try:
+                events = self._follow(job, client, signature, start, limits)
                 async with aclosing(events):
                     async for event in events:
                         yield event
@@ -419,12 +442,17 @@ class Session(Asking):
                 return
             except Redeployed:
                 log.info("%s was redeployed; reconnecting and asking again", self.space)
+                client.forget_description()
                 self._forget(client)
                 if attempt == 2:
                     raise ProtocolError(
                         "The Space changed its API again while we asked", space=self.space
                     ) from None
             except ResponseError as error:
+                if isinstance(error, (SpaceConnectionError, IdleTimeoutError)):
+                    client.freshness.suspect()  # the server may have restarted
+                if isinstance(error, (SpaceConnectionError, ProtocolError)):
+                    client.forget_description()  # read it anew next time, to be sure
                 # Nothing received is lost: the error carries the text that had arrived.
                 if not error.text:
                     error.text = job.answer
@@ -432,13 +460,13 @@ class Session(Asking):
             finally:
                 self._release(job)  # never awaits: cancels go to the background
 
-    async def _submit(
+    def _submit(
         self, client: QVQClient, text: str, image: str | None, limits: _Limits
     ) -> SpaceJob:
         """A job for the question on the Space, tracked until released (a closing session
         cancels it)."""
         timeout = self._job_timeout(limits.idle, limits.connect)
-        job = await SpaceJob.submit(client, image, text, timeout, self.space, self._background)
+        job = SpaceJob.submit(client, image, text, timeout, self.space)
         with self._state_lock:
             closed = self._closed
             if not closed:
@@ -449,11 +477,17 @@ class Session(Asking):
         return job
 
     def _follow(
-        self, job: SpaceJob, signature: tuple[Any, ...], start: float, limits: _Limits
+        self,
+        job: SpaceJob,
+        client: QVQClient,
+        signature: tuple[Any, ...],
+        start: float,
+        limits: _Limits,
     ) -> AsyncGenerator[Event, None]:
-        # Read the config again alongside the job: a redeployed Space may run another
-        # function at our cached index. Text is held back until this confirms it.
-        verify = self._background.submit(job.read_config)
+        # When the config is due (see _gradio.freshness) it is read again alongside the job:
+        # a redeployed Space may run another function at our cached index. Text is held back
+        # until the read confirms it.
+        verify = client.freshness.check()
         return job.follow(
             start=start,
             deadline=limits.deadline(start),

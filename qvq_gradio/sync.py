@@ -116,6 +116,7 @@ class SyncSession:
         image_options: ImageOptions | None = None,
         history: HistoryOption = None,
         cache: bool = False,
+        space_cache: bool = False,
     ) -> None:
         self.session = Session(
             space,
@@ -129,6 +130,7 @@ class SyncSession:
             image_options=image_options,
             history=history,
             cache=cache,
+            space_cache=space_cache,
         )
 
     @classmethod

@@ -112,7 +112,7 @@ def test_a_pool_whose_spaces_are_all_paused_raises_a_typed_error(
 
 def test_a_bug_is_reported_as_one_line_with_the_version() -> None:
     script = (
-        "import sys, qvq_gradio.cli\n"
+        "import sys, qvq_gradio.cli, qvq_gradio.cli.ask\n"
         "def broken(*a, **k):\n    raise ZeroDivisionError('boom')\n"
         "sys.modules['qvq_gradio.cli.ask'].connect_from = broken\n"
         "sys.exit(qvq_gradio.cli.main(['ask', 'hi', '--space', 'http://127.0.0.1:9']))\n"

@@ -286,9 +286,10 @@ async def test_idle_threads_shrink_back_after_a_burst(
                 tg.start_soon(session.ask, f"{marker}-{i} [[replica tokens=20 delay=0.01]]")
         peak = len(_qvq_threads())
         with anyio.fail_after(30):
-            while len(_qvq_threads()) > 2:  # noqa: ASYNC110 - polling threads, no event exists
+            # What stays: the heartbeat watcher (one per session) and at most two idle workers.
+            while len(_qvq_threads()) > 3:  # noqa: ASYNC110 - polling threads, no event exists
                 await anyio.sleep(0.05)
-        assert peak > 2  # the burst did use threads
+        assert peak > 3  # the burst did use threads
 
 
 async def test_session_client_keeps_gradio_clients_documented_behaviour(

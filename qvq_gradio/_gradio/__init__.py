@@ -3,7 +3,10 @@
     client.py     QVQClient (no telemetry, elastic daemon pools, a session per job) and
                   JobClient (one job's view of it), StreamWatch (sockets that can be shut down)
     feed.py       JobFeed: the newest output and status of a job, waking the stream
-    handle.py     JobHandle: submit, Future, event id, upstream cancel, config re-read
+    reader.py     JobEndpoint: a job reads its own event stream in its thread (no polling)
+    freshness.py  when the config must be read again (heartbeat, errors, age), not per job
+    description.py  the Space's config and API info kept on disk, for a cold start
+    handle.py     JobHandle: submit, Future, event id, upstream cancel
     endpoint.py   /generate's signature in a Gradio config, and the check that it is QVQ's
     hub.py        a Space's state on the Hub and what each state means
     translate.py  the one place where library errors become ours
@@ -14,6 +17,7 @@ What is changed about gradio_client, and why, is measured in FACTS.md.
 from __future__ import annotations
 
 from .client import JobClient, QVQClient, StreamWatch, answers_config, describe, queue_status
+from .description import DescriptionCache
 from .endpoint import API_NAME, check_endpoint, endpoint_signature
 from .feed import JobFeed, Snapshot
 from .handle import JobHandle
@@ -24,6 +28,7 @@ __all__ = [
     "API_NAME",
     "SPACE_STATES",
     "WAKING",
+    "DescriptionCache",
     "JobClient",
     "JobFeed",
     "JobHandle",

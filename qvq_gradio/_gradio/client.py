@@ -31,18 +31,28 @@ import urllib.parse
 import uuid
 import weakref
 from collections.abc import Generator, Iterator
-from typing import Any
+from typing import Any, Final
 
 import httpx
 from gradio_client import Client
 from gradio_client import utils as gc_utils
-from gradio_client.client import Endpoint
 
 from .._secrets import register_secret
 from .._threads import ElasticExecutor
+from .description import DescriptionCache, same_app
 from .feed import JobFeed, KeepLast
+from .freshness import HEARTBEAT_READ_TIMEOUT, Freshness
+from .reader import INLINE_PROTOCOLS, JobEndpoint
 
-__all__ = ["JobClient", "QVQClient", "StreamWatch", "answers_config", "describe", "queue_status"]
+__all__ = [
+    "CONFIG_CHECK_EVERY",
+    "JobClient",
+    "QVQClient",
+    "StreamWatch",
+    "answers_config",
+    "describe",
+    "queue_status",
+]
 
 log = logging.getLogger("qvq_gradio")
 
@@ -114,6 +124,9 @@ def _shut(sock: socket.socket) -> None:
 
 
 _POOLS = ("executor", "helper_executor", "stream_executor")
+#: How old a confirmation of the Space's config may get before a job reads it again.
+CONFIG_CHECK_EVERY: Final = 30.0
+_HEARTBEAT_CONNECT: Final = 10.0
 
 
 def _elastic_pools(client: Any, max_workers: int) -> None:
@@ -135,14 +148,37 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         *args: Any,
         max_workers: int = 40,
         httpx_kwargs: dict[str, Any] | None = None,
+        descriptions: DescriptionCache | None = None,
         **kwargs: Any,
     ) -> None:
+        # ``descriptions``: the Space's config and API info kept on disk (see .description);
+        # when they are there, connecting sends no request and the first job is checked.
+        self._descriptions = descriptions
+        self._kept_info: dict[str, Any] | None = None
+        self.described_from_disk = False
+        self._connected = False
         # Every request of the client itself (its heartbeat stream, jobs users submit through
         # it) passes a StreamWatch too, so shutting down never waits on a read.
         self.watch = StreamWatch()
         httpx_kwargs = {**(httpx_kwargs or {}), "auth": self.watch}
         super().__init__(src, *args, max_workers=max_workers, httpx_kwargs=httpx_kwargs, **kwargs)
         _elastic_pools(self, max_workers)
+        # Redeploy detection without a config read per job (see .freshness): one daemon thread
+        # holds the Space's heartbeat stream open and notices the server going away.
+        self._connected = True
+        self.freshness = Freshness(self._read_config_again, self.helper_executor,
+                                   CONFIG_CHECK_EVERY)
+        if self.described_from_disk:
+            self.freshness.suspect()  # the first job is checked against the live config
+        self._heartbeat_watch = StreamWatch()
+        self._stop_watching = threading.Event()
+        self._watcher = threading.Thread(
+            target=self.freshness.follow_heartbeat,
+            args=(self._open_heartbeat, self._stop_watching),
+            name="qvq-heartbeat",
+            daemon=True,
+        )
+        self._watcher.start()
         # gradio_client sends the token (given, $HF_TOKEN or the saved one) in this header: it
         # must never show in an error message, a traceback or a log line.
         credential = self.headers.get("x-hf-authorization", "")
@@ -157,10 +193,51 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         # Client.__init__ assigns this and starts the telemetry thread when it reads True.
         pass
 
+    def _get_config(self) -> Any:
+        if self._descriptions is not None and not self._connected:
+            kept = self._descriptions.load(self.src)
+            if kept is not None:
+                self.described_from_disk = True
+                config, self._kept_info = kept
+                return config
+        return super()._get_config()
+
+    def _get_api_info(self) -> Any:
+        if self._kept_info is not None:
+            info, self._kept_info = self._kept_info, None
+            return info
+        info = super()._get_api_info()
+        if self._descriptions is not None and not self._connected:
+            self._descriptions.store(self.src, self.config, info)
+        return info
+
+    def _read_config_again(self) -> Any:
+        config = super()._get_config()
+        if self.described_from_disk and not same_app(self.config, config):
+            self.forget_description()  # rebuilt: the next process reads it anew
+        return config
+
+    def forget_description(self) -> None:
+        """The kept description is wrong (a redeploy, a protocol error): drop it."""
+        if self._descriptions is not None:
+            self._descriptions.forget(self.src)
+
+    def _open_heartbeat(self) -> Any:
+        url = self.heartbeat_url.format(session_hash=self.session_hash)
+        kwargs = {**self.httpx_kwargs, "auth": self._heartbeat_watch}
+        kwargs["timeout"] = httpx.Timeout(HEARTBEAT_READ_TIMEOUT, connect=_HEARTBEAT_CONNECT)
+        return httpx.stream(
+            "GET", url, headers=self.headers, cookies=self.cookies, verify=self.ssl_verify,
+            **kwargs,
+        )
+
     def close(self) -> None:
         # Client.close() joins the heartbeat thread for up to 1 s, longer than a dead
-        # connection deserves; the thread is a daemon and ends at its next read.
+        # connection deserves; the thread is a daemon and ends at its next read. Our watcher
+        # is woken at once (its socket shut down).
         self._kill_heartbeat.set()
+        self._stop_watching.set()
+        self._heartbeat_watch.abort()
 
     def shutdown(self, timeout: float) -> None:
         """Stop the heartbeat and every worker thread, waiting at most ``timeout`` seconds in
@@ -175,8 +252,9 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         for pool in pools:
             if isinstance(pool, ElasticExecutor):
                 pool.shutdown(timeout=max(deadline - time.monotonic(), 0.0))
-        if self.heartbeat.is_alive():
-            self.heartbeat.join(max(deadline - time.monotonic(), 0.0))
+        for thread in (self.heartbeat, self._watcher):
+            if thread.is_alive():
+                thread.join(max(deadline - time.monotonic(), 0.0))
 
     def __repr__(self) -> str:
         # The base class renders the whole API description (a network call on some versions).
@@ -198,8 +276,10 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         view.session_hash = str(uuid.uuid4())
         view.watch = StreamWatch()
         view.httpx_kwargs = {**self.httpx_kwargs, "timeout": timeout, "auth": view.watch}
-        # Per-session SSE state, as Client.__init__ sets it up.
-        view.stream_open = False
+        # Per-session SSE state, as Client.__init__ sets it up. On the protocols whose stream
+        # is per session, the job's own thread reads it (see .reader): marking it open keeps
+        # gradio_client from starting a reader thread.
+        view.stream_open = view.protocol in INLINE_PROTOCOLS
         view.streaming_future = None
         view.pending_messages_per_event = {}
         view.pending_event_ids = set()
@@ -213,7 +293,7 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         view._kill_heartbeat = threading.Event()
         view.heartbeat = threading.Thread(target=lambda: None)
         view.endpoints = {
-            dependency.get("id", index): Endpoint(
+            dependency.get("id", index): JobEndpoint(
                 view, dependency.get("id", index), dependency, view.protocol
             )
             for index, dependency in enumerate(view.config["dependencies"])
@@ -232,6 +312,10 @@ class JobClient(QVQClient):
         helper.job.outputs = KeepLast()
         helper.updates = JobFeed()
         return helper
+
+    def close(self) -> None:
+        # The heartbeat watcher belongs to the parent client: a view has nothing to stop.
+        self._kill_heartbeat.set()
 
     def set_timeout(self, timeout: httpx.Timeout) -> None:
         """The timeout of this job's requests from now on (e.g. a short one for its cancel)."""

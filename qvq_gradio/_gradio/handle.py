@@ -8,6 +8,7 @@ of a job (:mod:`qvq_gradio.job`) is written without knowing gradio_client's inte
 from __future__ import annotations
 
 import concurrent.futures
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,6 +23,14 @@ from .translate import translate_error
 __all__ = ["JobHandle"]
 
 
+def _file_arg(image: str | None) -> Any:
+    """``handle_file(image)`` without its existence check (a stat, which would block the event
+    loop): our image is a file the pipeline has just written, or a public URL."""
+    if image is None or image.startswith(("http://", "https://")):
+        return handle_file(image) if image else None
+    return {"path": image, "meta": {"_type": "gradio.FileData"}, "orig_name": Path(image).name}
+
+
 class JobHandle:
     """One job on the Space, on a Gradio session of its own (see :meth:`submit`)."""
 
@@ -31,23 +40,18 @@ class JobHandle:
 
     @classmethod
     def submit(
-        cls,
-        client: QVQClient,
-        image: str | None,
-        text: str,
-        limits: httpx.Timeout,
-        started: list[JobHandle],
-    ) -> None:
-        """Submit ``[image, text]`` to ``/generate`` (blocking: a worker thread).
-
-        The handle is appended to ``started`` as soon as its session exists, so a caller that
-        gave up meanwhile can still release it (and cancel the job, once :attr:`submitted`).
-        """
-        image_arg = handle_file(image) if image else None
+        cls, client: QVQClient, image: str | None, text: str, limits: httpx.Timeout
+    ) -> JobHandle:
+        """Submit ``[image, text]`` to ``/generate``: gradio_client's executor runs the job
+        (upload, join, stream) in a thread of its own; this returns at once, without I/O."""
         # A Gradio session of its own: cancelling this job stops no other stream.
         handle = cls(client.for_one_job(limits))
-        started.append(handle)
-        handle._job = handle._view.submit(image_arg, text, api_name=API_NAME)
+        try:
+            handle._job = handle._view.submit(_file_arg(image), text, api_name=API_NAME)
+        except BaseException:
+            handle.release()
+            raise
+        return handle
 
     @property
     def submitted(self) -> bool:
@@ -85,10 +89,6 @@ class JobHandle:
         if exc is not None:
             raise translate_error(exc, space=space) from exc
         return future.result()
-
-    def read_config(self) -> Any:
-        """The Space's config, read again (blocking)."""
-        return self._view._get_config()
 
     def send_cancel(self) -> None:
         """POST ``/cancel`` for this job (blocking); gradio_client keeps following it."""

@@ -22,6 +22,7 @@ quota), 6 timeout, 7 the Space's app failed, 8 a batch finished with failed item
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 import traceback
@@ -31,10 +32,6 @@ import click
 
 from .._secrets import redact
 from ..errors import QVQError
-from .ask import ask, info
-from .batch import batch
-from .history import history_command
-from .replica import demo, replica_command
 from .running import (
     EXIT_CODES,
     STDOUT_CLOSED,
@@ -45,9 +42,8 @@ from .running import (
     exit_code,
     quiet_stdout,
 )
-from .spaces import spaces
 
-__all__ = ["EXIT_CODES", "cli", "exit_code", "main"]
+__all__ = ["COMMANDS", "EXIT_CODES", "cli", "exit_code", "main"]
 
 
 _EXAMPLES = """\b
@@ -64,7 +60,44 @@ limit, 6 timeout, 7 the Space's app failed, 8 a batch had failed items,
 130 Ctrl-C, 141 stdout closed by its reader."""
 
 
+#: Each command: (module, function, the one-line help ``qvq --help`` lists). A command's module
+#: is imported only when it runs (or its own ``--help`` is asked for), so ``qvq --help``,
+#: ``--version`` and ``history`` never import httpx or gradio_client. tests/test_cli.py checks
+#: each line against the command's own help.
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "ask": ("ask", "ask", "Ask one question; stream the answer to stdout."),
+    "batch": ("batch", "batch", "Ask every item of a file or folder; resumes when re-run."),
+    "demo": ("replica", "demo", "Stream an answer from the bundled replica (offline)."),
+    "history": ("history", "history_command", "List or show the answers recorded before."),
+    "info": ("ask", "info", "Show which Space is used and its API."),
+    "replica": ("replica", "replica_command", "Serve the bundled replica of the QVQ Space."),
+    "spaces": ("spaces", "spaces", "Check every configured Space at once."),
+}
+
+
+class _LazyGroup(click.Group):
+    """A group whose commands are imported when used (see :data:`COMMANDS`)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(COMMANDS)
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        entry = COMMANDS.get(cmd_name)
+        if entry is None:
+            return None
+        module, name, _ = entry
+        command = getattr(importlib.import_module(f".{module}", __name__), name)
+        assert isinstance(command, click.Command)
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
 @click.group(
+    cls=_LazyGroup,
     epilog=_EXAMPLES,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
 )
@@ -75,10 +108,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     """Ask Qwen's QVQ-72B vision-reasoning Space questions about images."""
     ctx.obj = {"debug": debug}
     logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING)
-
-
-for _command in (ask, info, batch, history_command, spaces, demo, replica_command):
-    cli.add_command(_command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

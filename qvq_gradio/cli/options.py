@@ -5,14 +5,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..history import HISTORY_ENV, HOME_ENV, default_path, history_enabled
-from ..pool import connect
-from ..protocol import SessionLike
 from ..spaces import SPACE_ENV, parse_spaces
+
+if TYPE_CHECKING:
+    from ..protocol import SessionLike
 
 __all__ = ["SECONDS", "asking_options", "connect_from", "rounded", "space_option", "spaces_of"]
 
@@ -110,6 +111,8 @@ def connect_from(
         raise click.UsageError("--cache answers from the history: it cannot go with no history")
     # The session owns (and closes) the history it opens: True is the default database.
     history = True if record else None
+    from ..pool import connect  # here: it imports the network stack
+
     return connect(
         spaces_of(space),
         token=token,
@@ -119,4 +122,7 @@ def connect_from(
         total_timeout=total_timeout,
         history=history,
         cache=cache,
+        # A command is a new process: the Space's description kept on disk saves two round
+        # trips before the first question is sent (checked against the live config).
+        space_cache=True,
     )

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -26,7 +25,9 @@ from ..errors import (
     SpaceUnavailableError,
     StreamTimeoutError,
 )
-from ..protocol import SessionLike
+
+if TYPE_CHECKING:
+    from ..protocol import SessionLike
 
 __all__ = [
     "EXIT_CODES",
@@ -95,6 +96,7 @@ def quiet_stdout() -> None:
 
 def run(work: Callable[[], Awaitable[T]]) -> T:
     """Run ``work`` on a fresh event loop; Ctrl-C cancels it (so streams cancel upstream)."""
+    import asyncio  # here: commands that never run a loop (--help) need not import it
 
     async def main() -> T:
         loop = asyncio.get_running_loop()

@@ -192,6 +192,10 @@ def _control_routes(app: FastAPI, base: ReplicaConfig, log: RequestLog) -> None:
     def requests() -> list[dict[str, Any]]:
         return log.all()
 
+    @app.get("/replica/hits")
+    def hits() -> dict[str, int]:
+        return log.hits()
+
     @app.get("/replica/wait")
     def wait(marker: str, timeout: float = 30.0, ended: bool = True) -> Any:
         found = log.wait(marker, timeout, ended=ended)
@@ -206,8 +210,9 @@ def _control_routes(app: FastAPI, base: ReplicaConfig, log: RequestLog) -> None:
 
 
 class _CancelWatch:
-    """Pure ASGI: notes every ``/cancel`` a client sends (its session), then passes it on
-    untouched, so the log tells a real upstream cancel from a generator that only stalled."""
+    """Pure ASGI: counts the requests per route (``/replica/hits``: how often a client read
+    the config, say) and notes every ``/cancel`` a client sends (its session), then passes it
+    on untouched, so the log tells a real upstream cancel from a generator that only stalled."""
 
     def __init__(self, app: Any, log: RequestLog) -> None:
         self._app = app
@@ -215,6 +220,8 @@ class _CancelWatch:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         path = str(scope.get("path", ""))
+        if scope["type"] == "http" and not path.startswith("/replica/"):
+            self._log.hit(path)
         if scope["type"] != "http" or scope.get("method") != "POST" or not path.endswith(
             "/cancel"
         ):

@@ -52,6 +52,12 @@ class _Control:
         response.raise_for_status()
         return cast(list[dict[str, Any]], response.json())
 
+    def hits(self) -> dict[str, int]:
+        """How many requests each route received (``config``, ``queue/join``, ...)."""
+        response = httpx.get(f"{self.url}/replica/hits", timeout=10)
+        response.raise_for_status()
+        return cast(dict[str, int], response.json())
+
     def wait_ended(self, marker: str, timeout: float = 30.0) -> dict[str, Any]:
         """Block until the request whose prompt contains ``marker`` has ended; its record."""
         return self._wait(marker, timeout, ended=True)

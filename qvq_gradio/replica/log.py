@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -42,7 +43,21 @@ class RequestLog:
     def __init__(self) -> None:
         self._records: list[RequestRecord] = []
         self._cancelled_sessions: set[str] = set()
+        self._hits: collections.Counter[str] = collections.Counter()
         self._changed = threading.Condition()
+
+    def hit(self, path: str) -> None:
+        """A request for ``path`` arrived; counted by its last segment past the API prefix
+        (``config``, ``info``, ``queue/join``, ``heartbeat``, ...)."""
+        route = path.removeprefix("/").removeprefix("gradio_api/")
+        if route.startswith("heartbeat/"):
+            route = "heartbeat"
+        with self._changed:
+            self._hits[route or "/"] += 1
+
+    def hits(self) -> dict[str, int]:
+        with self._changed:
+            return dict(self._hits)
 
     def start(self, prompt: str) -> RequestRecord:
         with self._changed:
@@ -80,6 +95,7 @@ class RequestLog:
         with self._changed:
             self._records.clear()
             self._cancelled_sessions.clear()
+            self._hits.clear()
 
     def wait(self, marker: str, timeout: float, *, ended: bool) -> dict[str, Any] | None:
         def find() -> RequestRecord | None:

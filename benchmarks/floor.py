@@ -1,0 +1,319 @@
+"""The raw-SSE floor: ours vs a bare httpx SSE reader vs gradio_client, side by side.
+
+    python benchmarks/bench.py floor   # 1, 32 and 128 streams x 100 tokens x 10 ms
+    python benchmarks/bench.py cold    # a cold `qvq ask`: import, first byte, at 0 and 100 ms RTT
+
+The floor is what the Space's protocol costs at least: one ``POST queue/join`` and one
+``GET queue/data`` event stream per question, read with one shared ``httpx.AsyncClient``, text
+rebuilt from the diffs. Nothing else (no config re-read, no cancel, no history, no checks).
+Figures are medians over rounds; the three sides alternate within each round. CPU is this
+process's (the replica runs in its own); threads are counted at the moment every stream of the
+burst is generating.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import json
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from typing import Any
+
+import httpx
+from gradio_client import Client
+
+from qvq_gradio import Session
+
+_PROMPT = "[[replica tokens=100 delay=0.01]] floor"
+
+
+class RawSSE:
+    """The floor: the Space's two requests per question, nothing else."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url.rstrip("/")
+        self.http = httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None))
+        self.fn_index = 0
+        self.api = "/gradio_api"
+
+    async def connect(self) -> None:
+        config = (await self.http.get(f"{self.url}/config")).json()
+        self.api = "/" + str(config.get("api_prefix", "/gradio_api")).strip("/")
+        for index, dep in enumerate(config["dependencies"]):
+            if dep.get("api_name") == "generate":
+                self.fn_index = dep.get("id", index)
+
+    async def ask(self, prompt: str) -> tuple[float, float | None]:
+        start = time.perf_counter()
+        first = None
+        session = uuid.uuid4().hex
+        body = {"data": [None, prompt], "fn_index": self.fn_index, "session_hash": session}
+        (await self.http.post(f"{self.url}{self.api}/queue/join", json=body)).raise_for_status()
+        text: str | None = None
+        params = {"session_hash": session}
+        async with self.http.stream(
+            "GET", f"{self.url}{self.api}/queue/data", params=params
+        ) as response:
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue
+                message = json.loads(line[5:])
+                kind = message.get("msg")
+                if kind == "process_generating":
+                    data = message["output"]["data"][0]
+                    if text is None:  # the first message carries the value, then diffs
+                        text = data if isinstance(data, str) else ""
+                    else:
+                        for action, _path, value in data:
+                            text = value if action == "replace" else text + value
+                    if first is None and text:
+                        first = time.perf_counter() - start
+                elif kind == "process_completed":
+                    break
+        return time.perf_counter() - start, first
+
+
+def _gradio_client_stream(client: Client, prompt: str) -> tuple[float, float | None]:
+    start = time.perf_counter()
+    first = None
+    job = client.submit(None, prompt, api_name="/generate")
+    for output in job:
+        if first is None and output:
+            first = time.perf_counter() - start
+    job.result()
+    return time.perf_counter() - start, first
+
+
+async def _ours(session: Session, prompt: str) -> tuple[float, float | None]:
+    start = time.perf_counter()
+    first = None
+    async for _ in session.stream(prompt):
+        if first is None:
+            first = time.perf_counter() - start
+    return time.perf_counter() - start, first
+
+
+async def _burst(side: str, n: int, asker: Any, pool: Any) -> dict[str, float]:
+    """``n`` streams at once on one side: wall, CPU, median first token, threads at the peak."""
+    baseline = threading.active_count()
+    peak = 0
+    firsts: list[float] = []
+
+    async def counted(coro: Any) -> None:
+        nonlocal peak
+        _, first = await coro
+        firsts.append(first or 0.0)
+
+    async def watch_threads(stop: asyncio.Event) -> None:
+        nonlocal peak
+        while not stop.is_set():
+            peak = max(peak, threading.active_count() - baseline)
+            await asyncio.sleep(0.02)
+
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    watcher = asyncio.create_task(watch_threads(stop))
+    cpu, wall = time.process_time(), time.perf_counter()
+    if side == "raw SSE":
+        coros = [asker.ask(_PROMPT) for _ in range(n)]
+    elif side == "ours":
+        coros = [_ours(asker, _PROMPT) for _ in range(n)]
+    else:
+        coros = [loop.run_in_executor(pool, _gradio_client_stream, asker, _PROMPT)
+                 for _ in range(n)]
+    await asyncio.gather(*(counted(c) for c in coros))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    stop.set()
+    await watcher
+    return {"wall_s": wall, "cpu_s": cpu, "ttft_ms": statistics.median(firsts) * 1000,
+            "threads": float(peak)}
+
+
+def bench_floor(url: str, rounds: int, sizes: tuple[int, ...] = (1, 32, 128)) -> dict[str, Any]:
+    figures: dict[str, Any] = {}
+
+    async def run() -> None:
+        raw = RawSSE(url)
+        await raw.connect()
+        client = Client(url, verbose=False, max_workers=max(sizes))
+        pool = concurrent.futures.ThreadPoolExecutor(max(sizes))
+        async with Session(url, max_workers=max(sizes)) as session:
+            sides = {"raw SSE": raw, "ours": session, "gradio_client": client}
+            for n in sizes:
+                samples: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
+                for side, asker in sides.items():  # warm-up: connections, threads
+                    await _burst(side, min(n, 8), asker, pool)
+                for i in range(rounds):
+                    order = list(sides) if i % 2 == 0 else list(reversed(sides))
+                    for side in order:
+                        samples[side].append(await _burst(side, n, sides[side], pool))
+                figures[str(n)] = {
+                    side: {k: statistics.median(s[k] for s in runs) for k in runs[0]}
+                    for side, runs in samples.items()
+                }
+        await raw.http.aclose()
+        client.close()
+        pool.shutdown()
+
+    asyncio.run(run())
+    for n, sides in figures.items():
+        floor = sides["raw SSE"]
+        print(f"(f) {n} concurrent stream(s) x 100 tokens x 10 ms, median of {rounds} rounds")
+        print(f"    {'':14} {'wall':>8} {'CPU':>7} {'CPU/stream':>11} {'TTFT':>9} {'threads':>8}")
+        for side, f in sides.items():
+            per = f["cpu_s"] / int(n) * 1000
+            print(f"    {side:14} {f['wall_s']:7.3f}s {f['cpu_s']:6.2f}s {per:9.1f}ms "
+                  f"{f['ttft_ms']:7.1f}ms {f['threads']:8.0f}")
+        ours = sides["ours"]
+        print(f"    ours / raw SSE: wall {ours['wall_s'] / floor['wall_s']:.3f}x, "
+              f"CPU {ours['cpu_s'] / floor['cpu_s']:.3f}x, "
+              f"TTFT {ours['ttft_ms'] - floor['ttft_ms']:+.1f} ms")
+    return figures
+
+
+# -- a cold `qvq ask` -------------------------------------------------------------------------
+
+
+class LatencyProxy:
+    """A TCP proxy adding ``rtt / 2`` each way (so one request/response costs one RTT)."""
+
+    def __init__(self, target_port: int, rtt: float) -> None:
+        self.target_port = target_port
+        self.delay = rtt / 2
+        self.loop = asyncio.new_event_loop()
+        self.server: asyncio.AbstractServer | None = None
+        self.port = 0
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def __enter__(self) -> LatencyProxy:
+        self.thread.start()
+        self.server = asyncio.run_coroutine_threadsafe(
+            asyncio.start_server(self._serve, "127.0.0.1", 0), self.loop
+        ).result()
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    def __exit__(self, *_: Any) -> None:
+        assert self.server is not None
+        self.loop.call_soon_threadsafe(self.server.close)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
+
+    async def _pipe(self, source: asyncio.StreamReader, target: asyncio.StreamWriter) -> None:
+        # Each chunk is delivered `delay` after it was read, in order, without holding back
+        # the chunks behind it (a link's latency, not its bandwidth).
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def deliver() -> None:
+            while True:
+                due, data = await queue.get()
+                if not data:
+                    break
+                await asyncio.sleep(max(due - time.monotonic(), 0))
+                target.write(data)
+                await target.drain()
+            target.close()
+
+        sender = asyncio.create_task(deliver())
+        try:
+            while data := await source.read(65536):
+                queue.put_nowait((time.monotonic() + self.delay, data))
+        except (ConnectionError, OSError):
+            pass
+        queue.put_nowait((0.0, b""))
+        with contextlib.suppress(ConnectionError, OSError):
+            await sender
+
+
+_FIRST_BYTE = r"""
+import os, subprocess, sys, time
+start = time.perf_counter()
+proc = subprocess.Popen([sys.executable, "-m", "qvq_gradio", *sys.argv[1:]],
+                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+first = proc.stdout.read(1)
+first_byte = time.perf_counter() - start
+rest, err = proc.communicate()
+assert proc.returncode == 0, err.decode()
+print(first_byte)
+"""
+
+
+def _import_time(env: dict[str, str]) -> float:
+    """Seconds for a fresh interpreter to `import qvq_gradio` (median of 5)."""
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "import qvq_gradio"], env=env, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _command_time(args: list[str], env: dict[str, str]) -> float:
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "qvq_gradio", *args], env=env, check=True,
+                       capture_output=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _python_time(env: dict[str, str]) -> float:
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_cold(url: str, rounds: int, env: dict[str, str]) -> dict[str, Any]:
+    port = int(url.rsplit(":", 1)[1])
+    figures: dict[str, Any] = {
+        "python_s": _python_time(env),
+        "import_s": _import_time(env),
+        "help_s": _command_time(["--help"], env),
+        "version_s": _command_time(["--version"], env),
+        "history_s": _command_time(["history", "list", "-n", "1"], env),
+    }
+    for rtt in (0.0, 0.1):
+        with LatencyProxy(port, rtt) as proxy:
+            target = f"http://127.0.0.1:{proxy.port}"
+            times = []
+            for i in range(rounds):
+                out = subprocess.run(
+                    [sys.executable, "-c", _FIRST_BYTE, "ask", "--space", target,
+                     f"[[replica tokens=3 delay=0]] cold {i}", "--no-history"],
+                    env=env, capture_output=True, text=True, check=True,
+                )
+                times.append(float(out.stdout.strip()))
+            figures[f"first_byte_{int(rtt * 1000)}ms_s"] = statistics.median(times)
+    print(f"(g) a cold `qvq ask`, median of {rounds}")
+    print(f"    python -c pass {figures['python_s'] * 1000:.0f} ms; import qvq_gradio "
+          f"{figures['import_s'] * 1000:.0f} ms; qvq --help {figures['help_s'] * 1000:.0f} ms; "
+          f"--version {figures['version_s'] * 1000:.0f} ms; history list "
+          f"{figures['history_s'] * 1000:.0f} ms")
+    for rtt in (0, 100):
+        first = figures[f"first_byte_{rtt}ms_s"]
+        line = f"    first byte at {rtt} ms RTT: {first * 1000:.0f} ms"
+        if rtt:
+            budget = figures["import_s"] + 2 * rtt / 1000
+            line += f" (import + 2 RTT = {budget * 1000:.0f} ms)"
+        print(line)
+    return figures
+
+
+if __name__ == "__main__":  # pragma: no cover
+    print("run it through benchmarks/bench.py floor|cold", file=sys.stderr)
+    os._exit(2)

@@ -1,0 +1,189 @@
+"""What the fast path keeps: no config read per question, a redeploy still caught, one thread
+per stream, and the cold-start description cache invalidated when the Space changes.
+
+Speed itself is measured in ``benchmarks/bench.py``, never asserted here.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from qvq_gradio import Session, SpaceConnectionError
+from qvq_gradio.replica import OTHER_FUNCTION_TEXT, ReplicaProcess
+
+from .conftest import replica_env
+from .faults import FaultProxy
+from .test_reliability import _free_port
+from .test_stream import expected_text
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture(scope="module")
+def counted() -> Iterator[ReplicaProcess]:
+    """A replica of this module's own: its route counters see only these tests."""
+    with ReplicaProcess(["--concurrency", "64"], env=replica_env()) as server:
+        yield server
+
+
+async def test_the_config_is_read_at_connection_not_per_question(
+    counted: ReplicaProcess, marker: str
+) -> None:
+    async with Session(counted.url) as session:
+        first = f"{marker}-0 [[replica tokens=3 delay=0]]"
+        assert await session.ask(first) == expected_text(first, 3)
+        after_connecting = counted.hits().get("config", 0)
+        assert after_connecting >= 1
+        for n in range(1, 6):
+            prompt = f"{marker}-{n} [[replica tokens=3 delay=0]]"
+            assert await session.ask(prompt) == expected_text(prompt, 3)
+        prompts = [f"{marker}-c{n} [[replica tokens=5 delay=0.01]]" for n in range(8)]
+        answers: dict[str, str] = {}
+
+        async def one(prompt: str) -> None:
+            answers[prompt] = await session.ask(prompt)
+
+        async with anyio.create_task_group() as tasks:
+            for prompt in prompts:
+                tasks.start_soon(one, prompt)
+        assert answers == {prompt: expected_text(prompt, 5) for prompt in prompts}
+        assert counted.hits().get("config", 0) == after_connecting
+
+
+async def test_a_broken_connection_has_the_next_question_read_the_config_again(
+    counted: ReplicaProcess, marker: str
+) -> None:
+    with FaultProxy(int(counted.url.rsplit(":", 1)[1])) as proxy:
+        async with Session(proxy.url, idle_timeout=30) as session:
+            warm = f"{marker}-warm [[replica tokens=3 delay=0]]"
+            await session.ask(warm)
+            before = counted.hits().get("config", 0)
+            received = ""
+            with anyio.fail_after(30), pytest.raises(SpaceConnectionError):
+                async for delta in session.stream(f"{marker} [[replica tokens=5000 delay=0.01]]"):
+                    received += delta
+                    if len(received) > 100:
+                        proxy.reset()
+            prompt = f"{marker}-after [[replica tokens=3 delay=0]]"
+            assert await session.ask(prompt) == expected_text(prompt, 3)
+            assert counted.hits().get("config", 0) > before
+
+
+def _threads() -> set[threading.Thread]:
+    return set(threading.enumerate())
+
+
+@pytest.mark.parametrize("streams", [32, 128])
+async def test_one_thread_per_stream_and_none_left_after_the_burst(
+    counted: ReplicaProcess, marker: str, streams: int
+) -> None:
+    async with Session(counted.url, max_workers=256) as session:
+        await session.ask(f"{marker}-warm [[replica tokens=1 delay=0]]")  # connected
+        baseline = _threads()
+        started = anyio.Event()
+        generating = 0
+        peak: set[threading.Thread] = set()
+
+        async def one(n: int) -> None:
+            nonlocal generating
+            counted_in = False
+            async for _ in session.stream(f"{marker}-{n} [[replica tokens=40 delay=0.05]]"):
+                if not counted_in:
+                    counted_in = True
+                    generating += 1
+                    if generating == streams:
+                        peak.update(_threads() - baseline)
+                        started.set()
+
+        with anyio.fail_after(120):
+            async with anyio.create_task_group() as tasks:
+                for n in range(streams):
+                    tasks.start_soon(one, n)
+        assert started.is_set()
+        # Every stream was generating at that moment: at most one thread each, plus the
+        # worker pools' spares (bounded, not per stream).
+        assert len(peak) <= streams + 4, sorted(t.name for t in peak)
+        deadline = time.monotonic() + 60
+        while _threads() - baseline and time.monotonic() < deadline:
+            await anyio.to_thread.run_sync(time.sleep, 0.2)  # idle workers end on their own
+        assert not {t for t in _threads() - baseline if t.is_alive()}
+
+
+def _cold_ask(url: str, prompt: str, home: str) -> str:
+    env = {**os.environ, "QVQ_HOME": home}
+    done = subprocess.run(
+        [sys.executable, "-m", "qvq_gradio", "ask", "--space", url, prompt, "--no-history"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_a_cold_command_reuses_the_kept_description_and_drops_it_when_the_space_changes(
+    tmp_path: Path, marker: str
+) -> None:
+    home = str(tmp_path)
+    port = _free_port()
+    with ReplicaProcess(env=replica_env(), port=port) as first:
+        one = f"{marker}-1 [[replica tokens=3 delay=0]]"
+        assert _cold_ask(first.url, one, home).strip() == expected_text(one, 3)
+        hits = first.hits()
+        # The first command described the Space (config and API info) and kept it.
+        assert hits.get("config", 0) == 1 and hits.get("info", 0) == 1
+        two = f"{marker}-2 [[replica tokens=3 delay=0]]"
+        assert _cold_ask(first.url, two, home).strip() == expected_text(two, 3)
+        hits = first.hits()
+        # The second read no API info: the config only, alongside its job, to check it.
+        assert hits.get("info", 0) == 1 and hits.get("config", 0) == 2
+    # The same address, another app whose function index 0 is no longer /generate.
+    with ReplicaProcess(["--layout", "reordered"], env=replica_env(), port=port) as second:
+        three = f"{marker}-3 [[replica tokens=3 delay=0]]"
+        out = _cold_ask(second.url, three, home)
+        assert OTHER_FUNCTION_TEXT not in out
+        assert out.strip() == expected_text(three, 3)
+        after_redeploy = second.hits().get("info", 0)
+        assert after_redeploy == 1  # the stale description was dropped and read anew
+        four = f"{marker}-4 [[replica tokens=3 delay=0]]"
+        assert _cold_ask(second.url, four, home).strip() == expected_text(four, 3)
+        assert second.hits().get("info", 0) == after_redeploy  # and kept again
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--version"], ["history", "list", "-n", "1"]])
+def test_commands_that_never_talk_to_a_space_import_no_network_library(
+    args: list[str], tmp_path: Path
+) -> None:
+    script = (
+        "import sys\n"
+        "from qvq_gradio.cli import main\n"
+        f"code = main({args!r})\n"
+        "heavy = [m for m in ('gradio_client', 'httpx', 'PIL', 'anyio') if m in sys.modules]\n"
+        "print('HEAVY', heavy)\n"
+        "sys.exit(code)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True,
+        env={**os.environ, "QVQ_HOME": str(tmp_path)},
+    )
+    assert done.returncode in (0, 2), done.stderr  # history of an empty home: "no answers"
+    assert "HEAVY []" in done.stdout
+
+
+def test_the_command_list_says_what_each_command_says_of_itself() -> None:
+    import click
+
+    from qvq_gradio.cli import COMMANDS, cli
+
+    ctx = click.Context(cli)
+    for name, (_, _, listed) in COMMANDS.items():
+        command = cli.get_command(ctx, name)
+        assert command is not None
+        assert command.get_short_help_str(limit=300) == listed
