@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["extract_final_answer", "split_reasoning"]
+__all__ = ["FINAL_HEADING", "extract_final_answer", "split_reasoning"]
 
-_HEADING = re.compile(
+#: The ``**Final Answer**`` heading (any level, bold or not, a colon or not) at a line start.
+FINAL_HEADING = re.compile(
     r"(?:^|\n)[ \t]*(?:#{1,6}[ \t]*)?(?:\*\*|__)?[ \t]*final[ \t]+answer[ \t]*(?:\*\*|__)?"
     r"[ \t]*[:：]?[ \t]*(?:\*\*|__)?",
     re.IGNORECASE,
@@ -43,7 +44,7 @@ def _boxed_contents(text: str) -> list[str]:
 
 def split_reasoning(text: str) -> tuple[str, str | None]:
     """``(reasoning, final section)``; the section is ``None`` when there is no heading."""
-    matches = list(_HEADING.finditer(text))
+    matches = list(FINAL_HEADING.finditer(text))
     if not matches:
         return text, None
     last = matches[-1]

@@ -4,6 +4,9 @@
   session: ``qvq_replica.url``, ``.requests()``, ``.wait_ended(marker)``, ``.wait_started``.
 * ``qvq_replicas`` — a factory for more: ``qvq_replicas(3, "--concurrency", "4")`` starts three
   (each with those command-line options of ``qvq replica``) and stops them after the test.
+* ``qvq_server`` — a factory: ``qvq_server(replica.url, "--api-key", "k")`` runs ``qvq serve``
+  over that Space in a child process (the ``serve`` extra) and stops it after the test;
+  ``.base_url`` is what an OpenAI client takes (``http://127.0.0.1:PORT/v1``).
 
 The replica needs the ``replica`` extra; without it the fixtures fail with the install command,
 and nothing else in your test run is affected (this module imports no Gradio).
@@ -15,6 +18,11 @@ and nothing else in your test run is affected (this module imports no Gradio).
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -23,7 +31,7 @@ import pytest
 if TYPE_CHECKING:
     from .replica import ReplicaProcess
 
-__all__ = ["qvq_replica", "qvq_replicas", "replica_environment"]
+__all__ = ["ServeProcess", "qvq_replica", "qvq_replicas", "qvq_server", "replica_environment"]
 
 # Variables that would make the replica (or gradio_client in it) reach the network or a token.
 _DROPPED = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "QVQ_SPACE")
@@ -127,3 +135,59 @@ def qvq_replicas(_qvq_replica_shelf: _Shelf) -> Iterator[Callable[..., list[Repl
                 server.stop()
             else:
                 _qvq_replica_shelf.give_back(server, args)
+
+
+class ServeProcess:
+    """``qvq serve`` in a child process, on a free loopback port."""
+
+    def __init__(self, space: str, args: tuple[str, ...], env: dict[str, str]) -> None:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.base_url = f"{self.url}/v1"
+        command = [sys.executable, "-m", "qvq_gradio", "serve", "--space", space,
+                   "--port", str(self.port), *args]
+        self.process = subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
+        deadline = time.monotonic() + 60
+        while True:  # ready once it accepts connections
+            if self.process.poll() is not None:
+                _, err = self.process.communicate()
+                raise RuntimeError(f"qvq serve exited {self.process.returncode}: {err}")
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    self.stop()
+                    raise RuntimeError("qvq serve did not start within 60 s") from None
+                time.sleep(0.05)
+
+    def terminate(self, timeout: float = 30.0) -> int:
+        """SIGTERM, then wait for the exit; its code."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.communicate()
+
+
+@pytest.fixture
+def qvq_server() -> Iterator[Callable[..., ServeProcess]]:
+    """A factory: ``qvq_server(space_url, *options)`` runs ``qvq serve`` over that Space."""
+    started: list[ServeProcess] = []
+
+    def make(space: str, *args: str, env: dict[str, str] | None = None) -> ServeProcess:
+        server = ServeProcess(space, args, env or replica_environment())
+        started.append(server)
+        return server
+
+    try:
+        yield make
+    finally:
+        for server in started:
+            server.stop()

@@ -71,6 +71,9 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "history": ("history", "history_command", "List or show the answers recorded before."),
     "info": ("ask", "info", "Show which Space is used and its API."),
     "replica": ("replica", "replica_command", "Serve the bundled replica of the QVQ Space."),
+    "serve": (
+        "serve", "serve", "Serve the Space as an OpenAI-compatible API (/v1/chat/completions)."
+    ),
     "spaces": ("spaces", "spaces", "Check every configured Space at once."),
 }
 

@@ -125,7 +125,8 @@ def _generate_fn(
                 record.yielded_at = time.monotonic()
                 yield out
                 record.yielded_at = None
-            out += f"\n\n**Final Answer**\n\n\\boxed{{{settings.tokens}}}"
+            if settings.final:
+                out += f"\n\n**Final Answer**\n\n\\boxed{{{settings.tokens}}}"
             record.text = out
             record.state = "done"
             yield out

@@ -26,6 +26,7 @@ class ReplicaConfig:
     concurrency: int = 16  #: requests generated at once; more wait in the queue
     fail: FailMode | None = None
     fail_after: int = 5  #: tokens before ``mid`` / ``hang`` happen
+    final: bool = True  #: end with a ``**Final Answer**`` section
     max_queue: int | None = None  #: queue size beyond which joins get HTTP 503
     layout: Layout = "qvq"  #: the app's functions (see the module docstring)
     #: A ZeroGPU-like quota: after this many requests, requests fail with a quota error for
@@ -50,6 +51,8 @@ class ReplicaConfig:
                     changes["fail"] = value
                 elif key == "after":
                     changes["fail_after"] = int(value)
+                elif key == "final":  # final=no: no Final Answer section (endless reasoning)
+                    changes["final"] = value not in ("no", "0", "false")
                 else:
                     raise ValueError(f"unknown replica directive {key!r}")
         return replace(self, **changes)

@@ -1,0 +1,120 @@
+"""``qvq serve``: the Space (or a pool) as an OpenAI-compatible API, with uvicorn."""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from collections.abc import Sequence
+
+import click
+
+from .options import SECONDS, connect_from, space_option
+from .running import Failure
+
+__all__ = ["serve"]
+
+_EXAMPLES = """\b
+Examples:
+  qvq serve
+  qvq serve --space a/b --space c/d --port 8000
+  QVQ_API_KEY=secret qvq serve --host 0.0.0.0
+  OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=x python my_eval.py
+"""
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@click.command("serve", epilog=_EXAMPLES)
+@space_option
+@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
+@click.option("--proxy", help="HTTP(S) proxy URL for every request to the Space.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
+              help="Port to listen on (0: any free port).")
+@click.option("--api-key", envvar="QVQ_API_KEY",
+              help="Require 'Authorization: Bearer KEY' [default: $QVQ_API_KEY]; needed to "
+              "listen beyond this machine.")
+@click.option("--reasoning", type=click.Choice(["split", "inline"]), default="split",
+              show_default=True,
+              help="split: reasoning in reasoning_content, the final section in content; "
+              "inline: the Space's text as is, in content.")
+@click.option("--cors-origin", multiple=True, help="Allow browser requests from ORIGIN "
+              "(repeatable).")
+@click.option("--no-history", is_flag=True, help="Do not record answers in the history.")
+@click.option("--cache", is_flag=True, help="Answer a request identical to a recorded one "
+              "from the history, without asking the Space (an eval re-run costs no quota).")
+@click.option("--connect-timeout", type=SECONDS, default=30.0, show_default=True,
+              help="Seconds to reach the Space and read its API.")
+@click.option("--idle-timeout", type=SECONDS, default=120.0, show_default=True,
+              help="Seconds without new text once generation started.")
+@click.option("--max-running", default=64, show_default=True, type=click.IntRange(1),
+              help="Answers followed at once.")
+@click.option("--max-waiting", default=256, show_default=True, type=click.IntRange(0),
+              help="Requests waiting for a free slot; past that, 429 with Retry-After.")
+@click.option("--hold", type=SECONDS, default=10.0, show_default=True,
+              help="Seconds a stream's headers wait for the first text (an error before "
+              "then gets its real HTTP status); keep-alive comments after that.")
+@click.option("--keepalive", type=SECONDS, default=10.0, show_default=True,
+              help="Seconds between keep-alive comments while the Space queues.")
+def serve(
+    space: Sequence[str],
+    token: str | None,
+    proxy: str | None,
+    host: str,
+    port: int,
+    api_key: str | None,
+    reasoning: str,
+    cors_origin: Sequence[str],
+    no_history: bool,
+    cache: bool,
+    connect_timeout: float,
+    idle_timeout: float,
+    max_running: int,
+    max_waiting: int,
+    hold: float,
+    keepalive: float,
+) -> None:
+    """Serve the Space as an OpenAI-compatible API (/v1/chat/completions)."""
+    if not _loopback(host) and not api_key:
+        raise click.UsageError(
+            f"refusing to listen on {host} without an API key: pass --api-key (or set "
+            "$QVQ_API_KEY), or listen on 127.0.0.1"
+        )
+    try:
+        import uvicorn
+
+        from ..serve import app
+    except ImportError as exc:
+        raise Failure(f"qvq serve needs the serve extra: pip install 'qvq-gradio[serve]' "
+                      f"({exc.name} is missing)", 2) from None
+    from ..serve.shapes import MODELS
+
+    session = connect_from(space, token, proxy, connect_timeout, idle_timeout, None,
+                           no_history, cache)
+    application = app(
+        session, api_key=api_key, reasoning="split" if reasoning == "split" else "inline",
+        cors_origins=cors_origin, max_running=max_running, max_waiting=max_waiting,
+        hold=hold, keepalive=keepalive, close_session=True,
+    )
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise Failure(f"cannot listen on {host}:{port}: {exc.strerror}", 2) from None
+    bound = sock.getsockname()[1]
+    shown = f"[{host}]" if family == socket.AF_INET6 else host
+    click.echo(f"qvq serve: http://{shown}:{bound}/v1  models: {', '.join(MODELS)}  "
+               f"space: {getattr(session, 'space', ', '.join(space) or 'default')}", err=True)
+    config = uvicorn.Config(application, log_level="warning", lifespan="on",
+                            timeout_graceful_shutdown=3)
+    uvicorn.Server(config).run(sockets=[sock])
