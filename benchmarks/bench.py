@@ -567,6 +567,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=8000, help="for the memory benchmark")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--streams", default="1,32,128",
+                        help="concurrent streams for the floor benchmark (comma-separated)")
     args = parser.parse_args()
     if set(args.which) & {"stream", "memory", "concurrent"}:
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
@@ -577,7 +579,8 @@ def main() -> None:
             print(f"replica on {replica.url}; python {sys.version.split()[0]}; "
                   f"{os.cpu_count()} cores")
             if "floor" in args.which:
-                RESULTS["floor"] = floor.bench_floor(replica.url, args.rounds)
+                sizes = tuple(int(n) for n in args.streams.split(","))
+                RESULTS["floor"] = floor.bench_floor(replica.url, args.rounds, sizes)
             if "cold" in args.which:
                 with tempfile.TemporaryDirectory() as home:
                     RESULTS["cold"] = floor.bench_cold(

@@ -39,7 +39,10 @@ class RawSSE:
 
     def __init__(self, url: str) -> None:
         self.url = url.rstrip("/")
-        self.http = httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=None))
+        # Idle connections are dropped before the server's keep-alive timeout (uvicorn: 5 s),
+        # so no request is sent on a connection the server is closing.
+        limits = httpx.Limits(max_connections=None, keepalive_expiry=1.0)
+        self.http = httpx.AsyncClient(timeout=60, limits=limits)
         self.fn_index = 0
         self.api = "/gradio_api"
 

@@ -16,9 +16,7 @@ bounded, and a session closing waits for pending cancels at most ``CLOSE_WAIT`` 
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
-import contextlib
 import logging
 import math
 import threading
@@ -43,6 +41,7 @@ from ._gradio import (
 )
 from ._gradio.feed import generating, queued
 from ._threads import ElasticExecutor
+from ._wakeups import wakeups
 from .errors import IdleTimeoutError, ProtocolError, TotalTimeoutError
 from .events import Event, QueueUpdate, TextDelta
 
@@ -68,17 +67,13 @@ class Redeployed(Exception):
 class _Waker:
     """Wakes one waiting stream from any thread, without blocking that thread.
 
-    Calls coalesce: at most one wake-up is scheduled on the loop at a time. No lock is taken on
-    the loop side (a lock held by a worker thread would block the loop).
+    Calls coalesce: at most one wake-up per stream is queued at a time, and the loop's
+    :class:`~qvq_gradio._wakeups.Wakeups` drains those of every stream at once. No lock is
+    taken on the loop side (a lock held by a worker thread would block the loop).
     """
 
     def __init__(self) -> None:
-        native = anyio.lowlevel.current_token().native_token
-        self._schedule: Callable[[Callable[[], None]], Any]
-        if isinstance(native, asyncio.AbstractEventLoop):
-            self._schedule = native.call_soon_threadsafe
-        else:  # trio
-            self._schedule = native.run_sync_soon  # type: ignore[attr-defined]
+        self._hub = wakeups(anyio.lowlevel.current_token().native_token)
         self._event = anyio.Event()
         self._pending = False
 
@@ -86,9 +81,7 @@ class _Waker:
         if self._pending:
             return
         self._pending = True
-        # A closed loop raises RuntimeError: nobody is waiting any more.
-        with contextlib.suppress(RuntimeError):
-            self._schedule(self._fire)
+        self._hub.call(self._fire)
 
     def _fire(self) -> None:
         self._pending = False

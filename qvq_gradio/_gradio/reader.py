@@ -56,63 +56,91 @@ def read_events(client: Any, helper: Any, event_id: str) -> Any:
             cookies=client.cookies,
         ) as response,
     ):
-        diffs: list[Any] | None = None
+        seen = _Seen()
+        buffer = b""
         try:
-            for line in response.iter_lines():
-                if not line.startswith("data:"):
-                    if line and not line.startswith(":"):
-                        raise ValueError(f"Unexpected SSE line: '{line}'")
-                    continue
-                message = json.loads(line[5:])
-                if message.get("msg") == ServerMessage.heartbeat:
-                    continue
-                if message.get("message") == ServerMessage.server_stopped:
-                    raise ValueError("Server stopped.")
-                if message.get("msg") == ServerMessage.close_stream:
-                    break
-                if message.get("event_id") != event_id:
-                    continue
-                diffs = _deliver(helper, message, diffs)
-                if message["msg"] == ServerMessage.process_completed:
-                    return message["output"]
+            for chunk in response.iter_bytes():
+                buffer += chunk
+                while (end := buffer.find(b"\n\n")) != -1:
+                    block, buffer = buffer[:end], buffer[end + 2 :]
+                    message = _message(block)
+                    if message is None:
+                        continue
+                    kind = message.get("msg")
+                    if kind == ServerMessage.heartbeat:
+                        continue
+                    if message.get("message") == ServerMessage.server_stopped:
+                        raise ValueError("Server stopped.")
+                    if kind == ServerMessage.close_stream:
+                        raise concurrent.futures.CancelledError()
+                    if message.get("event_id") != event_id:
+                        continue
+                    _deliver(helper, message, seen)
+                    if kind == ServerMessage.process_completed:
+                        return message["output"]
         except httpx.RemoteProtocolError:
             pass  # the stream broke or was shut down (see client._QuietEnd)
     raise concurrent.futures.CancelledError()
 
 
-def _deliver(helper: Any, message: dict[str, Any], diffs: list[Any] | None) -> list[Any] | None:
-    """Hand one message to the job (its status, its output so far) as gradio_client does;
-    returns the outputs so far, against which the next diff applies."""
+def _message(block: bytes) -> dict[str, Any] | None:
+    """The JSON of one SSE event (``data:`` lines), or None for a comment or empty block."""
+    data = b"".join(
+        line[5:] for line in block.split(b"\n") if line.startswith(b"data:")
+    )
+    if not data:
+        if block.strip() and not block.lstrip().startswith(b":"):
+            raise ValueError(f"Unexpected SSE line: '{block.decode(errors='replace')}'")
+        return None
+    message = json.loads(data)
+    return message if isinstance(message, dict) else None
+
+
+class _Seen:
+    """What the reader has seen of one job: the outputs so far (diffs apply to them) and the
+    last status kind handed on (a run of ``process_generating`` is one status)."""
+
+    __slots__ = ("kind", "outputs")
+
+    def __init__(self) -> None:
+        self.outputs: list[Any] | None = None
+        self.kind: str | None = None
+
+
+def _apply(value: Any, diff: Any) -> Any:
+    """``value`` with one output's diff applied; the common case (text appended to a string)
+    without gradio_client's deep copy of the whole value per message."""
+    if isinstance(value, str) and isinstance(diff, list):
+        for edit in diff:
+            if not (isinstance(edit, list) and len(edit) == 3 and edit[1] == []):
+                break
+            action, _, text = edit
+            if action == "append" and isinstance(text, str):
+                value += text
+            elif action == "replace":
+                value = text
+            else:
+                break
+        else:
+            return value
+    return gc_utils.apply_diff(value, diff)
+
+
+def _deliver(helper: Any, message: dict[str, Any], seen: _Seen) -> None:
+    """Hand one message to the job (its status, its output so far) as gradio_client does."""
     kind = message["msg"]
     with helper.lock:
-        log_message = None
-        if kind == ServerMessage.log and message.get("log") and message.get("level"):
-            log_message = (message["log"], message["level"])
-        status = gc_utils.StatusUpdate(
-            code=Status.msg_to_status(kind),
-            queue_size=message.get("queue_size"),
-            rank=message.get("rank"),
-            success=message.get("success"),
-            time=datetime.now(),
-            eta=message.get("rank_eta"),
-            progress_data=(
-                gc_utils.ProgressUnit.from_msg(message["progress_data"])
-                if "progress_data" in message
-                else None
-            ),
-            log=log_message,
-        )
         output = message.get("output", {}).get("data", [])
         if kind == ServerMessage.process_generating:
-            if diffs is None:
-                diffs = list(output)
+            if seen.outputs is None:
+                seen.outputs = list(output)
             else:
                 for i, value in enumerate(output):
-                    if i >= len(diffs):  # an output added by a hot reload mid-stream
-                        diffs.append(None)
-                    diffs[i] = gc_utils.apply_diff(diffs[i], value)
-                    output[i] = diffs[i]
-        if output and status.code != Status.FINISHED:
+                    if i >= len(seen.outputs):  # an output added by a hot reload mid-stream
+                        seen.outputs.append(None)
+                    seen.outputs[i] = _apply(seen.outputs[i], value)
+                    output[i] = seen.outputs[i]
+        if output and kind != ServerMessage.process_completed:
             try:
                 result = helper.prediction_processor(*output)
             except Exception as exc:
@@ -121,12 +149,36 @@ def _deliver(helper: Any, message: dict[str, Any], diffs: list[Any] | None) -> l
             helper.updates.put_nowait(
                 gc_utils.OutputUpdate(outputs=result, success=message.get("success", True))
             )
-        helper.job.latest_status = status
-        helper.updates.put_nowait(status)
+        # Every generating message carries the same status: only the first of a run is new.
+        if not (kind == ServerMessage.process_generating == seen.kind):
+            status = _status(message)
+            helper.job.latest_status = status
+            helper.updates.put_nowait(status)
+        seen.kind = kind
         if kind == ServerMessage.process_completed:
             helper.updates.put_nowait(
                 gc_utils.OutputUpdate(
                     outputs=message["output"], final=True, success=message.get("success", True)
                 )
             )
-    return diffs
+
+
+def _status(message: dict[str, Any]) -> Any:
+    kind = message["msg"]
+    log_message = None
+    if kind == ServerMessage.log and message.get("log") and message.get("level"):
+        log_message = (message["log"], message["level"])
+    return gc_utils.StatusUpdate(
+        code=Status.msg_to_status(kind),
+        queue_size=message.get("queue_size"),
+        rank=message.get("rank"),
+        success=message.get("success"),
+        time=datetime.now(),
+        eta=message.get("rank_eta"),
+        progress_data=(
+            gc_utils.ProgressUnit.from_msg(message["progress_data"])
+            if "progress_data" in message
+            else None
+        ),
+        log=log_message,
+    )
