@@ -9,6 +9,7 @@
     python benchmarks/bench.py batch      # qvq batch vs asyncio.gather; resume; 100k-row input
     python benchmarks/bench.py floor      # 1/32/128 streams: ours vs raw SSE vs gradio_client
     python benchmarks/bench.py cold       # a cold `qvq ask` at 0 and 100 ms RTT; start-up times
+    python benchmarks/bench.py serve      # qvq serve vs Session directly, 1/32/128 streams
 
 Raw gradio_client is used as its documentation shows: one ``Client``, ``job = submit(...)``,
 ``for output in job``. Each side gets one warm-up stream; figures are medians over rounds, and
@@ -39,6 +40,7 @@ from gradio_client import Client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import floor  # the floor and cold-start scenarios, a module of their own
+import serving  # qvq serve vs Session
 
 from qvq_gradio import Pool, ResponseError, Session
 from qvq_gradio.replica import ReplicaProcess
@@ -562,7 +564,8 @@ def main() -> None:
     parser.add_argument(
         "which",
         nargs="*",
-        default=["stream", "memory", "concurrent", "floor", "cold", "media", "pool", "batch"],
+        default=["stream", "memory", "concurrent", "floor", "cold", "serve", "media", "pool",
+                 "batch"],
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=8000, help="for the memory benchmark")
@@ -573,7 +576,7 @@ def main() -> None:
     if set(args.which) & {"stream", "memory", "concurrent"}:
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
         _bench_streams(args, env)
-    if set(args.which) & {"floor", "cold"}:
+    if set(args.which) & {"floor", "cold", "serve"}:
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
         with ReplicaProcess(["--concurrency", "256"], env=env) as replica:
             print(f"replica on {replica.url}; python {sys.version.split()[0]}; "
@@ -581,6 +584,9 @@ def main() -> None:
             if "floor" in args.which:
                 sizes = tuple(int(n) for n in args.streams.split(","))
                 RESULTS["floor"] = floor.bench_floor(replica.url, args.rounds, sizes)
+            if "serve" in args.which:
+                sizes = tuple(int(n) for n in args.streams.split(","))
+                RESULTS["serve"] = serving.bench_serve(replica.url, args.rounds, sizes)
             if "cold" in args.which:
                 with tempfile.TemporaryDirectory() as home:
                     RESULTS["cold"] = floor.bench_cold(

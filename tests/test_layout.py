@@ -20,7 +20,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "qvq_gradio"
 
 BASE = {
     "errors", "_secrets", "events", "options", "answer", "prompt", "media", "imaging",
-    "_backoff", "_threads", "_tls",
+    "_backoff", "_threads", "_tls", "_wakeups",
 }
 #: Input code: reads what the caller gave; knows nothing of Spaces.
 INPUT = {"prompt", "media", "imaging", "options", "answer", "events"}

@@ -280,3 +280,102 @@ def test_a_non_loopback_host_without_a_key_is_refused(replica: ReplicaProcess) -
     )
     assert done.returncode == 2
     assert "without an API key" in done.stderr and "Traceback" not in done.stderr
+
+
+def _post_stream(server: ServeProcess, prompt: str, **timeouts: float) -> Any:
+    body = {"model": MODEL, "messages": [{"role": "user", "content": prompt}], "stream": True}
+    return httpx.stream("POST", f"{server.base_url}/chat/completions", json=body,
+                        timeout=httpx.Timeout(60, **timeouts))
+
+
+def test_queued_streams_get_keepalives_and_a_disconnect_there_cancels(
+    qvq_replicas: Any, qvq_server: Serve, marker: str
+) -> None:
+    (space,) = qvq_replicas(1, "--concurrency", "1")
+    server = qvq_server(space.url, "--no-history", "--hold", "0.3", "--keepalive", "0.2")
+    first, queued, after = (f"{marker}-{n}" for n in ("first", "queued", "after"))
+    with _post_stream(server, f"{first} [[replica tokens=3000 delay=0.01]]") as running:
+        lines = running.iter_lines()
+        next(lines)
+        space.wait_started(first)
+        with _post_stream(server, f"{queued} [[replica tokens=5 delay=0]]") as waiting:
+            assert waiting.status_code == 200  # headers after the hold, while queued
+            comments = []
+            for line in waiting.iter_lines():
+                if line.startswith(":"):
+                    comments.append(line)
+                if len(comments) >= 3:
+                    break  # leaving the block disconnects: the queued job is cancelled
+        assert any(c.startswith(": queued") for c in comments), comments
+    assert space.wait_ended(first)["cancel_requested"]
+    # One request at a time, in order: had the queued job survived, it would run before this.
+    done = _client(server).chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": f"{after} [[replica tokens=2]]"}]
+    )
+    assert done.choices[0].message.content == "\\boxed{2}"
+    records = [r for r in space.requests() if queued in r["prompt"]]
+    assert all(r["state"] == "cancelled" for r in records), records
+
+
+def test_an_error_after_text_is_a_last_error_chunk_then_done(
+    server: ServeProcess, marker: str
+) -> None:
+    with _post_stream(server, f"{marker} [[replica tokens=50 delay=0 fail=mid after=5]]") as r:
+        assert r.status_code == 200
+        lines = _sse(r)
+    assert lines[-1] == "data: [DONE]"
+    error = json.loads(lines[-2][6:])["error"]
+    assert error["code"] == "space_error" and "failing after 5 tokens" in error["message"]
+
+
+@pytest.mark.parametrize(
+    ("directive", "status"), [("fail=before", 502), ("fail=hang after=0", 504)]
+)
+def test_the_spaces_errors_and_timeouts_have_their_statuses(
+    qvq_server: Serve, replica: ReplicaProcess, marker: str, directive: str, status: int
+) -> None:
+    server = qvq_server(replica.url, "--no-history", "--idle-timeout", "1")
+    prompt = f"{marker} [[replica {directive}]]"
+    response = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
+        "model": MODEL, "messages": [{"role": "user", "content": prompt}]})
+    assert response.status_code == status, response.text
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_an_image_by_url_and_the_history_and_cache(
+    qvq_server: Serve, replica: ReplicaProcess, marker: str, tmp_path: Any
+) -> None:
+    import functools
+    import http.server
+    import os
+    import threading
+
+    Image.new("RGB", (40, 30), (0, 90, 200)).save(tmp_path / "blue.png")
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    images = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=images.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{images.server_address[1]}/blue.png"
+        env = {**os.environ, "QVQ_HOME": str(tmp_path / "home")}
+        server = qvq_server(replica.url, "--cache", env=env)
+        messages = [{"role": "user", "content": [
+            {"type": "text", "text": f"{marker} [[replica tokens=2 delay=0]]"},
+            {"type": "image_url", "image_url": url}]}]
+        first = _client(server).chat.completions.create(model=MODEL, messages=messages)
+        record = replica.wait_ended(marker)
+        assert (record["image"]["width"], record["image"]["height"]) == (40, 30)
+        again = _client(server).chat.completions.create(model=MODEL, messages=messages)
+        assert again.choices[0].message.content == first.choices[0].message.content
+        # Answered from the history: the Space was asked once.
+        assert len([r for r in replica.requests() if marker in r["prompt"]]) == 1
+    finally:
+        images.shutdown()
+        images.server_close()
+
+
+def test_health_shows_each_space_of_a_pool(qvq_replicas: Any, qvq_server: Serve) -> None:
+    spaces = qvq_replicas(2)
+    server = qvq_server(",".join(s.url for s in spaces), "--no-history")
+    health = httpx.get(f"{server.url}/health", timeout=30).json()
+    assert [row["space"] for row in health["spaces"]] == [s.url for s in spaces]
+    assert health["status"] == "ok"

@@ -158,10 +158,25 @@ class _Answer(Response):
                 if not started:
                     started = await _start_stream(send)
                     await _write(send, shape.opening())
-                if isinstance(item, TextDelta):
-                    await _write(send, shape.delta(item.text))
-                else:
-                    await _write(send, shape.closing(item, self._prompt))
+                # What else has arrived goes out in the same write (fewer sends under load).
+                out, ended = b"", False
+                while True:
+                    if isinstance(item, TextDelta):
+                        out += shape.delta(item.text)
+                    elif isinstance(item, Finished):
+                        out += shape.closing(item, self._prompt)
+                        ended = True
+                        break
+                    elif isinstance(item, QVQError):
+                        out += shape.failed(api_error(item))
+                        ended = True
+                        break
+                    try:
+                        item = receiver.receive_nowait()
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+                await _write(send, out)
+                if ended:
                     await _end(send)
                     return
 

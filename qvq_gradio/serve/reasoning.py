@@ -55,7 +55,9 @@ class Splitter:
     def feed(self, delta: str) -> Parts:
         self.text += delta
         if self._heading is None:
-            for match in FINAL_HEADING.finditer(self.text):
+            # The heading starts at or after the newline before the last line held back:
+            # everything before that was scanned already (no rescanning a long reasoning).
+            for match in FINAL_HEADING.finditer(self.text, max(len(self.reasoning) - 1, 0)):
                 if _ENDED.search(self.text, match.end()):  # complete: something else follows
                     self._heading = (match.start(), match.end())
                     break
