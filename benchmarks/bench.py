@@ -40,7 +40,6 @@ from gradio_client import Client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import floor  # the floor and cold-start scenarios, a module of their own
-import serving  # qvq serve vs Session
 
 from qvq_gradio import Pool, ResponseError, Session
 from qvq_gradio.replica import ReplicaProcess
@@ -585,6 +584,8 @@ def main() -> None:
                 sizes = tuple(int(n) for n in args.streams.split(","))
                 RESULTS["floor"] = floor.bench_floor(replica.url, args.rounds, sizes)
             if "serve" in args.which:
+                import serving  # qvq serve vs Session (needs the serve extra)
+
                 sizes = tuple(int(n) for n in args.streams.split(","))
                 RESULTS["serve"] = serving.bench_serve(replica.url, args.rounds, sizes)
             if "cold" in args.which:

@@ -140,7 +140,11 @@ class ResponseError(QVQError):
 
     ``text`` holds the answer text that had arrived before the failure ("" if none), so a
     caller of ``ask()`` loses nothing; ``space`` names the Space it is about.
+    ``cooling_for``: set when a :class:`~qvq_gradio.Pool` raises the error because every one
+    of its Spaces is cooling down: the seconds until the first of them is asked again.
     """
+
+    cooling_for: float | None = None
 
     def __init__(self, message: str, *, text: str = "", space: str | None = None) -> None:
         self.message = redact(message)

@@ -347,11 +347,17 @@ class Pool(Asking):
             )
         left = max(member.until - time.monotonic(), 0.0)
         error = member.last_error
+        raised: ResponseError
         if isinstance(error, QuotaExceededError):
-            return QuotaExceededError(error.message, retry_after=left, space=error.space)
-        if error is None:  # pragma: no cover - cooling always records its error
-            return SpaceConnectionError("every Space of the pool is cooling down", space=self.space)
-        return copy.copy(error)
+            raised = QuotaExceededError(error.message, retry_after=left, space=error.space)
+        elif error is None:  # pragma: no cover - cooling always records its error
+            raised = SpaceConnectionError(
+                "every Space of the pool is cooling down", space=self.space
+            )
+        else:
+            raised = copy.copy(error)
+        raised.cooling_for = left
+        return raised
 
     def _release(self, member: _Member) -> None:
         with self._lock:

@@ -379,3 +379,20 @@ def test_health_shows_each_space_of_a_pool(qvq_replicas: Any, qvq_server: Serve)
     health = httpx.get(f"{server.url}/health", timeout=30).json()
     assert [row["space"] for row in health["spaces"]] == [s.url for s in spaces]
     assert health["status"] == "ok"
+
+
+def test_every_space_of_a_pool_cooling_is_a_429_with_retry_after(
+    qvq_replicas: Any, qvq_server: Serve, marker: str
+) -> None:
+    spaces = qvq_replicas(2)
+    server = qvq_server(",".join(s.url for s in spaces), "--no-history",
+                        "--connect-timeout", "5")
+    for space in spaces:
+        space.kill()
+    body = {"model": MODEL, "messages": [{"role": "user", "content": f"{marker} hi"}]}
+    first = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=60)
+    assert first.status_code in (429, 503)  # the last Space tried failed, or all cool already
+    again = httpx.post(f"{server.base_url}/chat/completions", json=body, timeout=60)
+    assert again.status_code == 429, again.text
+    assert again.json()["error"]["code"] == "all_spaces_cooling"
+    assert 1 <= int(again.headers["retry-after"]) <= 120

@@ -63,6 +63,11 @@ class APIError(Exception):
 def api_error(exc: QVQError) -> APIError:
     """The HTTP answer for one of our errors."""
     message = f"{type(exc).__name__}: {exc}"
+    cooling = getattr(exc, "cooling_for", None)
+    if cooling is not None and not isinstance(exc, QuotaExceededError):
+        # Every Space of the pool is cooling down: ask again when the first is back.
+        return APIError(429, message, "rate_limit_error", "all_spaces_cooling",
+                        retry_after=cooling)
     if isinstance(exc, UnknownModelError):
         return APIError(404, message, code="model_not_found", param="model")
     if isinstance(exc, InputError):
