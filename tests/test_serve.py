@@ -27,8 +27,21 @@ def server(qvq_server: Serve, replica: ReplicaProcess) -> ServeProcess:
     return qvq_server(replica.url, "--no-history", "--hold", "2", "--keepalive", "0.2")
 
 
+_OPEN: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Any:
+    """Every SDK client a test made is closed after it (their sockets, not the GC's)."""
+    yield
+    while _OPEN:
+        _OPEN.pop().close()
+
+
 def _client(server: ServeProcess, key: str = "unused") -> openai.OpenAI:
-    return openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0, timeout=60)
+    client = openai.OpenAI(base_url=server.base_url, api_key=key, max_retries=0, timeout=60)
+    _OPEN.append(client)
+    return client
 
 
 def _sse(response: httpx.Response) -> list[str]:
@@ -257,16 +270,15 @@ def test_the_responses_api_streaming_and_not(server: ServeProcess, marker: str) 
 
 @pytest.mark.anyio
 async def test_the_async_sdk_streams(server: ServeProcess, marker: str) -> None:
-    client = openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0)
     prompt = f"{marker} [[replica tokens=5 delay=0]]"
-    stream = await client.chat.completions.create(
-        model="qvq-72b", messages=[{"role": "user", "content": prompt}], stream=True
-    )
     content = ""
-    async for chunk in stream:
-        if chunk.choices:
-            content += chunk.choices[0].delta.content or ""
-    await client.close()
+    async with openai.AsyncOpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        stream = await client.chat.completions.create(
+            model="qvq-72b", messages=[{"role": "user", "content": prompt}], stream=True
+        )
+        async for chunk in stream:
+            if chunk.choices:
+                content += chunk.choices[0].delta.content or ""
     assert content == "\\boxed{5}"
 
 
