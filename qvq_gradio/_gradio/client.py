@@ -123,7 +123,7 @@ def _shut(sock: socket.socket) -> None:
         sock.shutdown(socket.SHUT_RDWR)
 
 
-_POOLS = ("executor", "helper_executor", "stream_executor")
+_POOLS = ("executor", "helper_executor", "stream_executor", "config_executor")
 #: How old a confirmation of the Space's config may get before a job reads it again.
 CONFIG_CHECK_EVERY: Final = 30.0
 _HEARTBEAT_CONNECT: Final = 10.0
@@ -166,7 +166,10 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         # Redeploy detection without a config read per job (see .freshness): one daemon thread
         # holds the Space's heartbeat stream open and notices the server going away.
         self._connected = True
-        self.freshness = Freshness(self._read_config_again, self.helper_executor,
+        # A pool of its own (gradio_client 2.0 has no helper pool): reads never queue behind
+        # jobs. One thread is enough; it ends when idle, like the others.
+        self.config_executor = ElasticExecutor(1, name="qvq-config")
+        self.freshness = Freshness(self._read_config_again, self.config_executor,
                                    CONFIG_CHECK_EVERY)
         if self.described_from_disk:
             self.freshness.suspect()  # the first job is checked against the live config
