@@ -40,31 +40,12 @@ from gradio_client import Client
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import floor  # the floor and cold-start scenarios, a module of their own
+from floor import ours_stream, raw_stream
 
 from qvq_gradio import Pool, ResponseError, Session
 from qvq_gradio.replica import ReplicaProcess
 
 RESULTS: dict[str, Any] = {}
-
-
-def raw_stream(client: Client, prompt: str) -> tuple[float, float | None]:
-    start = time.perf_counter()
-    first = None
-    job = client.submit(None, prompt, api_name="/generate")
-    for output in job:
-        if first is None and output:
-            first = time.perf_counter() - start
-    job.result()
-    return time.perf_counter() - start, first
-
-
-async def ours_stream(session: Session, prompt: str) -> tuple[float, float | None]:
-    start = time.perf_counter()
-    first = None
-    async for _ in session.stream(prompt):
-        if first is None:
-            first = time.perf_counter() - start
-    return time.perf_counter() - start, first
 
 
 def ratio(a: float, b: float) -> str:

@@ -83,7 +83,8 @@ class RawSSE:
         return time.perf_counter() - start, first
 
 
-def _gradio_client_stream(client: Client, prompt: str) -> tuple[float, float | None]:
+def raw_stream(client: Client, prompt: str) -> tuple[float, float | None]:
+    """One question through gradio_client as documented: (wall, first output) seconds."""
     start = time.perf_counter()
     first = None
     job = client.submit(None, prompt, api_name="/generate")
@@ -94,7 +95,8 @@ def _gradio_client_stream(client: Client, prompt: str) -> tuple[float, float | N
     return time.perf_counter() - start, first
 
 
-async def _ours(session: Session, prompt: str) -> tuple[float, float | None]:
+async def ours_stream(session: Session, prompt: str) -> tuple[float, float | None]:
+    """One question through a Session: (wall, first text) seconds."""
     start = time.perf_counter()
     first = None
     async for _ in session.stream(prompt):
@@ -127,9 +129,9 @@ async def _burst(side: str, n: int, asker: Any, pool: Any) -> dict[str, float]:
     if side == "raw SSE":
         coros = [asker.ask(_PROMPT) for _ in range(n)]
     elif side == "ours":
-        coros = [_ours(asker, _PROMPT) for _ in range(n)]
+        coros = [ours_stream(asker, _PROMPT) for _ in range(n)]
     else:
-        coros = [loop.run_in_executor(pool, _gradio_client_stream, asker, _PROMPT)
+        coros = [loop.run_in_executor(pool, raw_stream, asker, _PROMPT)
                  for _ in range(n)]
     await asyncio.gather(*(counted(c) for c in coros))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
@@ -252,31 +254,12 @@ print(first_byte)
 """
 
 
-def _import_time(env: dict[str, str]) -> float:
-    """Seconds for a fresh interpreter to `import qvq_gradio` (median of 5)."""
+def _median_seconds(args: list[str], env: dict[str, str]) -> float:
+    """Seconds a fresh interpreter takes to run ``python ARGS`` (median of 5)."""
     times = []
     for _ in range(5):
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "import qvq_gradio"], env=env, check=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _command_time(args: list[str], env: dict[str, str]) -> float:
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "qvq_gradio", *args], env=env, check=True,
-                       capture_output=True)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
-def _python_time(env: dict[str, str]) -> float:
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", "pass"], env=env, check=True)
+        subprocess.run([sys.executable, *args], env=env, check=True, capture_output=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
@@ -284,11 +267,11 @@ def _python_time(env: dict[str, str]) -> float:
 def bench_cold(url: str, rounds: int, env: dict[str, str]) -> dict[str, Any]:
     port = int(url.rsplit(":", 1)[1])
     figures: dict[str, Any] = {
-        "python_s": _python_time(env),
-        "import_s": _import_time(env),
-        "help_s": _command_time(["--help"], env),
-        "version_s": _command_time(["--version"], env),
-        "history_s": _command_time(["history", "list", "-n", "1"], env),
+        "python_s": _median_seconds(["-c", "pass"], env),
+        "import_s": _median_seconds(["-c", "import qvq_gradio"], env),
+        "help_s": _median_seconds(["-m", "qvq_gradio", "--help"], env),
+        "version_s": _median_seconds(["-m", "qvq_gradio", "--version"], env),
+        "history_s": _median_seconds(["-m", "qvq_gradio", "history", "list", "-n", "1"], env),
     }
     for rtt in (0.0, 0.1):
         with LatencyProxy(port, rtt) as proxy:

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import psutil
+from floor import ours_stream
 
 from qvq_gradio import Session
 from qvq_gradio.pytest_plugin import ServeProcess, replica_environment
@@ -26,11 +27,7 @@ _PROMPT = "[[replica tokens=100 delay=0.01]] serve"
 
 
 async def _direct(session: Session) -> float:
-    start = time.perf_counter()
-    first = None
-    async for _ in session.stream(_PROMPT):
-        if first is None:
-            first = time.perf_counter() - start
+    _, first = await ours_stream(session, _PROMPT)
     return first or 0.0
 
 

@@ -21,7 +21,7 @@ import logging
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator, Callable, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -110,7 +110,7 @@ def new_text(previous: str, output: Any, space: str) -> str:
 
 
 class Background:
-    """Blocking work that nobody waits for: upstream cancels and config checks.
+    """Blocking work that nobody waits for: upstream cancels.
 
     Daemon threads (an :class:`~qvq_gradio._threads.ElasticExecutor`), so a cancel stuck on a
     dead network never holds up the caller, closing or interpreter exit.
@@ -119,9 +119,6 @@ class Background:
     def __init__(self) -> None:
         self._pool = ElasticExecutor(64, name="qvq-background")
         self._cancels: set[concurrent.futures.Future[None]] = set()
-
-    def submit(self, fn: Callable[..., Any], *args: Any) -> concurrent.futures.Future[Any]:
-        return self._pool.submit(fn, *args)
 
     def cancel(self, job: SpaceJob) -> None:
         """Cancel ``job`` upstream, in the background."""

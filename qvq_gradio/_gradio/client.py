@@ -163,11 +163,11 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         httpx_kwargs = {**(httpx_kwargs or {}), "auth": self.watch}
         super().__init__(src, *args, max_workers=max_workers, httpx_kwargs=httpx_kwargs, **kwargs)
         _elastic_pools(self, max_workers)
+        self._connected = True  # from now on the config and API info come from the Space
         # Redeploy detection without a config read per job (see .freshness): one daemon thread
-        # holds the Space's heartbeat stream open and notices the server going away.
-        self._connected = True
-        # A pool of its own (gradio_client 2.0 has no helper pool): reads never queue behind
-        # jobs. One thread is enough; it ends when idle, like the others.
+        # holds the Space's heartbeat stream open and notices the server going away. The
+        # re-reads have a pool of their own (gradio_client 2.0 has no helper pool): they never
+        # queue behind jobs. One thread is enough; it ends when idle, like the others.
         self.config_executor = ElasticExecutor(1, name="qvq-config")
         self.freshness = Freshness(self._read_config_again, self.config_executor,
                                    CONFIG_CHECK_EVERY)

@@ -54,7 +54,6 @@ class Freshness:
         self._confirmed = time.monotonic()  # the client has just read its config
         self._suspect = False
         self._reading: concurrent.futures.Future[Any] | None = None
-        self.reads = 0  #: how many times the config was read again (for tests and benchmarks)
 
     def suspect(self) -> None:
         """The server may have restarted: the next job reads the config again."""
@@ -73,7 +72,6 @@ class Freshness:
             if fresh and not self._suspect:
                 return None
             self._suspect = False
-            self.reads += 1
             self._reading = self._executor.submit(self._read)
             return self._reading
 

@@ -26,8 +26,10 @@ __all__ = ["JobHandle"]
 def _file_arg(image: str | None) -> Any:
     """``handle_file(image)`` without its existence check (a stat, which would block the event
     loop): our image is a file the pipeline has just written, or a public URL."""
-    if image is None or image.startswith(("http://", "https://")):
-        return handle_file(image) if image else None
+    if not image:
+        return None
+    if image.startswith(("http://", "https://")):
+        return handle_file(image)
     return {"path": image, "meta": {"_type": "gradio.FileData"}, "orig_name": Path(image).name}
 
 
@@ -52,10 +54,6 @@ class JobHandle:
             handle.release()
             raise
         return handle
-
-    @property
-    def submitted(self) -> bool:
-        return self._job is not None
 
     @property
     def future(self) -> concurrent.futures.Future[Any]:

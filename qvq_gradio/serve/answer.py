@@ -27,6 +27,7 @@ from .writers import Writer
 
 __all__ = ["Answer", "Settings", "Slots", "error_response"]
 
+
 class Settings(Protocol):
     """What an answer needs of its server: its slots and its stream timings."""
 
@@ -34,6 +35,12 @@ class Settings(Protocol):
     hold: float
     keepalive: float
 
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache"),
+    (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
+]
 
 Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -91,13 +98,21 @@ class Answer(Response):
         sender, receiver = anyio.create_memory_object_stream[Any](math.inf)
         tasks.start_soon(_pump, self._events, sender)
         shape = self._shape
-        started = False
-        hold_until = anyio.current_time() + self._server.hold
+        started = False  # the stream's headers (and its opening chunk) are sent
+
+        async def start() -> None:
+            nonlocal started
+            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+            await _write(send, shape.opening())
+            started = True
+
+        # A whole answer has nothing to send before its end; a stream holds its headers up
+        # to ``hold`` seconds, then keeps the connection alive every ``keepalive`` seconds.
+        hold_until = anyio.current_time() + self._server.hold if self._stream else math.inf
         queue: QueueUpdate | None = None
         async with receiver:
             while True:
-                wait = (hold_until - anyio.current_time() if not started
-                        else self._server.keepalive)
+                wait = self._server.keepalive if started else hold_until - anyio.current_time()
                 item: Any = None
                 with anyio.move_on_after(max(wait, 0.0)) as timer:
                     try:
@@ -105,23 +120,16 @@ class Answer(Response):
                     except anyio.EndOfStream:
                         return
                 if timer.cancelled_caught:
-                    if self._stream:
-                        if not started:
-                            started = await _start_stream(send)
-                            await _write(send, shape.opening())
-                        await _write(send, _comment(queue))
-                    hold_until = math.inf if not self._stream else hold_until
+                    if not started:
+                        await start()
+                    await _write(send, _comment(queue))
                     continue
                 if isinstance(item, QueueUpdate):
                     queue = item
                     continue
-                if isinstance(item, QVQError):
-                    if not started:
-                        raise api_error(item)
-                    await _write(send, shape.failed(api_error(item)))
-                    await _end(send)
-                    return
-                if not isinstance(item, (TextDelta, Finished)):
+                if isinstance(item, QVQError) and not started:
+                    raise api_error(item)  # a real HTTP status (always, for a whole answer)
+                if not isinstance(item, (TextDelta, Finished, QVQError)):
                     continue
                 if not self._stream:
                     if isinstance(item, Finished):
@@ -130,11 +138,11 @@ class Answer(Response):
                                     "headers": [(b"content-type", b"application/json")]})
                         await send({"type": "http.response.body", "body": body})
                         return
-                    shape.feed(item.text)
+                    if isinstance(item, TextDelta):  # an error was raised above
+                        shape.feed(item.text)
                     continue
                 if not started:
-                    started = await _start_stream(send)
-                    await _write(send, shape.opening())
+                    await start()
                 # What else has arrived goes out in the same write (fewer sends under load).
                 out, ended = b"", False
                 while True:
@@ -176,15 +184,6 @@ async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
             return
 
 
-async def _start_stream(send: Send) -> bool:
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"text/event-stream; charset=utf-8"),
-        (b"cache-control", b"no-cache"),
-        (b"x-accel-buffering", b"no"),  # nginx: do not buffer the stream
-    ]})
-    return True
-
-
 async def _write(send: Send, data: bytes) -> None:
     if data:
         await send({"type": "http.response.body", "body": data, "more_body": True})
@@ -199,7 +198,3 @@ def _comment(queue: QueueUpdate | None) -> bytes:
         return b": keep-alive\n\n"
     size = f"/{queue.queue_size}" if queue.queue_size is not None else ""
     return f": queued {queue.position}{size}\n\n".encode()
-
-
-def _data(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"

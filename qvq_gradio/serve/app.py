@@ -10,10 +10,10 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
-from typing import Any
+from typing import Any, TypeVar
 
 from starlette.applications import Starlette
 from starlette.middleware.cors import CORSMiddleware
@@ -27,11 +27,13 @@ from ..protocol import SessionLike
 from .answer import Answer, Receive, Send, Slots, error_response
 from .errors import APIError, api_error
 from .shapes import MODELS, ChatRequest, ResponsesRequest, model_card
-from .writers import ChatWriter, Reasoning, ResponsesWriter
+from .writers import ChatWriter, Reasoning, ResponsesWriter, Writer
 
 __all__ = ["Reasoning", "app"]
 
 log = logging.getLogger("qvq_gradio")
+
+_Asked = TypeVar("_Asked", ChatRequest, ResponsesRequest)
 
 
 class _RequireKey:
@@ -70,31 +72,30 @@ class _Server:
         except ValueError as exc:
             raise APIError(400, f"The request body is not JSON: {exc}") from None
 
-    def _ask(self, messages: list[Any]) -> tuple[Any, str]:
-        """The session's event stream for ``messages`` (bad input raises now: a 400)."""
+    async def _serve(
+        self, request: Request, parse: Callable[[Any], _Asked], writer: Callable[[_Asked], Writer]
+    ) -> Response:
+        """The answer to one request of either API; bad input is a 400 before anything is
+        sent."""
         try:
-            prompt = build_prompt(messages).text
-            return self.session.events(messages), prompt
+            asked = parse(await self._body(request))
+            prompt = build_prompt(asked.messages).text  # for the usage estimate
+            events = self.session.events(asked.messages)
+        except APIError as error:
+            return error_response(error)
         except InputError as exc:
-            raise api_error(exc) from None
+            return error_response(api_error(exc))
+        return Answer(self, events, prompt, asked.stream, writer(asked))
 
     async def chat(self, request: Request) -> Response:
-        try:
-            asked = ChatRequest.parse(await self._body(request))
-            events, prompt = self._ask(asked.messages)
-        except APIError as error:
-            return error_response(error)
-        shape = ChatWriter(asked.model, self.reasoning, asked.include_usage)
-        return Answer(self, events, prompt, asked.stream, shape)
+        return await self._serve(request, ChatRequest.parse, lambda asked: ChatWriter(
+            asked.model, self.reasoning, asked.include_usage
+        ))
 
     async def responses(self, request: Request) -> Response:
-        try:
-            asked = ResponsesRequest.parse(await self._body(request))
-            events, prompt = self._ask(asked.messages)
-        except APIError as error:
-            return error_response(error)
-        writer = ResponsesWriter(asked.model, self.reasoning)
-        return Answer(self, events, prompt, asked.stream, writer)
+        return await self._serve(request, ResponsesRequest.parse, lambda asked: ResponsesWriter(
+            asked.model, self.reasoning
+        ))
 
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [model_card(m) for m in MODELS]})
