@@ -245,6 +245,9 @@ async def test_a_recovered_space_is_used_again_within_seconds(
             for n in range(6):
                 tg.start_soon(one, n)
             await started.wait()
+            # The victim itself must be answering (its session connected, so the pool can
+            # probe it later), not only the other Space: a loaded machine connects slowly.
+            await anyio.to_thread.run_sync(victim.wait_started, marker)
             await anyio.to_thread.run_sync(victim.kill)  # under load: several fail at once
         row = {r.space: r for r in pool.status()}[victim.url]
         assert row.state == "cooling"
