@@ -195,15 +195,18 @@ async def test_sixteen_concurrent_streams(
     session: Session, replica: ReplicaProcess, marker: str
 ) -> None:
     results: dict[int, str] = {}
+    # Each waits for the other fifteen before its first token (the replica gives up after 30 s),
+    # so they overlap only if the session really runs them at once.
+    directives = f"tokens=100 delay=0.01 together={marker}:16"
 
     async def one(i: int) -> None:
-        results[i] = await session.ask(f"{marker}-{i}- [[replica tokens=100 delay=0.01]]")
+        results[i] = await session.ask(f"{marker}-{i}- [[replica {directives}]]")
 
     async with anyio.create_task_group() as tg:
         for i in range(16):
             tg.start_soon(one, i)
     for i in range(16):
-        assert results[i] == expected_text(f"{marker}-{i}- [[replica tokens=100 delay=0.01]]", 100)
+        assert results[i] == expected_text(f"{marker}-{i}- [[replica {directives}]]", 100)
     records = [r for r in await anyio.to_thread.run_sync(replica.requests) if marker in r["prompt"]]
     assert len(records) == 16
     # They really ran at the same time: every one started before any one ended.

@@ -9,7 +9,8 @@ second the image's size, mode, format and a sha256 of its RGB pixel bytes. Then 
 ``tokens`` words of fake reasoning, ``delay`` seconds apart, and a ``**Final Answer**``.
 
 Behaviour is set per replica (:class:`ReplicaConfig`) and can be overridden per request by a
-directive anywhere in the prompt, e.g. ``[[replica tokens=200 delay=0.01 fail=mid after=5]]``.
+directive anywhere in the prompt, e.g. ``[[replica tokens=200 delay=0.01 fail=mid after=5]]``;
+``together=NAME:N`` holds a request before its first token until N of group NAME are generating.
 Failure modes: ``before`` (``gr.Error`` before the first token), ``mid`` (``gr.Error`` after
 ``after`` tokens), ``quota`` (a ZeroGPU quota message), ``hang`` (stop after ``after`` tokens
 and never finish), ``echo-token`` (an error that echoes the credential it was sent, as some

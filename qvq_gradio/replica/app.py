@@ -15,7 +15,7 @@ import warnings
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
-from .config import ReplicaConfig
+from .config import TOGETHER_WAIT, ReplicaConfig
 from .log import RequestLog
 from .quota import Quota, quota_message
 from .receipt import answer_head, describe_image, other_function, other_function_text, word
@@ -90,6 +90,24 @@ async def _at_token(settings: ReplicaConfig, index: int) -> None:
         await _hang()
 
 
+class _Groups:
+    """``together=NAME:N``: members of a group wait for each other before their first token.
+
+    A group that never fills stops waiting after :data:`TOGETHER_WAIT` seconds and goes on (a
+    test of concurrency then fails on its own assertion instead of hanging)."""
+
+    def __init__(self) -> None:
+        self._groups: dict[str, tuple[list[int], asyncio.Event]] = {}
+
+    async def arrive(self, name: str, size: int) -> None:
+        count, full = self._groups.setdefault(name, ([0], asyncio.Event()))
+        count[0] += 1
+        if count[0] >= size:
+            full.set()
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(full.wait(), TOGETHER_WAIT)
+
+
 # -- the answer -----------------------------------------------------------------------------------
 
 
@@ -98,6 +116,7 @@ def _generate_fn(
 ) -> Callable[..., AsyncIterator[str]]:
     """The function served as ``/generate``: a generator of the whole answer so far."""
     gr = _gradio()
+    groups = _Groups()
 
     async def generate(image: str | None, text: str, request: Any) -> AsyncIterator[str]:
         record = log.start(text)
@@ -110,6 +129,8 @@ def _generate_fn(
             if image:
                 record.image = await asyncio.to_thread(describe_image, image)
             record.tokens_planned = settings.tokens
+            if settings.together is not None:
+                await groups.arrive(*settings.together)
             _before_first_token(settings, quota, request)
             out = answer_head(text, record.image)
             record.yielded_at = time.monotonic()

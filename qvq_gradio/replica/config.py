@@ -7,12 +7,14 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-__all__ = ["FAIL_MODES", "LAYOUTS", "FailMode", "Layout", "ReplicaConfig"]
+__all__ = ["FAIL_MODES", "LAYOUTS", "TOGETHER_WAIT", "FailMode", "Layout", "ReplicaConfig"]
 
 FailMode = Literal["before", "mid", "quota", "hang", "echo-token"]
 FAIL_MODES: tuple[str, ...] = ("before", "mid", "quota", "hang", "echo-token")
 Layout = Literal["qvq", "reordered", "text-only"]
 LAYOUTS: tuple[str, ...] = ("qvq", "reordered", "text-only")
+
+TOGETHER_WAIT = 30.0  #: seconds a ``together`` group waits for its members at most
 
 _DIRECTIVE = re.compile(r"\[\[replica([^\]]*)\]\]")
 
@@ -34,6 +36,9 @@ class ReplicaConfig:
     quota_budget: int | None = None
     quota_retry: float = 588.0  #: seconds a quota error asks to wait (``fail=quota`` too)
     token: str | None = field(default=None, repr=False)  #: required HF token, if any
+    #: ``together=NAME:N``: wait (up to :data:`TOGETHER_WAIT` s) before the first token until
+    #: N requests of group NAME are generating, so a test can tell concurrency from chance.
+    together: tuple[str, int] | None = None
 
     def with_directives(self, prompt: str) -> ReplicaConfig:
         """This config with the ``[[replica ...]]`` directives of ``prompt`` applied."""
@@ -51,6 +56,11 @@ class ReplicaConfig:
                     changes["fail"] = value
                 elif key == "after":
                     changes["fail_after"] = int(value)
+                elif key == "together":
+                    name, _, count = value.rpartition(":")
+                    if not name or not count.isdigit():
+                        raise ValueError(f"together must be NAME:N, got {value!r}")
+                    changes["together"] = (name, int(count))
                 elif key == "final":  # final=no: no Final Answer section (endless reasoning)
                     changes["final"] = value not in ("no", "0", "false")
                 else:
