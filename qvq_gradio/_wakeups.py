@@ -1,11 +1,12 @@
-"""Waking the event loop from worker threads: one wake-up for every stream that has news.
+"""The event loop seen from worker threads and from hot paths: wake-ups, and its clock.
 
-Each job's thread hands on its messages the moment they arrive; the stream waiting for them
-is on the event loop. Scheduling a callback from another thread (``call_soon_threadsafe``)
-writes to the loop's self-pipe and wakes it: with many streams generating at once, that is a
-system call and a loop iteration per message. :class:`Wakeups` (one per loop) gathers the
+Each job's thread tells the stream following it on the event loop that the job has joined the
+Space's queue, and that it has ended. Scheduling a callback from another thread
+(``call_soon_threadsafe``) writes to the loop's self-pipe and wakes it: with a burst of jobs,
+that is a system call and a loop iteration each. :class:`Wakeups` (one per loop) gathers the
 callbacks of every thread into one queue and schedules one drain for all that queued before it
-ran, so a busy second costs a few loop wake-ups instead of one per message.
+ran, so a burst costs a few loop wake-ups instead of one per job. :func:`loop_clock` is the
+loop's clock as a plain function, for code that reads it for every message.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Wakeups", "wakeups"]
+import anyio
+import anyio.lowlevel
+
+__all__ = ["Wakeups", "loop_clock", "wakeups"]
 
 _HUBS: weakref.WeakKeyDictionary[Any, Wakeups] = weakref.WeakKeyDictionary()
 
@@ -58,3 +62,12 @@ def wakeups(native: Any) -> Wakeups:
             hub = Wakeups(native.run_sync_soon)
         _HUBS[native] = hub
     return hub
+
+
+def loop_clock() -> Callable[[], float]:
+    """The running loop's clock (``anyio.current_time``'s), as a plain function: called per
+    message, where ``anyio.current_time`` looks the async library up on every call."""
+    native = anyio.lowlevel.current_token().native_token
+    if isinstance(native, asyncio.AbstractEventLoop):
+        return native.time
+    return anyio.current_time

@@ -1,14 +1,15 @@
 """The life of one job on the Space: submit, follow, verify, cancel, release.
 
-A :class:`SpaceJob` is submitted from a worker thread on a Gradio session of its own (a
-:class:`~qvq_gradio._gradio.JobHandle`). gradio_client's threads push each cumulative output
-into the job's feed, which wakes :meth:`SpaceJob.follow`; it turns outputs into deltas.
-Completion is decided from the job's Future, never from its status alone.
+A :class:`SpaceJob` is submitted to a worker thread on a Gradio session of its own (a
+:class:`~qvq_gradio._gradio.JobHandle`): the thread uploads the image and joins the Space's
+queue. :meth:`SpaceJob.follow` then reads the job's event stream on the event loop and turns
+each cumulative output into a delta; the stream's completion goes back to the thread, which
+finishes the job, and the outcome is decided from the job's Future, never from a status alone.
 
 When the Space's config is due to be read again (see :mod:`qvq_gradio._gradio.freshness`),
-:meth:`SpaceJob.follow` holds back text until that read confirms ``/generate`` is still the
-function we submitted to: a Space restarted with its functions in another order would otherwise
-run another function for our cached function index.
+:meth:`SpaceJob.follow` reads nothing of the job until that read confirms ``/generate`` is still
+the function we submitted to: a Space restarted with its functions in another order would
+otherwise run another function for our cached function index.
 
 Cancelling upstream never delays the caller: :class:`Background` sends it from a daemon thread,
 bounded, and a session closing waits for pending cancels at most ``CLOSE_WAIT`` seconds.
@@ -17,13 +18,15 @@ bounded, and a session closing waits for pending cancels at most ``CLOSE_WAIT`` 
 from __future__ import annotations
 
 import concurrent.futures
+import functools
 import logging
 import math
 import threading
 import time
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 import anyio
 import anyio.lowlevel
@@ -32,14 +35,11 @@ import httpx
 
 from ._gradio import (
     API_NAME,
-    JobFeed,
     JobHandle,
     QVQClient,
-    Snapshot,
     endpoint_signature,
     translate_error,
 )
-from ._gradio.feed import generating, queued
 from ._threads import ElasticExecutor
 from ._wakeups import wakeups
 from .errors import IdleTimeoutError, ProtocolError, TotalTimeoutError
@@ -57,7 +57,6 @@ _CANCEL_TIMEOUT: Final = 10.0
 # the first two fit in the second a closing session waits for its cancels;
 # see cancel_blocking). Cheap: it runs in the background and the caller never waits on it.
 _RECANCEL_AT: Final = (0.2, 0.5, 2.5)
-_CANCEL_POLL: Final = 0.02  # how often a cancel in flight looks at the job's status
 
 
 class Redeployed(Exception):
@@ -65,7 +64,8 @@ class Redeployed(Exception):
 
 
 class _Waker:
-    """Wakes one waiting stream from any thread, without blocking that thread.
+    """Wakes one waiting stream from any thread (the job joined, ended; the config was read
+    again), without blocking that thread.
 
     Calls coalesce: at most one wake-up per stream is queued at a time, and the loop's
     :class:`~qvq_gradio._wakeups.Wakeups` drains those of every stream at once. No lock is
@@ -139,13 +139,13 @@ class Background:
         self._pool.shutdown(timeout=max(deadline - time.monotonic(), 0.0))
 
 
-@dataclass
-class _Seen:
-    """What :meth:`SpaceJob.follow` has seen of the feed so far."""
+@dataclass(frozen=True, slots=True)
+class _Timing:
+    """One job's time limits: the total deadline (anyio time) and the limits as given."""
 
-    version: int = -1
-    queue: QueueUpdate | None = None
-    progress: float = 0.0  #: when text last arrived (or generation started), anyio time
+    deadline: float
+    idle: float | None
+    total: float | None
 
 
 class SpaceJob:
@@ -157,6 +157,8 @@ class SpaceJob:
         self.answer = ""
         self.started: float | None = None  #: when the Space began generating (anyio time)
         self.first_token: float | None = None
+        self._progress = 0.0  #: when text last arrived (or generation started), anyio time
+        self._queue: QueueUpdate | None = None
         self._released = False
 
     @classmethod
@@ -164,7 +166,7 @@ class SpaceJob:
         cls, client: QVQClient, image: str | None, text: str, limits: httpx.Timeout, space: str
     ) -> SpaceJob:
         """Hand the job to gradio_client's executor (it never blocks: the job's own thread
-        uploads, joins the queue and reads the stream)."""
+        uploads and joins the queue; the stream is read by :meth:`follow`)."""
         try:
             return cls(JobHandle.submit(client, image, text, limits), space)
         except Exception as exc:
@@ -186,98 +188,88 @@ class SpaceJob:
     ) -> AsyncGenerator[Event, None]:
         """Queue updates and text deltas until the job is done (then it returns).
 
-        ``verify``, if given, is the Space's config read again: no text is yielded before it
-        confirms that ``/generate`` is still the function we submitted to (else
-        :class:`Redeployed`).
+        ``verify``, if given, is the Space's config read again: nothing is read of the job's
+        stream before it confirms that ``/generate`` is still the function we submitted to
+        (else :class:`Redeployed`).
         """
+        timing = _Timing(deadline, idle, total)
+        self._progress = start
+        handle = self.handle
         waker = _Waker()
-        feed = self.handle.feed
-        feed.attach(waker)
-        self.handle.future.add_done_callback(waker)
+        handle.hand_over.attach(waker)
+        handle.future.add_done_callback(waker)
         if verify is not None:
             verify.add_done_callback(waker)
-        seen = _Seen(progress=start)
         try:
-            while True:
-                if verify is not None and verify.done():
-                    self._check(verify, signature)
-                    verify = None
-                if verify is None:
-                    # Read "done" before the snapshot: the worker pushes every output before
-                    # the Future completes, so a snapshot taken after "done" holds all the text.
-                    done = self.done
-                    for event in self._news(feed.snapshot, seen):
-                        yield event
-                    if done:
-                        delta = new_text(self.answer, self.handle.result(self.space), self.space)
-                        if delta:
-                            self._add(delta)
-                            yield TextDelta(delta)
-                        return
-                await self._wait(waker, feed, seen, verify, deadline, idle, total)
-        finally:
-            feed.detach()
-
-    def _news(self, snapshot: Snapshot, seen: _Seen) -> Iterator[Event]:
-        """The events a new snapshot of the feed brings (none if it is not new)."""
-        if snapshot.version == seen.version:
-            return
-        seen.version = snapshot.version
-        place = queued(snapshot.status)
-        if place is not None:
-            update = QueueUpdate(*place)
-            if update != seen.queue:
-                seen.queue = update
-                yield update
-        elif generating(snapshot.status) and self.started is None:
-            self.started = seen.progress = anyio.current_time()
-        if snapshot.has_output:
-            delta = new_text(self.answer, snapshot.output, self.space)
+            # Until the job's thread has joined the queue (or failed before: its Future says
+            # why), and the config read alongside, if any, has answered.
+            while (verify is not None and not verify.done()) or (
+                handle.hand_over.event_id is None and not self.done
+            ):
+                await self._wait(waker, timing)
+            if verify is not None:
+                self._check(verify, signature)
+            if not self.done:
+                updates = handle.updates(functools.partial(self._wake_by, timing))
+                async with aclosing(updates):
+                    async for update in updates:
+                        if update is None:
+                            self._timed_out(timing)
+                        if update.queued is not None:
+                            queue = QueueUpdate(*update.queued)
+                            if queue != self._queue:
+                                self._queue = queue
+                                yield queue
+                        if update.started and self.started is None:
+                            self.started = self._progress = update.at
+                        if update.has_output:
+                            delta = new_text(self.answer, update.output, self.space)
+                            if delta:
+                                self._add(delta, update.at)
+                                yield TextDelta(delta)
+            # The stream handed its end to the job's thread: the Future holds the outcome.
+            while not self.done:
+                await self._wait(waker, timing)
+            delta = new_text(self.answer, handle.result(self.space), self.space)
             if delta:
-                seen.progress = self._add(delta)
+                self._add(delta, anyio.current_time())
                 yield TextDelta(delta)
+        finally:
+            handle.hand_over.detach()
 
-    async def _wait(
-        self,
-        waker: _Waker,
-        feed: JobFeed,
-        seen: _Seen,
-        verify: concurrent.futures.Future[Any] | None,
-        deadline: float,
-        idle: float | None,
-        total: float | None,
-    ) -> None:
-        """Until the feed, the Future or the config check has news; a timeout raises."""
-        idle_deadline = (
-            seen.progress + idle if idle is not None and self.started is not None else math.inf
-        )
-        wake_by = min(deadline, idle_deadline)
+    def _wake_by(self, timing: _Timing) -> float:
+        """The loop time by which the job must bring news: its total deadline, and once it
+        generates, its idle deadline."""
+        if timing.idle is None or self.started is None:
+            return timing.deadline
+        return min(timing.deadline, self._progress + timing.idle)
+
+    async def _wait(self, waker: _Waker, timing: _Timing) -> None:
+        """Until the job's thread or the config check has news; a timeout raises."""
+        wake_by = self._wake_by(timing)
         delay = None if wake_by == math.inf else max(wake_by - anyio.current_time(), 0.0)
-        with anyio.move_on_after(delay):
+        with anyio.move_on_after(delay) as scope:
             await waker.wait()
-        if feed.snapshot.version != seen.version or self.done:
-            return
-        if verify is not None and verify.done():
-            return
-        now = anyio.current_time()
-        if now >= deadline:
+        if scope.cancelled_caught:
+            self._timed_out(timing)
+
+    def _timed_out(self, timing: _Timing) -> NoReturn:
+        if anyio.current_time() >= timing.deadline:
             raise TotalTimeoutError(
-                f"No complete answer within total_timeout={total:g} s",
+                f"No complete answer within total_timeout={timing.total:g} s",
                 text=self.answer,
                 space=self.space,
             )
-        if now >= idle_deadline:
-            raise IdleTimeoutError(
-                f"No new text for idle_timeout={idle:g} s", text=self.answer, space=self.space
-            )
+        raise IdleTimeoutError(
+            f"No new text for idle_timeout={timing.idle:g} s", text=self.answer, space=self.space
+        )
 
-    def _add(self, delta: str) -> float:
+    def _add(self, delta: str, now: float) -> None:
         self.answer += delta
-        now = anyio.current_time()
+        self._progress = now
         if self.first_token is None:
             self.first_token = now
             self.started = self.started or now
-        return now
 
     def _check(self, verify: concurrent.futures.Future[Any], signature: tuple[Any, ...]) -> None:
         try:
@@ -307,40 +299,31 @@ class SpaceJob:
                     log.warning("cancelling a job that has not reached the Space's queue yet")
                     break
                 time.sleep(0.01)
-            if self.started is None:
+            if self.started is None and not handle.generating:
                 # Gradio's /cancel stops running tasks and removes queued events, but misses an
                 # event caught between the two (just taken off the queue, its task not yet
                 # running): about 1 cancel in 6 right after joining, more on Gradio 5.9 or a
-                # loaded machine. So cancel again as soon as the job is seen generating, and a
-                # few times more (_RECANCEL_AT). Only /cancel meanwhile: stopping the job
-                # stops gradio_client from reading the job's status, so it comes last. The
-                # session is this job's alone, so cancelling it is safe.
-                self._cancel_until_ended()
+                # loaded machine. So cancel again a few times (_RECANCEL_AT); closing the
+                # job's event stream (its follower did) also has Gradio drop the session's
+                # events. Only /cancel meanwhile: stopping the job stops gradio_client from
+                # following it, so it comes last. The session is this job's alone, so
+                # cancelling it is safe.
+                self._cancel_again_and_again()
             handle.stop()
         except Exception as exc:  # the Space may be gone; the job is abandoned either way
             log.debug("cancelling job upstream failed: %r", exc)
         finally:
-            self.abort()
-            # Only now: the SSE reader is started on this pool after the job joins the queue.
+            self.abort()  # the job's thread, waiting for a completion, is told the stream ended
             handle.release()
 
-    def _cancel_until_ended(self) -> None:
-        handle = self.handle
-        feed = handle.feed
-        sent = time.monotonic()
-        handle.send_cancel()
-        again = list(_RECANCEL_AT)
-        seen_generating = False
+    def _cancel_again_and_again(self) -> None:
         # Not "until the Future is done": when /cancel misses the task, Gradio still tells the
         # client the event completed (seen here), so done says nothing about the Space.
-        while again:
-            if not seen_generating and generating(feed.snapshot.status):
-                seen_generating = True
-                handle.send_cancel()  # it started after all: now the Space can find it
-            if time.monotonic() - sent >= again[0]:
-                again.pop(0)
-                handle.send_cancel()
-            time.sleep(_CANCEL_POLL)
+        sent = time.monotonic()
+        self.handle.send_cancel()
+        for at in _RECANCEL_AT:
+            time.sleep(max(sent + at - time.monotonic(), 0.0))
+            self.handle.send_cancel()
 
     def release(self, background: Background) -> None:
         """Done with the job: cancel it upstream if unfinished (in the background), free it."""

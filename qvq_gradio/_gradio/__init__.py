@@ -2,8 +2,9 @@
 
     client.py     QVQClient (no telemetry, elastic daemon pools, a session per job) and
                   JobClient (one job's view of it), StreamWatch (sockets that can be shut down)
-    feed.py       JobFeed: the newest output and status of a job, waking the stream
-    reader.py     JobEndpoint: a job reads its own event stream in its thread (no polling)
+    reader.py     the job's event stream, read on the event loop (no polling, no thread hop);
+                  JobEndpoint: the job's thread hands the stream over once it has joined
+    handover.py   HandOver: the event id to the loop, the completion back to the thread
     freshness.py  when the config must be read again (heartbeat, errors, age), not per job
     description.py  the Space's config and API info kept on disk, for a cold start
     handle.py     JobHandle: submit, Future, event id, upstream cancel
@@ -19,7 +20,6 @@ from __future__ import annotations
 from .client import JobClient, QVQClient, StreamWatch, answers_config, describe, queue_status
 from .description import DescriptionCache
 from .endpoint import API_NAME, check_endpoint, endpoint_signature
-from .feed import JobFeed, Snapshot
 from .handle import JobHandle
 from .hub import SPACE_STATES, WAKING, space_state, unavailable
 from .translate import clean_message, parse_retry_after, translate_error
@@ -30,10 +30,8 @@ __all__ = [
     "WAKING",
     "DescriptionCache",
     "JobClient",
-    "JobFeed",
     "JobHandle",
     "QVQClient",
-    "Snapshot",
     "StreamWatch",
     "answers_config",
     "check_endpoint",

@@ -6,9 +6,10 @@
   endpoint), and gradio_client uses one session per ``Client``. :meth:`QVQClient.for_one_job`
   gives each job its own session (and SSE reader) while sharing the config, API description,
   headers and worker pools: no extra network round trip;
-* memory: a :class:`JobClient` keeps only the newest cumulative output of its job (see
-  :mod:`.feed`); jobs that users submit through the session's client behave exactly as
-  gradio_client documents;
+* streams: a :class:`JobClient`'s job hands its event stream to the event loop once it has
+  joined the queue (see :mod:`.reader` and :mod:`.handover`), and keeps none of its outputs;
+  jobs that users submit through the session's client behave exactly as gradio_client
+  documents;
 * threads: gradio_client's three ``ThreadPoolExecutor`` pools are replaced by
   :class:`~qvq_gradio._threads.ElasticExecutor` pools, whose idle threads end after a burst and
   whose threads are daemons: a thread stuck reading a dead connection never holds up closing or
@@ -40,8 +41,8 @@ from gradio_client import utils as gc_utils
 from .._secrets import register_secret
 from .._threads import ElasticExecutor
 from .description import DescriptionCache, same_app
-from .feed import JobFeed, KeepLast
 from .freshness import HEARTBEAT_READ_TIMEOUT, Freshness
+from .handover import Discard, HandOver, KeepLast
 from .reader import INLINE_PROTOCOLS, JobEndpoint
 
 __all__ = [
@@ -269,9 +270,9 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         """A view of this client with a Gradio session of its own, for exactly one job.
 
         It shares config, API description, headers, cookies and worker pools (so it costs no
-        network round trip) but has its own session hash, SSE state and SSE reader thread,
+        network round trip) but has its own session hash, SSE state and :class:`HandOver`,
         endpoints bound to it, its own httpx settings (``timeout``; a :class:`StreamWatch`),
-        and it keeps only the newest output of its job. Keep a reference while its job runs
+        and it keeps none of the outputs of its job. Keep a reference while its job runs
         (endpoints hold it weakly) and call :meth:`JobClient.release` afterwards.
         """
         view = JobClient.__new__(JobClient)
@@ -280,8 +281,9 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         view.watch = StreamWatch()
         view.httpx_kwargs = {**self.httpx_kwargs, "timeout": timeout, "auth": view.watch}
         # Per-session SSE state, as Client.__init__ sets it up. On the protocols whose stream
-        # is per session, the job's own thread reads it (see .reader): marking it open keeps
+        # is per session, the event loop reads it (see .reader): marking it open keeps
         # gradio_client from starting a reader thread.
+        view.hand_over = HandOver()
         view.stream_open = view.protocol in INLINE_PROTOCOLS
         view.streaming_future = None
         view.pending_messages_per_event = {}
@@ -309,11 +311,12 @@ class JobClient(QVQClient):
 
     watch: StreamWatch
     httpx_kwargs: dict[str, Any]
+    hand_over: HandOver
 
     def new_helper(self, fn_index: int, headers: dict[str, str] | None = None) -> Any:
         helper = super().new_helper(fn_index, headers=headers)
         helper.job.outputs = KeepLast()
-        helper.updates = JobFeed()
+        helper.updates = Discard()
         return helper
 
     def close(self) -> None:
@@ -329,7 +332,8 @@ class JobClient(QVQClient):
         self.watch.abort()
 
     def release(self) -> None:
-        """Let this view's SSE reader thread end once its stream closes."""
+        """Let this view's SSE reader thread (Gradio 3.x / 4.0 only) end once its stream
+        closes."""
         self.stream_executor.shutdown(wait=False)
 
     def __del__(self) -> None:

@@ -1,23 +1,25 @@
 """The job handle: one submitted gradio_client job, seen through what its life needs.
 
 :class:`JobHandle` hides the gradio_client ``Job`` (its Future, its communicator's event id,
-its cancel function) and the one-job :class:`~.client.JobClient` it runs on, so that the life
-of a job (:mod:`qvq_gradio.job`) is written without knowing gradio_client's internals.
+its cancel function), the one-job :class:`~.client.JobClient` it runs on and the job's event
+stream, so that the life of a job (:mod:`qvq_gradio.job`) is written without knowing
+gradio_client's internals.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
+from collections.abc import AsyncGenerator, Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 from gradio_client import handle_file
 
-from ..errors import ProtocolError
 from .client import JobClient, QVQClient
 from .endpoint import API_NAME
-from .feed import JobFeed
+from .handover import HandOver
+from .reader import Update, read_updates
 from .translate import translate_error
 
 __all__ = ["JobHandle"]
@@ -45,7 +47,7 @@ class JobHandle:
         cls, client: QVQClient, image: str | None, text: str, limits: httpx.Timeout
     ) -> JobHandle:
         """Submit ``[image, text]`` to ``/generate``: gradio_client's executor runs the job
-        (upload, join, stream) in a thread of its own; this returns at once, without I/O."""
+        (upload, join) in a thread of its own; this returns at once, without I/O."""
         # A Gradio session of its own: cancelling this job stops no other stream.
         handle = cls(client.for_one_job(limits))
         try:
@@ -65,12 +67,19 @@ class JobHandle:
         return bool(self._job.future.done())
 
     @property
-    def feed(self) -> JobFeed:
-        """The job's :class:`~.feed.JobFeed` (set up by :meth:`JobClient.new_helper`)."""
-        feed = self._job.communicator.updates
-        if not isinstance(feed, JobFeed):  # pragma: no cover - only if gradio_client changes
-            raise ProtocolError("gradio_client did not use JobClient.new_helper for this job")
-        return feed
+    def hand_over(self) -> HandOver:
+        """Where the job's thread says it joined the queue (see :mod:`.handover`)."""
+        return self._view.hand_over
+
+    @property
+    def generating(self) -> bool:
+        """The job's stream said the Space started generating."""
+        return self._view.hand_over.generating
+
+    def updates(self, wake_by: Callable[[], float]) -> AsyncGenerator[Update | None, None]:
+        """The job's event stream, read on the event loop (see :func:`.reader.read_updates`);
+        call it once the job has joined the queue."""
+        return read_updates(self._view, self._job.communicator.prediction_processor, wake_by)
 
     @property
     def has_event_id(self) -> bool:
@@ -100,8 +109,10 @@ class JobHandle:
         self._view.set_timeout(timeout)
 
     def abort(self) -> None:
-        """Shut down the job's connections: a reader blocked on a dead one wakes now."""
+        """Shut down the job's connections (a read blocked on a dead one wakes now) and end
+        the thread's wait for a completion."""
         self._view.abort()
+        self._view.hand_over.end()
 
     def release(self) -> None:
         """Let the job's SSE reader thread end once its stream closes."""

@@ -1,184 +1,262 @@
-"""One job's event stream, read in the job's own thread: no reader thread, no polling.
+"""One job's event stream, read on the event loop: no reader thread, no polling, no thread hop.
 
 gradio_client follows a job with three threads besides the one that submits it: a session-wide
 SSE reader that files messages into a deque, a helper that *polls* that deque every 50 ms
 (each token waits 0–50 ms and tokens arrive in bursts), and a helper that polls every 50 ms
-whether the job was cancelled. A :class:`~.client.JobClient` holds exactly one job on a session
-of its own, so the job's thread can read the session's stream itself and hand each message on
-the moment it arrives: one thread per stream, no sleep.
+whether the job was cancelled. A :class:`~.client.JobClient` holds exactly one job on a Gradio
+session of its own, so its stream can be read by whoever follows that job. Here that is the
+coroutine following it, on the event loop, as a bare SSE client would read it: the job's thread
+uploads and joins the queue, then waits (:mod:`.handover`); every message is parsed where it is
+used, with no hop between threads.
 
-:class:`JobEndpoint` is gradio_client's ``Endpoint`` with that one step replaced; what a message
-means (statuses, diffs, outputs, the completion) is processed as gradio_client does it. Our own
-cancel path covers the cancel poller: it POSTs ``/cancel``, and shutting the job's sockets down
-(:meth:`~.client.JobClient.abort`) ends the read at once.
+:class:`JobEndpoint` is gradio_client's ``Endpoint`` with that one step replaced;
+:func:`read_updates` reads the stream and says what each read brought (:class:`Update`): the
+place in the queue, the start, the newest output, processed as gradio_client processes it. The
+completion goes back to the job's thread, which finishes the job as gradio_client does. Our own
+cancel path covers the cancel poller: it POSTs ``/cancel``, and a stream closed by its reader
+makes Gradio drop the session's events too.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
+import contextlib
 import json
-from datetime import datetime
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
+import anyio
 import httpx
 from gradio_client import utils as gc_utils
 from gradio_client.client import Endpoint
-from gradio_client.utils import ServerMessage, Status
+from gradio_client.utils import ServerMessage
 
-__all__ = ["INLINE_PROTOCOLS", "JobEndpoint", "read_events"]
+from .._wakeups import loop_clock
+
+__all__ = ["INLINE_PROTOCOLS", "JobEndpoint", "QueuePlace", "Update", "read_updates"]
+
+log = logging.getLogger("qvq_gradio")
 
 #: The protocols whose stream is per session and whose messages carry diffs (Gradio ≥ 4.x).
 INLINE_PROTOCOLS: Final = frozenset({"sse_v2", "sse_v2.1", "sse_v3"})
+# Gradio sends a heartbeat on the stream every 15 s: a read whose deadline is further away than
+# this needs no timeout of its own (the heartbeat ends it first, and the deadline is looked at
+# again), which spares a cancel scope per message. httpx's read timeout is the backstop.
+_HEARTBEAT_BOUND: Final = 20.0
+
+#: (position, queue size, eta) of a job waiting in the Space's queue.
+QueuePlace = tuple[int | None, int | None, float | None]
+
+_STARTED: Final = frozenset(
+    {ServerMessage.process_starts, ServerMessage.process_generating, ServerMessage.progress}
+)
 
 
 class JobEndpoint(Endpoint):  # type: ignore[misc]  # gradio_client ships no type information
-    """``Endpoint`` whose job reads its session's event stream in its own thread."""
+    """``Endpoint`` whose job, once it has joined the queue, hands its stream to the loop."""
 
     def _sse_fn_v1plus(self, helper: Any, event_id: str, protocol: str) -> Any:
         if protocol not in INLINE_PROTOCOLS:  # pragma: no cover - Gradio 3.x / 4.0 Spaces
             return super()._sse_fn_v1plus(helper, event_id, protocol)
-        return read_events(self.client, helper, event_id)
+        return self.client.hand_over.joined(event_id)
 
 
-def read_events(client: Any, helper: Any, event_id: str) -> Any:
-    """Follow ``event_id`` on ``client``'s session until it completes (blocking).
+@dataclass(frozen=True, slots=True)
+class Update:
+    """What one read of the stream brought, at loop time ``at``: the newest of each kind of
+    news, in stream order (queued, then started, then output). ``None`` from
+    :func:`read_updates` instead means the deadline passed with nothing read."""
 
-    Returns the completion's ``output`` as gradio_client's reader does. The stream ending early
-    (closed, broken, shut down by a cancel) raises ``CancelledError``, as gradio_client does.
+    at: float
+    queued: QueuePlace | None = None
+    started: bool = False
+    has_output: bool = False
+    output: Any = None
+
+
+async def read_updates(
+    view: Any, processor: Callable[..., Any], wake_by: Callable[[], float]
+) -> AsyncGenerator[Update | None, None]:
+    """Follow ``view``'s one job on its session's event stream (on the event loop).
+
+    ``processor`` turns the outputs into the job's value, as gradio_client does; ``wake_by``
+    gives the loop time by which a read must bring something (``math.inf``: no limit), else
+    ``None`` is yielded. The stream's end hands the job's thread its outcome (see
+    :class:`~.handover.HandOver`); the generator then returns.
     """
-    with (
-        httpx.Client(verify=client.ssl_verify, **client.httpx_kwargs) as http,
-        http.stream(
-            "GET",
-            client.sse_url,
-            params={"session_hash": client.session_hash},
-            headers=client.headers,
-            cookies=client.cookies,
-        ) as response,
-    ):
-        seen = _Seen()
-        buffer = b""
-        try:
-            for chunk in response.iter_bytes():
-                buffer += chunk
-                while (end := buffer.find(b"\n\n")) != -1:
-                    block, buffer = buffer[:end], buffer[end + 2 :]
-                    message = _message(block)
-                    if message is None:
-                        continue
-                    kind = message.get("msg")
-                    if kind == ServerMessage.heartbeat:
-                        continue
-                    if message.get("message") == ServerMessage.server_stopped:
-                        raise ValueError("Server stopped.")
-                    if kind == ServerMessage.close_stream:
-                        raise concurrent.futures.CancelledError()
-                    if message.get("event_id") != event_id:
-                        continue
-                    _deliver(helper, message, seen)
-                    if kind == ServerMessage.process_completed:
-                        return message["output"]
-        except httpx.RemoteProtocolError:
-            pass  # the stream broke or was shut down (see client._QuietEnd)
-    raise concurrent.futures.CancelledError()
+    hand_over = view.hand_over
+    event_id = hand_over.event_id
+    value = _value_reader(processor)
+    clock = loop_clock()
+    outputs: list[Any] | None = None
+    try:
+        async with (
+            httpx.AsyncClient(verify=view.ssl_verify, **view.httpx_kwargs) as http,
+            http.stream(
+                "GET",
+                view.sse_url,
+                params={"session_hash": view.session_hash},
+                headers=view.headers,
+                cookies=view.cookies,
+            ) as response,
+        ):
+            if response.is_error:
+                await response.aread()
+                response.raise_for_status()
+            chunks = response.aiter_bytes()
+            try:
+                buffer = b""
+                while True:
+                    due = wake_by()
+                    if due - clock() > _HEARTBEAT_BOUND:
+                        chunk = await anext(chunks, None)  # a heartbeat comes before ``due``
+                    else:
+                        chunk = None
+                        with anyio.CancelScope(deadline=due) as scope:
+                            chunk = await anext(chunks, None)
+                        if scope.cancelled_caught:
+                            yield None  # the deadline passed: the follower decides what that is
+                            continue
+                    if chunk is None:
+                        break  # the stream ended without the completion
+                    buffer += chunk
+                    queued: QueuePlace | None = None
+                    started = False
+                    output: list[Any] | None = None
+                    completion: dict[str, Any] | None = None
+                    while completion is None and (end := buffer.find(b"\n\n")) != -1:
+                        message = _message(buffer[:end])
+                        buffer = buffer[end + 2 :]
+                        if message is None:
+                            continue
+                        kind = message.get("msg")
+                        if message.get("message") == ServerMessage.server_stopped:
+                            hand_over.fail(ValueError("Server stopped."))
+                            return
+                        if kind == ServerMessage.close_stream:
+                            completion = {}  # the server closed it: no completion came
+                        elif message.get("event_id") != event_id:
+                            continue  # heartbeats, and nothing else on a session of one job
+                        elif kind == ServerMessage.process_generating:
+                            started = hand_over.generating = True
+                            output = outputs = _applied(outputs, message)
+                        elif kind == ServerMessage.estimation:
+                            queued = (
+                                message.get("rank"),
+                                message.get("queue_size"),
+                                message.get("rank_eta"),
+                            )
+                        elif kind in _STARTED:
+                            started = hand_over.generating = True
+                        elif kind == ServerMessage.process_completed:
+                            completion = message
+                    if output is not None:
+                        yield Update(clock(), queued, started, True, value(output))
+                    elif started or queued is not None:
+                        yield Update(clock(), queued, started)
+                    if completion is not None:
+                        if completion:
+                            hand_over.complete(completion["output"])
+                            return
+                        break
+            finally:
+                await _unwind(response, chunks)
+    except httpx.HTTPStatusError as exc:  # the Space refused the stream
+        hand_over.fail(exc)
+        return
+    except (httpx.HTTPError, OSError) as exc:
+        if isinstance(exc, httpx.ReadTimeout) and clock() >= wake_by():
+            yield None  # a server silent past the deadline, heartbeats and all
+        # Broken, reset or shut down (a cancel, a closing session).
+        log.debug("the Space's event stream broke: %r", exc)
+    except Exception as exc:  # not Gradio's SSE: the job fails with it, translated as any
+        hand_over.fail(exc)
+        return
+    # The stream ended without the job's completion: the job ends as cancelled, as
+    # gradio_client's reader ends it, and its thread says so. (A follower that stops reading
+    # leaves the job to the cancel path, which ends the hand-over once it has cancelled.)
+    hand_over.end()
+
+
+async def _unwind(response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
+    """Close the stream under ``chunks`` so that httpx's async generators under it end now.
+
+    Closing ``chunks`` alone leaves each generator beneath it suspended until the garbage
+    collector finalizes it (trio warns of every one). With the connection closed first, the
+    reads that follow give what was already buffered, then raise inside the innermost
+    generator, which ends them all.
+    """
+    with anyio.CancelScope(shield=True):
+        network = response.extensions.get("network_stream")
+        if network is not None:
+            with contextlib.suppress(Exception):
+                await network.aclose()
+        with contextlib.suppress(Exception):
+            while await anext(chunks, None) is not None:
+                pass
+        await response.aclose()
+
+
+def _value_reader(processor: Callable[..., Any]) -> Callable[[list[Any]], Any]:
+    """How the job's value is read from its outputs: as gradio_client's ``processor`` reads
+    it, which, when no file is downloaded and the endpoint shows one output, is that output
+    (taken directly: this runs for every message)."""
+    endpoint = getattr(processor, "__self__", None)
+    client = getattr(endpoint, "client", None)
+    types = getattr(endpoint, "output_component_types", None)
+    if client is None or not isinstance(types, list) or getattr(client, "download_files", True):
+        return lambda outputs: processor(*outputs)
+    skip = getattr(client, "_skip_components", True)
+    shown = [i for i, kind in enumerate(types) if not (skip and getattr(kind, "skip", False))]
+    if len(shown) != 1:
+        return lambda outputs: processor(*outputs)
+    index = shown[0]
+    return lambda outputs: outputs[index] if index < len(outputs) else processor(*outputs)
 
 
 def _message(block: bytes) -> dict[str, Any] | None:
     """The JSON of one SSE event (``data:`` lines), or None for a comment or empty block."""
-    data = b"".join(
-        line[5:] for line in block.split(b"\n") if line.startswith(b"data:")
-    )
+    if block.startswith(b"data:") and b"\n" not in block:
+        data = block[5:]  # the usual event: one data line
+    else:
+        data = b"".join(line[5:] for line in block.split(b"\n") if line.startswith(b"data:"))
     if not data:
         if block.strip() and not block.lstrip().startswith(b":"):
             raise ValueError(f"Unexpected SSE line: '{block.decode(errors='replace')}'")
         return None
-    message = json.loads(data)
+    message = json.loads(data.decode())
     return message if isinstance(message, dict) else None
 
 
-class _Seen:
-    """What the reader has seen of one job: the outputs so far (diffs apply to them) and the
-    last status kind handed on (a run of ``process_generating`` is one status)."""
-
-    __slots__ = ("kind", "outputs")
-
-    def __init__(self) -> None:
-        self.outputs: list[Any] | None = None
-        self.kind: str | None = None
+def _applied(outputs: list[Any] | None, message: dict[str, Any]) -> list[Any]:
+    """The job's outputs after one ``process_generating`` message: the first carries the
+    values, each later one a diff per output."""
+    data = message.get("output", {}).get("data", [])
+    if outputs is None:
+        return list(data)
+    for i, diff in enumerate(data):
+        if i >= len(outputs):  # an output added by a hot reload mid-stream
+            outputs.append(None)
+        outputs[i] = _apply(outputs[i], diff)
+    return outputs
 
 
 def _apply(value: Any, diff: Any) -> Any:
     """``value`` with one output's diff applied; the common case (text appended to a string)
     without gradio_client's deep copy of the whole value per message."""
     if isinstance(value, str) and isinstance(diff, list):
+        result = value
         for edit in diff:
             if not (isinstance(edit, list) and len(edit) == 3 and edit[1] == []):
                 break
             action, _, text = edit
             if action == "append" and isinstance(text, str):
-                value += text
+                result += text
             elif action == "replace":
-                value = text
+                result = text
             else:
                 break
         else:
-            return value
-    return gc_utils.apply_diff(value, diff)
-
-
-def _deliver(helper: Any, message: dict[str, Any], seen: _Seen) -> None:
-    """Hand one message to the job (its status, its output so far) as gradio_client does."""
-    kind = message["msg"]
-    with helper.lock:
-        output = message.get("output", {}).get("data", [])
-        if kind == ServerMessage.process_generating:
-            if seen.outputs is None:
-                seen.outputs = list(output)
-            else:
-                for i, value in enumerate(output):
-                    if i >= len(seen.outputs):  # an output added by a hot reload mid-stream
-                        seen.outputs.append(None)
-                    seen.outputs[i] = _apply(seen.outputs[i], value)
-                    output[i] = seen.outputs[i]
-        if output and kind != ServerMessage.process_completed:
-            try:
-                result = helper.prediction_processor(*output)
-            except Exception as exc:
-                result = [exc]
-            helper.job.outputs.append(result)
-            helper.updates.put_nowait(
-                gc_utils.OutputUpdate(outputs=result, success=message.get("success", True))
-            )
-        # Every generating message carries the same status: only the first of a run is new.
-        if not (kind == ServerMessage.process_generating == seen.kind):
-            status = _status(message)
-            helper.job.latest_status = status
-            helper.updates.put_nowait(status)
-        seen.kind = kind
-        if kind == ServerMessage.process_completed:
-            helper.updates.put_nowait(
-                gc_utils.OutputUpdate(
-                    outputs=message["output"], final=True, success=message.get("success", True)
-                )
-            )
-
-
-def _status(message: dict[str, Any]) -> Any:
-    kind = message["msg"]
-    log_message = None
-    if kind == ServerMessage.log and message.get("log") and message.get("level"):
-        log_message = (message["log"], message["level"])
-    return gc_utils.StatusUpdate(
-        code=Status.msg_to_status(kind),
-        queue_size=message.get("queue_size"),
-        rank=message.get("rank"),
-        success=message.get("success"),
-        time=datetime.now(),
-        eta=message.get("rank_eta"),
-        progress_data=(
-            gc_utils.ProgressUnit.from_msg(message["progress_data"])
-            if "progress_data" in message
-            else None
-        ),
-        log=log_message,
-    )
+            return result
+    return gc_utils.apply_diff(value, diff)  # from the value as it was: no edit applied twice

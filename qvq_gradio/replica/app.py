@@ -97,12 +97,13 @@ class _Groups:
     test of concurrency then fails on its own assertion instead of hanging)."""
 
     def __init__(self) -> None:
-        self._groups: dict[str, tuple[list[int], asyncio.Event]] = {}
+        self._arrived: dict[str, int] = {}
+        self._full: dict[str, asyncio.Event] = {}
 
     async def arrive(self, name: str, size: int) -> None:
-        count, full = self._groups.setdefault(name, ([0], asyncio.Event()))
-        count[0] += 1
-        if count[0] >= size:
+        self._arrived[name] = self._arrived.get(name, 0) + 1
+        full = self._full.setdefault(name, asyncio.Event())
+        if self._arrived[name] >= size:
             full.set()
         with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
             await asyncio.wait_for(full.wait(), TOGETHER_WAIT)
