@@ -1,18 +1,18 @@
 """One answer as one ASGI coroutine: the session's events in, the response out.
 
-A pump task follows the session's event stream (all of it in one task), and the request's
-task turns the events into the response through a :class:`~.writers.Writer`. For
+The request's task follows the session's event stream itself and writes each event as it comes
+through a :class:`~.writers.Writer`: no task or queue between the Space and the client. For
 ``stream: true`` the headers wait for the first text (or an error, which then gets its real
-HTTP status) up to ``hold`` seconds; a question still queued after that gets its headers and
-keep-alive comments (``: queued 3/7``) every ``keepalive`` seconds, and a later error travels
-as a last ``data: {"error": ...}`` chunk. A client that disconnects, at any point, cancels the
-pump: the session cancels the Space job upstream and the request's slot is freed.
+HTTP status) up to ``hold`` seconds; a timer task beside the answer sends them then, and
+keep-alive comments (``: queued 3/7``) every ``keepalive`` seconds in which nothing else was
+written. A later error travels as a last ``data: {"error": ...}`` chunk. A client that
+disconnects, at any point, cancels the answer: the session cancels the Space job upstream and
+the request's slot is freed.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol
@@ -71,6 +71,49 @@ class Slots:
             self._taken -= 1
 
 
+class _Stream:
+    """A streamed response, written by two tasks: the answer and its timer.
+
+    Each write is one ASGI message, so the two interleave safely; the headers are claimed
+    before they are sent, and a task finding them claimed by the other waits until they are
+    out. ``writes`` counts the body writes (the timer sends a keep-alive only after a quiet
+    period).
+    """
+
+    def __init__(self, send: Send, shape: Writer) -> None:
+        self._send = send
+        self._shape = shape
+        self._claimed = False
+        self._out = anyio.Event()
+        self.ready = False  #: the headers and the opening chunk are out
+        self.writes = 0
+
+    @property
+    def started(self) -> bool:
+        """The headers are claimed: an error now travels in the stream."""
+        return self._claimed
+
+    async def start(self) -> None:
+        if self._claimed:
+            await self._out.wait()  # out already, or being sent by the other task
+            return
+        self._claimed = True
+        await self._send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        await self.write(self._shape.opening())
+        self.ready = True
+        self._out.set()
+
+    async def write(self, data: bytes) -> None:
+        if data:
+            self.writes += 1
+            await self._send({"type": "http.response.body", "body": data, "more_body": True})
+
+    async def end(self, data: bytes) -> None:
+        await self.start()
+        await self.write(data)
+        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+
+
 class Answer(Response):
     """One answer, streamed or not, with everything that happens to it in this task."""
 
@@ -82,115 +125,76 @@ class Answer(Response):
         self._prompt = prompt
         self._stream = stream
         self._shape = shape
+        self._queue: QueueUpdate | None = None
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
-        async with anyio.create_task_group() as tasks:
+        async with aclosing(self._events), anyio.create_task_group() as tasks:
             tasks.start_soon(_watch_disconnect, receive, tasks.cancel_scope)
             try:
                 async with self._server.slots.slot():
-                    await self._answer(send, tasks)
+                    if self._stream:
+                        await self._streamed(_Stream(send, self._shape), tasks)
+                    else:
+                        await self._whole(send)
             except APIError as error:
                 await error_response(error)(scope, receive, send)
             finally:
                 tasks.cancel_scope.cancel()
 
-    async def _answer(self, send: Send, tasks: Any) -> None:
-        sender, receiver = anyio.create_memory_object_stream[Any](math.inf)
-        tasks.start_soon(_pump, self._events, sender)
+    async def _whole(self, send: Send) -> None:
+        """The answer as one JSON body once it is done; an error has its real status."""
         shape = self._shape
-        started = False  # the stream's headers (and its opening chunk) are sent
-
-        async def start() -> None:
-            nonlocal started
-            await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-            await _write(send, shape.opening())
-            started = True
-
-        # A whole answer has nothing to send before its end; a stream holds its headers up
-        # to ``hold`` seconds, then keeps the connection alive every ``keepalive`` seconds.
-        hold_until = anyio.current_time() + self._server.hold if self._stream else math.inf
-        queue: QueueUpdate | None = None
-        async with receiver:
-            while True:
-                wait = self._server.keepalive if started else hold_until - anyio.current_time()
-                item: Any = None
-                with anyio.move_on_after(max(wait, 0.0)) as timer:
-                    try:
-                        item = await receiver.receive()
-                    except anyio.EndOfStream:
-                        return
-                if timer.cancelled_caught:
-                    if not started:
-                        await start()
-                    await _write(send, _comment(queue))
-                    continue
-                if isinstance(item, QueueUpdate):
-                    queue = item
-                    continue
-                if isinstance(item, QVQError) and not started:
-                    raise api_error(item)  # a real HTTP status (always, for a whole answer)
-                if not isinstance(item, (TextDelta, Finished, QVQError)):
-                    continue
-                if not self._stream:
-                    if isinstance(item, Finished):
-                        body = json.dumps(shape.whole(item, self._prompt)).encode()
-                        await send({"type": "http.response.start", "status": 200,
-                                    "headers": [(b"content-type", b"application/json")]})
-                        await send({"type": "http.response.body", "body": body})
-                        return
-                    if isinstance(item, TextDelta):  # an error was raised above
-                        shape.feed(item.text)
-                    continue
-                if not started:
-                    await start()
-                # What else has arrived goes out in the same write (fewer sends under load).
-                out, ended = b"", False
-                while True:
-                    if isinstance(item, TextDelta):
-                        out += shape.delta(item.text)
-                    elif isinstance(item, Finished):
-                        out += shape.closing(item, self._prompt)
-                        ended = True
-                        break
-                    elif isinstance(item, QVQError):
-                        out += shape.failed(api_error(item))
-                        ended = True
-                        break
-                    try:
-                        item = receiver.receive_nowait()
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
-                await _write(send, out)
-                if ended:
-                    await _end(send)
-                    return
-
-
-async def _pump(events: Any, sender: Any) -> None:
-    """Follow the session's event stream (all of it in this one task) into ``sender``."""
-    async with sender, aclosing(events):
         try:
-            async for event in events:
-                await sender.send(event)
+            async for event in self._events:
+                if isinstance(event, TextDelta):
+                    shape.feed(event.text)
+                elif isinstance(event, Finished):
+                    body = json.dumps(shape.whole(event, self._prompt)).encode()
+                    await send({"type": "http.response.start", "status": 200,
+                                "headers": [(b"content-type", b"application/json")]})
+                    await send({"type": "http.response.body", "body": body})
+                    return
         except QVQError as error:
-            await sender.send(error)
+            raise api_error(error) from None
+
+    async def _streamed(self, out: _Stream, tasks: Any) -> None:
+        """Chunks as the text comes; the headers once text (or ``hold``) comes first."""
+        shape = self._shape
+        tasks.start_soon(self._timer, out)
+        try:
+            async for event in self._events:
+                if isinstance(event, TextDelta):
+                    if not out.ready:
+                        await out.start()
+                    await out.write(shape.delta(event.text))
+                elif isinstance(event, QueueUpdate):
+                    self._queue = event
+                elif isinstance(event, Finished):
+                    await out.end(shape.closing(event, self._prompt))
+                    return
+        except QVQError as error:
+            if not out.started:
+                raise api_error(error) from None  # before any text: a real HTTP status
+            await out.end(shape.failed(api_error(error)))
+
+    async def _timer(self, out: _Stream) -> None:
+        """After ``hold`` seconds the headers go out; then a keep-alive comment every
+        ``keepalive`` seconds in which nothing else was written."""
+        await anyio.sleep(self._server.hold)
+        await out.start()
+        while True:
+            seen = out.writes
+            await anyio.sleep(self._server.keepalive)
+            if out.writes == seen:
+                await out.write(_comment(self._queue))
 
 
 async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
-            scope.cancel()  # the pump's stream closes: the Space job is cancelled upstream
+            scope.cancel()  # the answer's stream closes: the Space job is cancelled upstream
             return
-
-
-async def _write(send: Send, data: bytes) -> None:
-    if data:
-        await send({"type": "http.response.body", "body": data, "more_body": True})
-
-
-async def _end(send: Send) -> None:
-    await send({"type": "http.response.body", "body": b"", "more_body": False})
 
 
 def _comment(queue: QueueUpdate | None) -> bytes:

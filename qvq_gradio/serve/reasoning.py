@@ -22,6 +22,7 @@ __all__ = ["Parts", "Splitter"]
 
 _WORDS = "final answer"
 _ENDED = re.compile(r"[^*_ \t:：]")  # a character the heading cannot continue with
+_BLANKS = re.compile(r"[ \t]+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +35,10 @@ class Parts:
 
 def _may_be_heading(line: str) -> bool:
     """Whether an unfinished last line could still become the heading."""
-    core = re.sub(r"[ \t]+", " ", line.lstrip(" \t#*_")).lower()
+    core = line.lstrip(" \t#*_")
+    if core[:1] not in ("", "f", "F"):
+        return False  # most lines: no need to look further
+    core = _BLANKS.sub(" ", core).lower()
     return _WORDS.startswith(core) or core.startswith(_WORDS)
 
 
@@ -63,25 +67,26 @@ class Splitter:
                     break
         if self._heading is not None:
             start, end = self._heading
-            return self._give(self.text[:start], self.text[end:].lstrip())
+            return self._give(start, self.text[end:].lstrip())
         last_line = self.text.rfind("\n") + 1
         cut = len(self.text)
         if _may_be_heading(self.text[last_line:]):
             cut = max(last_line - 1, 0)  # the newline before it may belong to the heading
-        return self._give(self.text[:cut], "")
+        return self._give(cut, "")
 
     def finish(self) -> Parts:
         """The end of the answer: what was held back, and the content when no heading came."""
         if self._heading is not None:
             start, end = self._heading
-            return self._give(self.text[:start], self.text[end:].strip())
+            return self._give(start, self.text[end:].strip())
         boxed = extract_final_answer(self.text)
-        return self._give(self.text, boxed if boxed is not None else self.text)
+        return self._give(len(self.text), boxed if boxed is not None else self.text)
 
-    def _give(self, reasoning: str, content: str) -> Parts:
-        new_reasoning = reasoning[len(self.reasoning) :] if reasoning.startswith(
-            self.reasoning
-        ) else ""
+    def _give(self, reasoning_end: int, content: str) -> Parts:
+        """What is new in the reasoning (``text[:reasoning_end]``; the reasoning given out so
+        far is always a prefix of the text) and in ``content``."""
+        given = len(self.reasoning)
+        new_reasoning = self.text[given:reasoning_end] if reasoning_end > given else ""
         new_content = content[len(self.content) :] if content.startswith(self.content) else ""
         self.reasoning += new_reasoning
         self.content += new_content

@@ -22,7 +22,14 @@ Reasoning = Literal["split", "inline"]
 
 
 def sse_data(payload: Any) -> bytes:
-    return b"data: " + json.dumps(payload, ensure_ascii=False).encode() + b"\n\n"
+    return b"data: " + _encoded(payload) + b"\n\n"
+
+
+def _encoded(value: Any) -> bytes:
+    return json.dumps(value, ensure_ascii=False).encode()
+
+
+_MARK = "\x00delta\x00"  # stands for a chunk's delta while the rest of it is encoded
 
 
 class Writer:
@@ -78,8 +85,9 @@ class ChatWriter(Writer):
         self.id = new_id("chatcmpl")
         self.created = now()
         self.include_usage = include_usage
+        self._around: list[bytes] | None = None  # a text chunk before and after its delta
 
-    def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+    def _chunk(self, delta: Any, finish: str | None = None) -> bytes:
         return sse_data({
             "id": self.id, "object": "chat.completion.chunk", "created": self.created,
             "model": self.model,
@@ -87,11 +95,18 @@ class ChatWriter(Writer):
         })
 
     def _parts_delta(self, reasoning: str, content: str) -> bytes:
+        # Every chunk of the answer's text is the same but for its delta: the rest is encoded
+        # once (the same bytes as _chunk gives), the delta for each chunk.
+        if self._around is None:
+            self._around = self._chunk(_MARK).split(_encoded(_MARK), 1)
+        before, after = self._around
         out = b""
         if reasoning:
-            out += self._chunk({"reasoning_content": reasoning, "reasoning": reasoning})
+            text = _encoded(reasoning)
+            out += before + b'{"reasoning_content": ' + text + b', "reasoning": ' + text + b"}"
+            out += after
         if content:
-            out += self._chunk({"content": content})
+            out += before + b'{"content": ' + _encoded(content) + b"}" + after
         return out
 
     def opening(self) -> bytes:
