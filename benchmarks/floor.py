@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import gc
 import json
 import os
 import statistics
@@ -105,8 +106,23 @@ async def ours_stream(session: Session, prompt: str) -> tuple[float, float | Non
     return time.perf_counter() - start, first
 
 
+async def _quiet(most: float = 5.0) -> None:
+    """Until this process spends (almost) no CPU, its garbage collected: the side measured
+    before may leave work behind (gradio_client's helper threads wind down after their jobs,
+    and its garbage makes every later collection longer), which would be counted against the
+    side measured next."""
+    gc.collect()
+    deadline = time.monotonic() + most
+    while time.monotonic() < deadline:
+        before = time.process_time()
+        await asyncio.sleep(0.1)
+        if time.process_time() - before < 0.002:
+            return
+
+
 async def _burst(side: str, n: int, asker: Any, pool: Any) -> dict[str, float]:
     """``n`` streams at once on one side: wall, CPU, median first token, threads at the peak."""
+    await _quiet()
     baseline = threading.active_count()
     peak = 0
     firsts: list[float] = []
