@@ -86,10 +86,8 @@ async def read_updates(
     :class:`~.handover.HandOver`); the generator then returns.
     """
     hand_over = view.hand_over
-    event_id = hand_over.event_id
-    value = _value_reader(processor)
+    messages = _Messages(hand_over, _value_reader(processor))
     clock = loop_clock()
-    outputs: list[Any] | None = None
     try:
         async with (
             httpx.AsyncClient(verify=view.ssl_verify, **view.httpx_kwargs) as http,
@@ -106,7 +104,6 @@ async def read_updates(
                 response.raise_for_status()
             chunks = response.aiter_bytes()
             try:
-                buffer = b""
                 while True:
                     due = wake_by()
                     if due - clock() > _HEARTBEAT_BOUND:
@@ -120,46 +117,14 @@ async def read_updates(
                             continue
                     if chunk is None:
                         break  # the stream ended without the completion
-                    buffer += chunk
-                    queued: QueuePlace | None = None
-                    started = False
-                    output: list[Any] | None = None
-                    completion: dict[str, Any] | None = None
-                    while completion is None and (end := buffer.find(b"\n\n")) != -1:
-                        message = _message(buffer[:end])
-                        buffer = buffer[end + 2 :]
-                        if message is None:
-                            continue
-                        kind = message.get("msg")
-                        if message.get("message") == ServerMessage.server_stopped:
-                            hand_over.fail(ValueError("Server stopped."))
-                            return
-                        if kind == ServerMessage.close_stream:
-                            completion = {}  # the server closed it: no completion came
-                        elif message.get("event_id") != event_id:
-                            continue  # heartbeats, and nothing else on a session of one job
-                        elif kind == ServerMessage.process_generating:
-                            started = hand_over.generating = True
-                            output = outputs = _applied(outputs, message)
-                        elif kind == ServerMessage.estimation:
-                            queued = (
-                                message.get("rank"),
-                                message.get("queue_size"),
-                                message.get("rank_eta"),
-                            )
-                        elif kind in _STARTED:
-                            started = hand_over.generating = True
-                        elif kind == ServerMessage.process_completed:
-                            completion = message
-                    if output is not None:
-                        yield Update(clock(), queued, started, True, value(output))
-                    elif started or queued is not None:
-                        yield Update(clock(), queued, started)
-                    if completion is not None:
-                        if completion:
-                            hand_over.complete(completion["output"])
-                            return
+                    update, completion = messages.read(chunk, clock())
+                    if update is not None:
+                        yield update
+                    if completion is _CLOSED:
                         break
+                    if completion is not None:
+                        hand_over.complete(completion)
+                        return
             finally:
                 await _unwind(response, chunks)
     except httpx.HTTPStatusError as exc:  # the Space refused the stream
@@ -170,13 +135,64 @@ async def read_updates(
             yield None  # a server silent past the deadline, heartbeats and all
         # Broken, reset or shut down (a cancel, a closing session).
         log.debug("the Space's event stream broke: %r", exc)
-    except Exception as exc:  # not Gradio's SSE: the job fails with it, translated as any
-        hand_over.fail(exc)
+    except Exception as exc:  # the server stopped, or this is not Gradio's SSE: the job fails
+        hand_over.fail(exc)  # with it, translated as any error of gradio_client's
         return
     # The stream ended without the job's completion: the job ends as cancelled, as
     # gradio_client's reader ends it, and its thread says so. (A follower that stops reading
     # leaves the job to the cancel path, which ends the hand-over once it has cancelled.)
     hand_over.end()
+
+
+#: :meth:`_Messages.read`'s word for a stream the server closed before the job completed.
+_CLOSED: Final[dict[str, Any]] = {}
+
+
+class _Messages:
+    """What one job's messages say, read chunk by chunk as they arrive (no I/O here)."""
+
+    def __init__(self, hand_over: Any, value: Callable[[list[Any]], Any]) -> None:
+        self._hand_over = hand_over
+        self._event_id = hand_over.event_id
+        self._value = value
+        self._buffer = b""
+        self._outputs: list[Any] | None = None  # the job's outputs so far (diffs apply to them)
+
+    def read(self, chunk: bytes, at: float) -> tuple[Update | None, dict[str, Any] | None]:
+        """What ``chunk`` (read at loop time ``at``) brings: its news (the newest of each
+        kind), and the completion's ``output`` if it came (:data:`_CLOSED` if the server
+        closed the stream instead). A stopped server raises."""
+        self._buffer += chunk
+        queued: QueuePlace | None = None
+        started = False
+        output: list[Any] | None = None
+        completion: dict[str, Any] | None = None
+        while completion is None and (end := self._buffer.find(b"\n\n")) != -1:
+            message = _message(self._buffer[:end])
+            self._buffer = self._buffer[end + 2 :]
+            if message is None:
+                continue
+            kind = message.get("msg")
+            if message.get("message") == ServerMessage.server_stopped:
+                raise ValueError("Server stopped.")
+            if kind == ServerMessage.close_stream:
+                completion = _CLOSED
+            elif message.get("event_id") != self._event_id:
+                continue  # heartbeats, and nothing else on a session of one job
+            elif kind == ServerMessage.process_generating:
+                started = self._hand_over.generating = True
+                output = self._outputs = _applied(self._outputs, message)
+            elif kind == ServerMessage.estimation:
+                queued = (message.get("rank"), message.get("queue_size"), message.get("rank_eta"))
+            elif kind in _STARTED:
+                started = self._hand_over.generating = True
+            elif kind == ServerMessage.process_completed:
+                completion = message["output"]
+        if output is not None:
+            return Update(at, queued, started, True, self._value(output)), completion
+        if started or queued is not None:
+            return Update(at, queued, started), completion
+        return None, completion
 
 
 async def _unwind(response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
