@@ -37,6 +37,7 @@ from ._gradio import (
     API_NAME,
     JobHandle,
     QVQClient,
+    Update,
     endpoint_signature,
     translate_error,
 )
@@ -215,18 +216,8 @@ class SpaceJob:
                     async for update in updates:
                         if update is None:
                             self._timed_out(timing)
-                        if update.queued is not None:
-                            queue = QueueUpdate(*update.queued)
-                            if queue != self._queue:
-                                self._queue = queue
-                                yield queue
-                        if update.started and self.started is None:
-                            self.started = self._progress = update.at
-                        if update.has_output:
-                            delta = new_text(self.answer, update.output, self.space)
-                            if delta:
-                                self._add(delta, update.at)
-                                yield TextDelta(delta)
+                        for event in self._news(update):
+                            yield event
             # The stream handed its end to the job's thread: the Future holds the outcome.
             while not self.done:
                 await self._wait(waker, timing)
@@ -236,6 +227,23 @@ class SpaceJob:
                 yield TextDelta(delta)
         finally:
             handle.hand_over.detach()
+
+    def _news(self, update: Update) -> list[Event]:
+        """The events one read of the job's stream brings (a list: this runs per message)."""
+        events: list[Event] = []
+        if update.queued is not None:
+            queue = QueueUpdate(*update.queued)
+            if queue != self._queue:
+                self._queue = queue
+                events.append(queue)
+        if update.started and self.started is None:
+            self.started = self._progress = update.at
+        if update.has_output:
+            delta = new_text(self.answer, update.output, self.space)
+            if delta:
+                self._add(delta, update.at)
+                events.append(TextDelta(delta))
+        return events
 
     def _wake_by(self, timing: _Timing) -> float:
         """The loop time by which the job must bring news: its total deadline, and once it

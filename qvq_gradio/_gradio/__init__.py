@@ -22,6 +22,7 @@ from .description import DescriptionCache
 from .endpoint import API_NAME, check_endpoint, endpoint_signature
 from .handle import JobHandle
 from .hub import SPACE_STATES, WAKING, space_state, unavailable
+from .reader import Update
 from .translate import clean_message, parse_retry_after, translate_error
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "JobHandle",
     "QVQClient",
     "StreamWatch",
+    "Update",
     "answers_config",
     "check_endpoint",
     "clean_message",
