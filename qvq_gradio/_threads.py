@@ -32,7 +32,15 @@ _names = itertools.count()
 
 
 class ElasticExecutor(concurrent.futures.Executor):
-    """Up to ``max_workers`` daemon threads, started on demand, ending after ``keepalive`` idle."""
+    """Up to ``max_workers`` daemon threads, started on demand, ending after ``keepalive`` idle.
+
+    Every decision is made under one lock from two exact counts: the workers waiting for work
+    (``_waiting``) and the work queued that no worker has taken yet (``_backlog``). A submit
+    starts a thread when the work queued would outnumber the waiting workers; an idle worker
+    leaves only when the others still waiting cover the backlog. (A semaphore of idle permits,
+    as ``ThreadPoolExecutor`` keeps, over-counts once a busy worker takes work queued while
+    every thread was busy; with threads that leave, that stranded work forever.)
+    """
 
     def __init__(
         self, max_workers: int, *, name: str = "qvq-worker", keepalive: float | None = None
@@ -43,10 +51,10 @@ class ElasticExecutor(concurrent.futures.Executor):
         self._name = name
         self._keepalive = KEEPALIVE if keepalive is None else keepalive
         self._work: queue.SimpleQueue[_WorkItem | None] = queue.SimpleQueue()
-        # One permit per idle worker: a submit that takes one needs no new thread.
-        self._idle = threading.Semaphore(0)
         self._lock = threading.Lock()
         self._threads: set[threading.Thread] = set()
+        self._waiting = 0  # workers between asking the queue for work and getting it
+        self._backlog = 0  # work in the queue not yet taken by a worker
         self._shutdown = False
 
     def submit(
@@ -57,11 +65,13 @@ class ElasticExecutor(concurrent.futures.Executor):
             if self._shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             self._work.put((future, fn, args, kwargs))
-            if not self._idle.acquire(blocking=False) and len(self._threads) < self._max_workers:
+            self._backlog += 1
+            if self._backlog > self._waiting and len(self._threads) < self._max_workers:
                 thread = threading.Thread(
                     target=self._run, name=f"{self._name}-{next(_names)}", daemon=True
                 )
                 self._threads.add(thread)
+                self._waiting += 1  # counted as waiting from now: it will ask for work
                 thread.start()
         return future
 
@@ -71,17 +81,20 @@ class ElasticExecutor(concurrent.futures.Executor):
                 try:
                     item = self._work.get(timeout=self._keepalive)
                 except queue.Empty:
-                    # Idle for keepalive seconds. Leave, unless a submit has just counted on
-                    # this thread (it took our permit): then its work is in the queue. Taking
-                    # the permit and leaving the thread set are one step under the lock, so a
-                    # submit sees either an idle thread or one thread fewer, never neither.
+                    # Idle for keepalive seconds: leave unless the other waiting workers
+                    # would then be fewer than the work queued (a submit just counted on us).
                     with self._lock:
-                        leaving = self._idle.acquire(blocking=False)
+                        leaving = self._waiting - 1 >= self._backlog
                         if leaving:
+                            self._waiting -= 1
                             self._threads.discard(threading.current_thread())
                     if leaving:
                         return
                     continue
+                with self._lock:
+                    self._waiting -= 1
+                    if item is not None:
+                        self._backlog -= 1
                 if item is None:  # shutdown
                     return
                 future, fn, args, kwargs = item
@@ -93,7 +106,8 @@ class ElasticExecutor(concurrent.futures.Executor):
                     else:
                         future.set_result(result)
                 del item, future, fn, args, kwargs  # release the job's objects while idle
-                self._idle.release()
+                with self._lock:
+                    self._waiting += 1
         finally:
             with self._lock:
                 self._threads.discard(threading.current_thread())

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import threading
-from typing import Any
 
 import pytest
 
@@ -11,50 +10,41 @@ from qvq_gradio import _secrets, provider
 from qvq_gradio._threads import ElasticExecutor
 
 
-class _Permits:
-    """The pool's idle-permit semaphore, with a hook at the moment an idle worker takes its
-    own permit to leave: the window in which a submit used to find no thread."""
+def _workers(name: str) -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith(f"{name}-")]
 
-    def __init__(self, inner: threading.Semaphore, at_leave: Any) -> None:
-        self._inner = inner
-        self._at_leave = at_leave
-        self._hooked = False
 
-    def acquire(self, blocking: bool = True) -> bool:
-        taken = self._inner.acquire(blocking)
-        worker = threading.current_thread().name.startswith("qvq-race")
-        if taken and worker and not self._hooked:
-            self._hooked = True
-            self._at_leave()
-        return taken
-
-    def release(self) -> None:
-        self._inner.release()
+def test_work_queued_while_every_worker_was_busy_never_strands_later_work() -> None:
+    # One worker, busy; a second piece of work waits for it. Once both ran and the worker
+    # left (idle past its keepalive), the next submit must start a thread: a pool that counted
+    # idle permits kept one too many here and gave the work to no thread at all (a config
+    # re-read that never ran hung a stream).
+    pool = ElasticExecutor(1, name="qvq-strand", keepalive=0.01)
+    try:
+        release = threading.Event()
+        first = pool.submit(release.wait, 10)
+        second = pool.submit(lambda: "second")
+        release.set()
+        assert first.result(timeout=10) is True
+        assert second.result(timeout=10) == "second"
+        for worker in _workers("qvq-strand"):
+            worker.join(timeout=10)
+        assert not _workers("qvq-strand")
+        assert pool.submit(lambda: "third").result(timeout=10) == "third"
+    finally:
+        pool.shutdown(timeout=5)
 
 
 def test_a_submit_while_the_last_idle_worker_leaves_still_runs() -> None:
-    pool = ElasticExecutor(1, name="qvq-race", keepalive=0.01)
-    pool.submit(lambda: None).result(timeout=10)
-    late: list[Any] = []
-    submitted = threading.Event()
-
-    def submit_now() -> None:
-        late.append(pool.submit(lambda: "ran"))
-        submitted.set()
-
-    def at_leave() -> None:
-        # Another thread submits while this worker is between taking its permit and leaving.
-        # Either the submit completes at once (the old race) or it waits for the worker to
-        # have left (the pool's lock): both are fine as long as the work then runs.
-        submitter = threading.Thread(target=submit_now)
-        submitter.start()
-        submitted.wait(timeout=1.0)
-
-    pool._idle = _Permits(pool._idle, at_leave)  # type: ignore[assignment]
+    # With no keepalive, the worker leaves as soon as it finds no work: every submit below
+    # races the worker's decision to leave, and each piece of work must still run.
+    pool = ElasticExecutor(2, name="qvq-race", keepalive=0.0)
     try:
-        # The worker goes idle, its keepalive passes and it takes its permit: the hook fires.
-        assert submitted.wait(timeout=10)
-        assert late[0].result(timeout=10) == "ran"
+        for i in range(300):
+            assert pool.submit(lambda n=i: n).result(timeout=10) == i
+            if i % 3 == 0:  # and now and then two at once
+                pair = [pool.submit(lambda: 1), pool.submit(lambda: 2)]
+                assert [f.result(timeout=10) for f in pair] == [1, 2]
     finally:
         pool.shutdown(timeout=5)
 
