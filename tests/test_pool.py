@@ -139,7 +139,7 @@ async def test_a_killed_space_is_skipped_until_it_is_back(
                     if victim.url not in spaces:
                         await anyio.sleep(0.2)
         finally:
-            revived.stop()
+            await anyio.to_thread.run_sync(revived.stop)
 
 
 async def test_a_space_out_of_quota_gets_nothing_while_it_cools(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import signal
 import socket
 import subprocess
 import sys
@@ -181,7 +182,27 @@ async def test_killed_space_mid_answer_keeps_the_partial_text(marker: str) -> No
                         server.kill()
             assert caught.value.text == received
     finally:
-        server.stop()
+        await anyio.to_thread.run_sync(server.stop)
+
+
+async def test_a_stopped_space_exits_while_a_session_holds_its_heartbeat(
+    marker: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    # A session holds the replica's heartbeat stream for as long as it lives: SIGTERM must
+    # still end the server (tests restart replicas on the same port under open sessions).
+    server = ReplicaProcess(env=replica_env()).start()
+    try:
+        async with Session(server.url) as session:
+            prompt = f"{marker} [[replica tokens=2 delay=0]]"
+            assert await session.ask(prompt) == expected_text(prompt, 2)
+            # It ends (uvicorn re-raises the signal once shut down); still running after 30 s
+            # raises TimeoutExpired.
+            code = await anyio.to_thread.run_sync(server.terminate)
+            assert code in (0, -signal.SIGTERM)
+    finally:
+        await anyio.to_thread.run_sync(server.stop)
+    # The streams it cancelled on the way out are not reported as errors.
+    assert "Traceback" not in capfd.readouterr().err
 
 
 # -- 2. a redeployed Space ------------------------------------------------------------------------
@@ -194,7 +215,7 @@ async def test_redeployed_space_is_detected_before_any_wrong_text(marker: str) -
         async with Session(first.url, idle_timeout=30) as session:
             prompt = f"{marker}-1 [[replica tokens=3 delay=0]]"
             assert await session.ask(prompt) == expected_text(prompt, 3)
-            first.stop()
+            await anyio.to_thread.run_sync(first.stop)
             # The same address, an app whose function index 0 is no longer /generate.
             second = ReplicaProcess(["--layout", "reordered"], env=replica_env(), port=port)
             second.start()
@@ -206,9 +227,9 @@ async def test_redeployed_space_is_detected_before_any_wrong_text(marker: str) -
                     assert OTHER_FUNCTION_TEXT not in "".join(texts)
                     assert "".join(texts) == expected_text(prompt, 3)
             finally:
-                second.stop()
+                await anyio.to_thread.run_sync(second.stop)
     finally:
-        first.stop()
+        await anyio.to_thread.run_sync(first.stop)
 
 
 async def test_space_whose_generate_changed_inputs_is_a_protocol_error(marker: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import re
 import socket
@@ -11,7 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, TypeVar, cast
+from typing import Any, Final, TypeVar, cast
 
 import httpx
 
@@ -20,6 +22,8 @@ from .config import ReplicaConfig
 
 __all__ = ["Replica", "ReplicaProcess", "serve"]
 
+# Seconds a replica told to stop (SIGTERM) lets its open requests finish before it cancels them.
+_SHUTDOWN_GRACE: Final = 1
 
 _R = TypeVar("_R", bound="_Control")
 
@@ -186,11 +190,19 @@ class ReplicaProcess(_Control):
             self._proc.kill()
             self._proc.wait()
 
+    def terminate(self, timeout: float = 30.0) -> int | None:
+        """SIGTERM, then wait at most ``timeout`` seconds for the exit: its code (None if it was
+        never started; ``subprocess.TimeoutExpired`` if it is still running)."""
+        if self._proc is None:
+            return None
+        if self._proc.poll() is None:
+            self._proc.terminate()
+        return self._proc.wait(timeout=timeout)
+
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
             try:
-                self._proc.wait(timeout=15)
+                self.terminate(timeout=15)
             except subprocess.TimeoutExpired:
                 self._proc.kill()
                 self._proc.wait()
@@ -213,4 +225,16 @@ def serve(
     sock.listen(2048)  # connections made after ready() wait in the backlog, never refused
     if ready is not None:
         ready(f"http://{host}:{sock.getsockname()[1]}")
-    uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
+    # SIGTERM ends it within a bound: a client's heartbeat stream, held open for as long as the
+    # client lives, would otherwise keep uvicorn's graceful shutdown waiting forever.
+    settings = uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=_SHUTDOWN_GRACE)
+    logging.getLogger("uvicorn.error").addFilter(_quiet_shutdown)
+    uvicorn.Server(settings).run(sockets=[sock])
+
+
+def _quiet_shutdown(record: logging.LogRecord) -> bool:
+    """uvicorn's reports of the streams a stopping replica cancels are expected, not errors."""
+    exc = record.exc_info[1] if record.exc_info else None
+    if isinstance(exc, asyncio.CancelledError):
+        return False
+    return "graceful shutdown exceeded" not in record.getMessage()
