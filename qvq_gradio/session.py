@@ -133,8 +133,9 @@ class Session(Asking):
         connect_timeout: seconds to reach the Space and read its API.
         idle_timeout: seconds without new text, once generation started (None: no limit).
         total_timeout: seconds for a whole answer, queue included (None: no limit).
-        max_workers: gradio_client worker capacity; each running stream takes three threads
-            (created on demand), so up to ``max_workers`` streams run at once without queueing.
+        max_workers: gradio_client worker capacity; each running stream takes one thread (its
+            job's, created on demand and ended when idle), so up to ``max_workers`` streams run
+            at once; more wait here for a thread before joining the Space's queue.
         image_options: how images are normalised, and what happens to several images
             (:class:`~qvq_gradio.imaging.ImageOptions`); each call may override it.
         history: record every question and answer in the answer history: ``True`` for the

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import gc
 import threading
+import weakref
 
+import anyio
+import anyio.to_thread
 import pytest
+from blockbuster import BlockBuster
 
 from qvq_gradio import _secrets, provider
+from qvq_gradio._gradio import QVQClient
 from qvq_gradio._threads import ElasticExecutor
+from qvq_gradio.replica import ReplicaProcess
 
 
 def _workers(name: str) -> list[threading.Thread]:
@@ -84,3 +91,27 @@ def test_shared_sessions_are_bounded_and_evicted_ones_closed(
         assert sessions[3] not in provider._shared.values()
     finally:
         provider.close_shared_sessions()
+
+
+@pytest.mark.anyio
+async def test_a_client_collected_on_the_event_loop_never_blocks_it(
+    replica: ReplicaProcess, no_blocking: BlockBuster
+) -> None:
+    # A client dropped without being shut down (closed only, say) may be collected on the
+    # event loop's thread while its worker threads still wait for work: gradio_client's
+    # __del__ joined them there (a blocking call; reported as unraisable, an error here).
+    def connected() -> list[QVQClient]:
+        client = QVQClient(replica.url, verbose=False, download_files=False)
+        client.executor.submit(lambda: None).result(timeout=10)  # a worker, idle now
+        client.close()
+        for thread in (client.heartbeat, client._watcher):
+            if thread.ident is not None:  # gradio_client starts its heartbeat on some versions
+                thread.join(timeout=10)
+        return [client]  # a box: anyio's worker thread keeps the last result it returned
+
+    client = (await anyio.to_thread.run_sync(connected)).pop()
+    assert any(t.name.startswith("qvq-executor") for t in threading.enumerate())
+    gone = weakref.ref(client)
+    del client
+    gc.collect()  # here, on the event loop
+    assert gone() is None  # it was collected (and its __del__ ran) here

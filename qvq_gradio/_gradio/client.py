@@ -264,6 +264,15 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
             if thread.is_alive():
                 thread.join(max(deadline - time.monotonic(), 0.0))
 
+    def __del__(self) -> None:
+        # gradio_client's __del__ joins the executor's threads: the garbage collector may run
+        # it on the event loop. Stop the pools without waiting (their threads are daemons and
+        # finish the work already queued).
+        for name in _POOLS:
+            pool = getattr(self, name, None)
+            if isinstance(pool, ElasticExecutor):
+                pool.shutdown(wait=False)
+
     def __repr__(self) -> str:
         # The base class renders the whole API description (a network call on some versions).
         return f"<{type(self).__name__} {self.src}>"
