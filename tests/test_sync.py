@@ -76,8 +76,16 @@ def test_errors_surface_in_the_callers_thread(replica: ReplicaProcess, marker: s
 
 
 def test_ctrl_c_in_a_sync_stream_cancels_upstream(replica: ReplicaProcess, marker: str) -> None:
+    # The child starts as a process started from a terminal would: SIGINT at its default and
+    # not blocked. It inherits an ignored SIGINT from a test run started in the background by
+    # a non-interactive shell (bash has such jobs ignore SIGINT, and Python then keeps it
+    # ignored): the child ran to the end, exit 0. What it inherited goes to stderr.
     script = textwrap.dedent(f"""
         import os, signal, sys
+        print("inherited:", signal.getsignal(signal.SIGINT),
+              signal.pthread_sigmask(signal.SIG_BLOCK, []), file=sys.stderr)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {{signal.SIGINT}})
         import qvq_gradio
         try:
             for i, delta in enumerate(qvq_gradio.stream(
@@ -88,6 +96,7 @@ def test_ctrl_c_in_a_sync_stream_cancels_upstream(replica: ReplicaProcess, marke
         except KeyboardInterrupt:
             print("interrupted", flush=True)
             sys.exit(130)
+        print("the stream ended without the interrupt", file=sys.stderr)
     """)
     done = subprocess.run(
         [sys.executable, "-c", script],
