@@ -9,6 +9,7 @@ import socket
 import tempfile
 import threading
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -192,19 +193,25 @@ async def test_caller_timeout_cancels_upstream(
 
 
 async def test_sixteen_concurrent_streams(
-    session: Session, replica: ReplicaProcess, marker: str
+    qvq_replicas: Callable[..., list[ReplicaProcess]], marker: str
 ) -> None:
+    # A replica of this test's own, generating up to 32 at once: the shared one generates 16,
+    # and a request another test left running there (a cancel still on its way) kept the
+    # sixteenth waiting in its queue.
+    replica = qvq_replicas(1, "--concurrency", "32")[0]
     results: dict[int, str] = {}
     # Each waits for the other fifteen before its first token (the replica gives up after 30 s),
     # so they overlap only if the session really runs them at once.
     directives = f"tokens=100 delay=0.01 together={marker}:16"
 
-    async def one(i: int) -> None:
-        results[i] = await session.ask(f"{marker}-{i}- [[replica {directives}]]")
+    async with Session(replica.url, idle_timeout=60, total_timeout=120) as session:
 
-    async with anyio.create_task_group() as tg:
-        for i in range(16):
-            tg.start_soon(one, i)
+        async def one(i: int) -> None:
+            results[i] = await session.ask(f"{marker}-{i}- [[replica {directives}]]")
+
+        async with anyio.create_task_group() as tg:
+            for i in range(16):
+                tg.start_soon(one, i)
     for i in range(16):
         assert results[i] == expected_text(f"{marker}-{i}- [[replica {directives}]]", 100)
     records = [r for r in await anyio.to_thread.run_sync(replica.requests) if marker in r["prompt"]]
