@@ -6,7 +6,7 @@ import inspect
 import sys
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import anyio
@@ -16,6 +16,9 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from qvq_gradio import Session
 from qvq_gradio.pytest_plugin import replica_environment
 from qvq_gradio.replica import ReplicaProcess
+
+#: The ``qvq_replicas`` fixture: ``qvq_replicas(n, *options, port=0)`` gives ``n`` replicas.
+Factory = Callable[..., list[ReplicaProcess]]
 
 # Variables that change what the package or gradio_client do; tests set what they need.
 _ISOLATED = (

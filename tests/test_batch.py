@@ -23,12 +23,11 @@ from qvq_gradio.batch.output import Output
 from qvq_gradio.history import History
 from qvq_gradio.replica import ReplicaProcess
 
-from .conftest import replica_env
+from .conftest import Factory, replica_env
 from .test_stream import expected_text
 
 pytestmark = pytest.mark.anyio
 
-Factory = Callable[..., list[ReplicaProcess]]
 
 
 def _items(marker: str, n: int, tokens: int = 3, delay: float = 0.0) -> list[dict[str, Any]]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import collections
 import socket
-from collections.abc import Callable
 from typing import Any
 
 import anyio
@@ -24,11 +23,11 @@ from qvq_gradio import (
 )
 from qvq_gradio.replica import ReplicaProcess
 
+from .conftest import Factory
 from .test_stream import expected_text
 
 pytestmark = pytest.mark.anyio
 
-Factory = Callable[..., list[ReplicaProcess]]
 
 
 def _free_port() -> int:

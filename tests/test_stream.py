@@ -9,7 +9,6 @@ import socket
 import tempfile
 import threading
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from PIL import Image
 from qvq_gradio import Finished, Qwen_QVQ_72B, Session, SpaceConnectionError, TextDelta
 from qvq_gradio.replica import REASONING_WORDS, ReplicaProcess, answer_head
 
-from .conftest import ended
+from .conftest import Factory, ended
 
 pytestmark = pytest.mark.anyio
 
@@ -193,7 +192,7 @@ async def test_caller_timeout_cancels_upstream(
 
 
 async def test_sixteen_concurrent_streams(
-    qvq_replicas: Callable[..., list[ReplicaProcess]], marker: str
+    qvq_replicas: Factory, marker: str
 ) -> None:
     # A replica of this test's own, generating up to 32 at once: the shared one generates 16,
     # and a request another test left running there (a cancel still on its way) kept the

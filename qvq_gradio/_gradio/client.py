@@ -253,13 +253,11 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         self.close()
         self.watch.abort()  # the heartbeat's stream: its thread wakes and ends
         deadline = time.monotonic() + timeout
-        pools = [getattr(self, name, None) for name in _POOLS]
+        pools = self._pools()
         for pool in pools:
-            if isinstance(pool, ElasticExecutor):
-                pool.shutdown(wait=False, cancel_futures=True)
+            pool.shutdown(wait=False, cancel_futures=True)
         for pool in pools:
-            if isinstance(pool, ElasticExecutor):
-                pool.shutdown(timeout=max(deadline - time.monotonic(), 0.0))
+            pool.shutdown(timeout=max(deadline - time.monotonic(), 0.0))
         for thread in (self.heartbeat, self._watcher):
             if thread.is_alive():
                 thread.join(max(deadline - time.monotonic(), 0.0))
@@ -268,10 +266,13 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         # gradio_client's __del__ joins the executor's threads: the garbage collector may run
         # it on the event loop. Stop the pools without waiting (their threads are daemons and
         # finish the work already queued).
-        for name in _POOLS:
-            pool = getattr(self, name, None)
-            if isinstance(pool, ElasticExecutor):
-                pool.shutdown(wait=False)
+        for pool in self._pools():
+            pool.shutdown(wait=False)
+
+    def _pools(self) -> list[ElasticExecutor]:
+        """This client's worker pools (a client half-built by a failed __init__ has fewer)."""
+        pools = (getattr(self, name, None) for name in _POOLS)
+        return [pool for pool in pools if isinstance(pool, ElasticExecutor)]
 
     def __repr__(self) -> str:
         # The base class renders the whole API description (a network call on some versions).

@@ -204,8 +204,7 @@ class ReplicaProcess(_Control):
             try:
                 self.terminate(timeout=15)
             except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+                self.kill()
         if self._proc is not None and self._proc.stdout is not None:
             self._proc.stdout.close()
 
