@@ -550,6 +550,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=8000, help="for the memory benchmark")
     parser.add_argument("--json", help="also write the figures to this file")
+    parser.add_argument("--python", default=sys.executable,
+                        help="the interpreter whose environment the cold benchmark measures")
     parser.add_argument("--streams", default="1,32,128",
                         help="concurrent streams for the floor benchmark (comma-separated)")
     args = parser.parse_args()
@@ -572,7 +574,7 @@ def main() -> None:
             if "cold" in args.which:
                 with tempfile.TemporaryDirectory() as home:
                     RESULTS["cold"] = floor.bench_cold(
-                        replica.url, args.rounds, {**env, "QVQ_HOME": home}
+                        replica.url, args.rounds, {**env, "QVQ_HOME": home}, args.python
                     )
     if "media" in args.which:
         bench_media(args.rounds)

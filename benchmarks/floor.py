@@ -179,12 +179,14 @@ def bench_floor(url: str, rounds: int, sizes: tuple[int, ...] = (1, 32, 128)) ->
                     side: {k: statistics.median(s[k] for s in runs) for k in runs[0]}
                     for side, runs in samples.items()
                 }
+                figures[str(n)]["paired"] = _paired(samples["ours"], samples["raw SSE"])
         await raw.http.aclose()
         client.close()
         pool.shutdown()
 
     asyncio.run(run())
     for n, sides in figures.items():
+        paired = sides.pop("paired")
         floor = sides["raw SSE"]
         print(f"(f) {n} concurrent stream(s) x 100 tokens x 10 ms, median of {rounds} rounds")
         print(f"    {'':14} {'wall':>8} {'CPU':>7} {'CPU/stream':>11} {'TTFT':>9} {'threads':>8}")
@@ -196,6 +198,22 @@ def bench_floor(url: str, rounds: int, sizes: tuple[int, ...] = (1, 32, 128)) ->
         print(f"    ours / raw SSE: wall {ours['wall_s'] / floor['wall_s']:.3f}x, "
               f"CPU {ours['cpu_s'] / floor['cpu_s']:.3f}x, "
               f"TTFT {ours['ttft_ms'] - floor['ttft_ms']:+.1f} ms")
+        rounds_line = ", ".join(
+            f"{k} {v[0]:.3f}x [{v[1]:.3f}-{v[2]:.3f}]" for k, v in paired.items()
+        )
+        print(f"    ours / raw SSE, round by round (median [range]): {rounds_line}")
+        sides["paired"] = paired
+    return figures
+
+
+def _paired(ours: list[dict[str, float]], raw: list[dict[str, float]]) -> dict[str, list[float]]:
+    """Ours / raw SSE within each round (the two bursts measured next to each other): the
+    median, lowest and highest. On a box whose speed drifts (a busy hypervisor), a ratio taken
+    within one round is steadier than the ratio of two medians taken across rounds."""
+    figures = {}
+    for key in ("wall_s", "cpu_s"):
+        ratios = [o[key] / r[key] for o, r in zip(ours, raw, strict=True) if r[key]]
+        figures[key.removesuffix("_s")] = [statistics.median(ratios), min(ratios), max(ratios)]
     return figures
 
 
@@ -270,49 +288,71 @@ print(first_byte)
 """
 
 
-def _median_seconds(args: list[str], env: dict[str, str]) -> float:
+# (httpx imports httpcore when its first client is made; httpcore imports trio if it is
+# installed, which costs ~0.2 s: the test extra installs it.)
+_ASK_IMPORTS = (
+    "import qvq_gradio.cli.ask, qvq_gradio.pool, anyio._backends._asyncio, httpcore, certifi"
+)
+
+
+def _median_seconds(python: str, args: list[str], env: dict[str, str]) -> float:
     """Seconds a fresh interpreter takes to run ``python ARGS`` (median of 5)."""
     times = []
     for _ in range(5):
         start = time.perf_counter()
-        subprocess.run([sys.executable, *args], env=env, check=True, capture_output=True)
+        subprocess.run([python, *args], env=env, check=True, capture_output=True)
         times.append(time.perf_counter() - start)
     return statistics.median(times)
 
 
-def bench_cold(url: str, rounds: int, env: dict[str, str]) -> dict[str, Any]:
+def bench_cold(
+    url: str, rounds: int, env: dict[str, str], python: str = sys.executable
+) -> dict[str, Any]:
+    """``python``: the interpreter of the environment measured (the one running this, or, say,
+    a virtual environment with only ``pip install qvq-gradio`` in it: see --python)."""
     port = int(url.rsplit(":", 1)[1])
     figures: dict[str, Any] = {
-        "python_s": _median_seconds(["-c", "pass"], env),
-        "import_s": _median_seconds(["-c", "import qvq_gradio"], env),
-        "help_s": _median_seconds(["-m", "qvq_gradio", "--help"], env),
-        "version_s": _median_seconds(["-m", "qvq_gradio", "--version"], env),
-        "history_s": _median_seconds(["-m", "qvq_gradio", "history", "list", "-n", "1"], env),
+        "python_s": _median_seconds(python, ["-c", "pass"], env),
+        "import_s": _median_seconds(python, ["-c", "import qvq_gradio"], env),
+        "help_s": _median_seconds(python, ["-m", "qvq_gradio", "--help"], env),
+        "version_s": _median_seconds(python, ["-m", "qvq_gradio", "--version"], env),
+        "history_s": _median_seconds(
+            python, ["-m", "qvq_gradio", "history", "list", "-n", "1"], env
+        ),
     }
-    for rtt in (0.0, 0.1):
-        with LatencyProxy(port, rtt) as proxy:
-            target = f"http://127.0.0.1:{proxy.port}"
-            times = []
-            for i in range(rounds):
+    # What the command imports before it sends anything (the package is lazy: `import
+    # qvq_gradio` alone loads neither gradio_client nor httpx).
+    figures["ask_import_s"] = _median_seconds(python, ["-c", _ASK_IMPORTS], env)
+    # The two links alternate within each round, so a drift in the machine's speed falls on
+    # both; what the round trips add is the difference within a round.
+    times: dict[int, list[float]] = {0: [], 100: []}
+    with LatencyProxy(port, 0.0) as local, LatencyProxy(port, 0.1) as far:
+        for i in range(rounds):
+            for rtt, proxy in ((0, local), (100, far)) if i % 2 == 0 else ((100, far), (0, local)):
                 out = subprocess.run(
-                    [sys.executable, "-c", _FIRST_BYTE, "ask", "--space", target,
-                     f"[[replica tokens=3 delay=0]] cold {i}", "--no-history"],
+                    [python, "-c", _FIRST_BYTE, "ask", "--space",
+                     f"http://127.0.0.1:{proxy.port}", f"[[replica tokens=3 delay=0]] cold {i}",
+                     "--no-history"],
                     env=env, capture_output=True, text=True, check=True,
                 )
-                times.append(float(out.stdout.strip()))
-            figures[f"first_byte_{int(rtt * 1000)}ms_s"] = statistics.median(times)
-    print(f"(g) a cold `qvq ask`, median of {rounds}")
+                times[rtt].append(float(out.stdout.strip()))
+    for rtt, values in times.items():
+        figures[f"first_byte_{rtt}ms_s"] = statistics.median(values)
+    added = [far - near for far, near in zip(times[100], times[0], strict=True)]
+    figures["rtt_cost_s"] = statistics.median(added)
+    trio = subprocess.run([python, "-c", "import trio"], env=env, capture_output=True)
+    print(f"(g) a cold `qvq ask`, median of {rounds} ({python}; trio "
+          f"{'installed' if trio.returncode == 0 else 'not installed'})")
     print(f"    python -c pass {figures['python_s'] * 1000:.0f} ms; import qvq_gradio "
           f"{figures['import_s'] * 1000:.0f} ms; qvq --help {figures['help_s'] * 1000:.0f} ms; "
           f"--version {figures['version_s'] * 1000:.0f} ms; history list "
           f"{figures['history_s'] * 1000:.0f} ms")
-    for rtt in (0, 100):
-        first = figures[f"first_byte_{rtt}ms_s"]
-        line = f"    first byte at {rtt} ms RTT: {first * 1000:.0f} ms"
-        if rtt:
-            budget = figures["import_s"] + 2 * rtt / 1000
-            line += f" (import + 2 RTT = {budget * 1000:.0f} ms)"
-        print(line)
+    print(f"    the imports `qvq ask` needs: {figures['ask_import_s'] * 1000:.0f} ms")
+    print(f"    first byte at 0 ms RTT: {figures['first_byte_0ms_s'] * 1000:.0f} ms; at 100 ms "
+          f"RTT: {figures['first_byte_100ms_s'] * 1000:.0f} ms (their imports + 2 RTT = "
+          f"{(figures['ask_import_s'] + 0.2) * 1000:.0f} ms)")
+    print(f"    what 100 ms RTT adds, round by round: {figures['rtt_cost_s'] * 1000:.0f} ms "
+          f"(2 RTT = 200 ms)")
     return figures
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -179,15 +179,21 @@ async def test_queue_updates_and_full_queue(marker: str) -> None:
 # -- failures a real server cannot easily produce (pytest-mock) ----------------------------------
 
 
+def _joins_answer(mocker: Any, answer: Callable[[httpx.Request], httpx.Response]) -> None:
+    """Every join of the queue gets ``answer(request)`` instead of the Space's response (other
+    requests go through): the joins' connection pool is httpx's, patched at httpx."""
+    real_send = httpx.Client.send
+
+    def send(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
+        if request.url.path.endswith("/queue/join"):
+            return answer(request)
+        return real_send(self, request, **kwargs)
+
+    mocker.patch.object(httpx.Client, "send", autospec=True, side_effect=send)
+
+
 async def test_http_429_on_join_is_a_rate_limit(session: Session, mocker: Any) -> None:
-    real_post = httpx.post
-
-    def post(url: str, *args: Any, **kwargs: Any) -> httpx.Response:
-        if "queue/join" in str(url):
-            return httpx.Response(429, request=httpx.Request("POST", url))
-        return real_post(url, *args, **kwargs)
-
-    mocker.patch("gradio_client.client.httpx.post", side_effect=post)
+    _joins_answer(mocker, lambda request: httpx.Response(429, request=request))
     with pytest.raises(RateLimitError, match="429"):
         await session.ask("hello")
 
@@ -196,10 +202,10 @@ async def test_failure_before_first_server_message_does_not_hang(
     session: Session, mocker: Any
 ) -> None:
     # gradio_client's own iterator spins forever here (FACTS.md); completion comes from the Future.
-    mocker.patch(
-        "qvq_gradio._gradio.client.QVQClient.send_data",
-        side_effect=httpx.ConnectError("connection reset"),
-    )
+    def reset(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("connection reset", request=request)
+
+    _joins_answer(mocker, reset)
     with anyio.fail_after(30), pytest.raises(SpaceConnectionError, match="connection reset"):
         await session.ask("hello")
 

@@ -18,6 +18,7 @@ import anyio
 import pytest
 
 from qvq_gradio import Session, SpaceConnectionError
+from qvq_gradio._gradio import StreamWatch
 from qvq_gradio.replica import OTHER_FUNCTION_TEXT, ReplicaProcess
 
 from .conftest import replica_env
@@ -76,6 +77,59 @@ async def test_a_broken_connection_has_the_next_question_read_the_config_again(
             prompt = f"{marker}-after [[replica tokens=3 delay=0]]"
             assert await session.ask(prompt) == expected_text(prompt, 3)
             assert counted.hits().get("config", 0) > before
+
+
+async def test_questions_join_the_queue_on_a_kept_alive_connection(
+    counted: ReplicaProcess, marker: str
+) -> None:
+    # gradio_client joins with httpx.post: a new connection per question, on top of the one
+    # its event stream takes. Joins now share kept-alive connections.
+    questions = 6
+    with FaultProxy(int(counted.url.rsplit(":", 1)[1])) as proxy:
+        async with Session(proxy.url) as session:
+            warm = f"{marker}-warm [[replica tokens=3 delay=0]]"
+            assert await session.ask(warm) == expected_text(warm, 3)
+            before = proxy.accepted
+            for n in range(questions):
+                prompt = f"{marker}-{n} [[replica tokens=3 delay=0]]"
+                assert await session.ask(prompt) == expected_text(prompt, 3)
+            opened = proxy.accepted - before
+    # One per event stream, and a few spare (a join's connection left unused for seconds on
+    # a very slow machine is closed, and the next join opens one); never one per join too.
+    assert opened < 2 * questions, opened
+
+
+async def test_an_aborted_job_shuts_down_only_the_connections_it_holds(
+    counted: ReplicaProcess,
+) -> None:
+    with FaultProxy(int(counted.url.rsplit(":", 1)[1])) as proxy:
+        async with Session(proxy.url) as session:
+            client = await session.client()
+            url = f"{proxy.url}/config"
+
+            def exchange(abort_while_holding: bool) -> int:
+                """A request held by a job's watch, then the job aborted; the next request
+                on the pool: the connections opened meanwhile."""
+                before = proxy.accepted
+                watch = StreamWatch()
+                response = client.joins.send(client.joins.build_request("GET", url), stream=True)
+                try:
+                    with watch.holding(response):
+                        if abort_while_holding:
+                            watch.abort()
+                        response.read()
+                finally:
+                    response.close()
+                watch.abort()  # after: the connection is back in the pool, not the job's
+                client.joins.get(url).raise_for_status()
+                return proxy.accepted - before
+
+            await anyio.to_thread.run_sync(client.joins.get, url)  # one connection, pooled
+            assert await anyio.to_thread.run_sync(exchange, False) == 0  # reused twice
+            # Shut down while held: the next request finds it dead in the pool and opens
+            # another (the response had arrived whole, so reading it still worked).
+            assert await anyio.to_thread.run_sync(exchange, True) == 1
+            assert await anyio.to_thread.run_sync(exchange, False) == 0
 
 
 def _threads() -> set[threading.Thread]:

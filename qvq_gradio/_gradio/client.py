@@ -17,13 +17,20 @@
 * dead connections: every request of a job passes a :class:`StreamWatch` (an ``httpx.Auth``,
   the one hook that both ``httpx.post`` and ``httpx.Client`` accept), which keeps the job's
   sockets so :meth:`JobClient.abort` can shut them down from another thread, and turns a broken
-  event stream into a logged, quiet end instead of a traceback gradio_client prints to stderr.
+  event stream into a logged, quiet end instead of a traceback gradio_client prints to stderr;
+* joins: gradio_client joins the queue with ``httpx.post``, a new connection per question
+  (over the internet a TCP and TLS handshake each time; a local Gradio server spends ~4 ms of
+  CPU accepting one, as much as a few tokens cost). A :class:`JobClient` joins through one
+  pool of kept-alive connections per client instead (:meth:`JobClient.send_data`); the watch
+  holds a join's socket only while that join is in flight, so an abort never reaches a
+  connection another job has taken from the pool since.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import http.cookiejar
 import logging
 import socket
 import threading
@@ -38,6 +45,8 @@ from typing import Any, Final
 import httpx
 from gradio_client import Client
 from gradio_client import utils as gc_utils
+from gradio_client.exceptions import ValidationError
+from gradio_client.utils import QueueError
 
 from .._secrets import register_secret
 from .._threads import ElasticExecutor
@@ -99,9 +108,8 @@ class StreamWatch(httpx.Auth):
 
     def auth_flow(self, request: httpx.Request) -> Generator[httpx.Request, httpx.Response, None]:
         response = yield request
-        stream = response.extensions.get("network_stream")
-        sock = stream.get_extra_info("socket") if stream is not None else None
-        if isinstance(sock, socket.socket):
+        sock = _socket_of(response)
+        if sock is not None:
             with self._lock:
                 self._sockets.add(sock)
                 aborted = self._aborted
@@ -111,13 +119,37 @@ class StreamWatch(httpx.Auth):
         if event_stream and isinstance(response.stream, httpx.SyncByteStream):
             response.stream = _QuietEnd(response.stream)
 
+    @contextlib.contextmanager
+    def holding(self, response: httpx.Response) -> Iterator[None]:
+        """Watch ``response``'s socket only while the block runs (a pooled connection: it
+        goes back to the pool, and to other jobs, after the block)."""
+        sock = _socket_of(response)
+        if sock is None:
+            yield
+            return
+        with self._lock:
+            self._sockets.add(sock)
+            if self._aborted:
+                _shut(sock)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._sockets.discard(sock)
+
     def abort(self) -> None:
         """Shut down every connection of this job, now and from now on."""
+        # Under the lock: a socket let go of (back in a pool) is never shut down after that.
         with self._lock:
             self._aborted = True
-            sockets = list(self._sockets)
-        for sock in sockets:
-            _shut(sock)
+            for sock in list(self._sockets):
+                _shut(sock)
+
+
+def _socket_of(response: httpx.Response) -> socket.socket | None:
+    stream = response.extensions.get("network_stream")
+    sock = stream.get_extra_info("socket") if stream is not None else None
+    return sock if isinstance(sock, socket.socket) else None
 
 
 def _shut(sock: socket.socket) -> None:
@@ -129,6 +161,9 @@ _POOLS = ("executor", "helper_executor", "stream_executor", "config_executor")
 #: How old a confirmation of the Space's config may get before a job reads it again.
 CONFIG_CHECK_EVERY: Final = 30.0
 _HEARTBEAT_CONNECT: Final = 10.0
+# How long a join's connection stays in the pool unused: below the 5 s after which uvicorn
+# (a Gradio server's) closes an idle one, so no join is sent on a connection being closed.
+_JOIN_KEEPALIVE: Final = 4.0
 
 
 def _elastic_pools(client: Any, max_workers: int) -> None:
@@ -168,6 +203,7 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         self._env_proxies = bool(urllib.request.getproxies())
         super().__init__(src, *args, max_workers=max_workers, httpx_kwargs=httpx_kwargs, **kwargs)
         _elastic_pools(self, max_workers)
+        self.joins = _join_pool(self, max_workers)
         self._connected = True  # from now on the config and API info come from the Space
         # Redeploy detection without a config read per job (see .freshness): one daemon thread
         # holds the Space's heartbeat stream open and notices the server going away. The
@@ -246,6 +282,7 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         self._kill_heartbeat.set()
         self._stop_watching.set()
         self._heartbeat_watch.abort()
+        self.joins.close()
 
     def shutdown(self, timeout: float) -> None:
         """Stop the heartbeat and every worker thread, waiting at most ``timeout`` seconds in
@@ -268,6 +305,9 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         # finish the work already queued).
         for pool in self._pools():
             pool.shutdown(wait=False)
+        joins = getattr(self, "joins", None)
+        if joins is not None:
+            joins.close()  # closes sockets: never waits
 
     def _pools(self) -> list[ElasticExecutor]:
         """This client's worker pools (a client half-built by a failed __init__ has fewer)."""
@@ -335,6 +375,40 @@ class JobClient(QVQClient):
         helper.updates = Discard()
         return helper
 
+    def send_data(
+        self,
+        data: dict[str, Any],
+        hash_data: dict[str, Any],
+        protocol: str,
+        request_headers: dict[str, str] | None,
+    ) -> str:
+        """Join the queue as gradio_client's ``Client.send_data`` does (the same request, the
+        same errors), on a kept-alive connection of the client's pool. Nothing else is to be
+        done here: the event loop reads the job's stream (see :class:`.reader.JobEndpoint`)."""
+        if protocol not in INLINE_PROTOCOLS:  # pragma: no cover - Gradio 3.x / 4.0 Spaces
+            return str(super().send_data(data, hash_data, protocol, request_headers))
+        headers = self.add_zero_gpu_headers(self.headers)
+        if request_headers is not None:
+            headers = {**request_headers, **headers}
+        if self.cookies:  # sent as httpx.post sends them; the pool keeps none of its own
+            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
+        request = self.joins.build_request(
+            "POST", self.sse_data_url, json={**data, **hash_data}, headers=headers,
+            timeout=self.httpx_kwargs.get("timeout"),
+        )
+        response = self.joins.send(request, stream=True)
+        try:
+            with self.watch.holding(response):
+                response.read()
+        finally:
+            response.close()
+        if response.status_code == 503:
+            raise QueueError("Queue is full! Please try again.")
+        if (message := gc_utils.extract_validation_message(response)) is not None:
+            raise ValidationError(message)
+        response.raise_for_status()
+        return str(response.json()["event_id"])
+
     def close(self) -> None:
         # The heartbeat watcher belongs to the parent client: a view has nothing to stop.
         self._kill_heartbeat.set()
@@ -355,6 +429,23 @@ class JobClient(QVQClient):
     def __del__(self) -> None:
         # The worker pools belong to the parent client: never shut them down from a view.
         pass
+
+
+def _join_pool(client: QVQClient, size: int) -> httpx.Client:
+    """The kept-alive connections a client's jobs join the queue on: its proxy and TLS
+    settings; credentials, cookies and timeouts come with each join, as they come with
+    gradio_client's ``httpx.post``. Cookies a Space sets are not kept (nor are they there)."""
+    limits = httpx.Limits(
+        max_connections=None, max_keepalive_connections=size, keepalive_expiry=_JOIN_KEEPALIVE
+    )
+    pool = httpx.Client(
+        verify=client.ssl_verify,
+        proxy=client.httpx_kwargs.get("proxy"),
+        trust_env=client._env_proxies,
+        limits=limits,
+    )
+    pool.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return pool
 
 
 def describe(client: QVQClient) -> tuple[str, str]:
