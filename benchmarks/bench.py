@@ -10,6 +10,7 @@
     python benchmarks/bench.py floor      # 1/32/128 streams: ours vs raw SSE vs gradio_client
     python benchmarks/bench.py cold       # a cold `qvq ask` at 0 and 100 ms RTT; start-up times
     python benchmarks/bench.py serve      # qvq serve vs Session directly, 1/32/128 streams
+    python benchmarks/bench.py connections # the Space's CPU per request: new vs kept-alive
 
 Raw gradio_client is used as its documentation shows: one ``Client``, ``job = submit(...)``,
 ``for output in job``. Each side gets one warm-up stream; figures are medians over rounds, and
@@ -544,8 +545,8 @@ def main() -> None:
     parser.add_argument(
         "which",
         nargs="*",
-        default=["stream", "memory", "concurrent", "floor", "cold", "serve", "media", "pool",
-                 "batch"],
+        default=["stream", "memory", "concurrent", "floor", "cold", "serve", "connections",
+                 "media", "pool", "batch"],
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=8000, help="for the memory benchmark")
@@ -558,7 +559,7 @@ def main() -> None:
     if set(args.which) & {"stream", "memory", "concurrent"}:
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
         _bench_streams(args, env)
-    if set(args.which) & {"floor", "cold", "serve"}:
+    if set(args.which) & {"floor", "cold", "serve", "connections"}:
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
         with ReplicaProcess(["--concurrency", "256"], env=env) as replica:
             print(f"replica on {replica.url}; python {sys.version.split()[0]}; "
@@ -571,6 +572,8 @@ def main() -> None:
 
                 sizes = tuple(int(n) for n in args.streams.split(","))
                 RESULTS["serve"] = serving.bench_serve(replica.url, args.rounds, sizes)
+            if "connections" in args.which and replica.pid is not None:
+                RESULTS["connections"] = floor.bench_connections(replica.url, replica.pid)
             if "cold" in args.which:
                 with tempfile.TemporaryDirectory() as home:
                     RESULTS["cold"] = floor.bench_cold(

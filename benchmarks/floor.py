@@ -217,6 +217,39 @@ def _paired(ours: list[dict[str, float]], raw: list[dict[str, float]]) -> dict[s
     return figures
 
 
+# -- what a connection costs the Space -----------------------------------------------------------
+
+
+def bench_connections(url: str, pid: int, requests: int = 400) -> dict[str, float]:
+    """The replica's CPU per request, each on a new connection vs all on one kept alive (a
+    cheap route, so that what is left is the connection): why joins share connections."""
+    import psutil  # a test dependency
+
+    server = psutil.Process(pid)
+
+    def cpu() -> float:
+        times = server.cpu_times()
+        return float(times.user + times.system)
+
+    samples: dict[str, list[float]] = {"new": [], "kept": []}
+    for _ in range(3):
+        for way in samples:
+            before = cpu()
+            if way == "new":
+                for _ in range(requests):
+                    httpx.get(f"{url}/replica/hits").raise_for_status()
+            else:
+                with httpx.Client() as client:
+                    for _ in range(requests):
+                        client.get(f"{url}/replica/hits").raise_for_status()
+            time.sleep(0.3)  # the server's last requests accounted
+            samples[way].append((cpu() - before) / requests * 1000)
+    figures = {f"{way}_ms": statistics.median(values) for way, values in samples.items()}
+    print(f"(h) the replica's CPU per request, median of 3 x {requests}: a new connection each "
+          f"{figures['new_ms']:.2f} ms, one kept-alive connection {figures['kept_ms']:.2f} ms")
+    return figures
+
+
 # -- a cold `qvq ask` -------------------------------------------------------------------------
 
 
