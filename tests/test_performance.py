@@ -132,6 +132,18 @@ async def test_an_aborted_job_shuts_down_only_the_connections_it_holds(
             assert await anyio.to_thread.run_sync(exchange, False) == 0
 
 
+async def test_a_client_closed_after_a_redeploy_still_joins_for_the_jobs_it_started(
+    counted: ReplicaProcess, marker: str
+) -> None:
+    # A redeploy has the session drop its client with close(), and jobs already handed to it
+    # run on: their joins still need its pool of connections.
+    async with Session(counted.url) as session:
+        client = await session.client()
+        client.close()
+        prompt = f"{marker} [[replica tokens=3 delay=0]]"
+        assert await session.ask(prompt) == expected_text(prompt, 3)
+
+
 def _threads() -> set[threading.Thread]:
     return set(threading.enumerate())
 

@@ -282,7 +282,6 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         self._kill_heartbeat.set()
         self._stop_watching.set()
         self._heartbeat_watch.abort()
-        self.joins.close()
 
     def shutdown(self, timeout: float) -> None:
         """Stop the heartbeat and every worker thread, waiting at most ``timeout`` seconds in
@@ -298,6 +297,7 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         for thread in (self.heartbeat, self._watcher):
             if thread.is_alive():
                 thread.join(max(deadline - time.monotonic(), 0.0))
+        self.joins.close()
 
     def __del__(self) -> None:
         # gradio_client's __del__ joins the executor's threads: the garbage collector may run
@@ -331,6 +331,9 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         """
         view = JobClient.__new__(JobClient)
         view.__dict__.update(self.__dict__)
+        # The pools and the joins' connections are this client's: kept open while a view of
+        # it runs (a client dropped after a redeploy still finishes the jobs it started).
+        view.parent = self
         view.session_hash = str(uuid.uuid4())
         view.watch = StreamWatch()
         view.httpx_kwargs = {**self.httpx_kwargs, "timeout": timeout, "auth": view.watch}
@@ -365,6 +368,7 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
 class JobClient(QVQClient):
     """One job's view of a :class:`QVQClient` (see :meth:`QVQClient.for_one_job`)."""
 
+    parent: QVQClient
     watch: StreamWatch
     httpx_kwargs: dict[str, Any]
     hand_over: HandOver
