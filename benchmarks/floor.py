@@ -2,11 +2,13 @@
 
     python benchmarks/bench.py floor   # 1, 32 and 128 streams x 100 tokens x 10 ms
     python benchmarks/bench.py cold    # a cold `qvq ask`: import, first byte, at 0 and 100 ms RTT
+    python benchmarks/bench.py connections  # the Space's CPU per request: new vs kept-alive
 
 The floor is what the Space's protocol costs at least: one ``POST queue/join`` and one
 ``GET queue/data`` event stream per question, read with one shared ``httpx.AsyncClient``, text
 rebuilt from the diffs. Nothing else (no config re-read, no cancel, no history, no checks).
-Figures are medians over rounds; the three sides alternate within each round. CPU is this
+Figures are medians over rounds (and ours / raw SSE within each round); the three sides
+alternate within each round. CPU is this
 process's (the replica runs in its own); threads are counted at the moment every stream of the
 burst is generating.
 """

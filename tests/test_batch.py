@@ -29,7 +29,6 @@ from .test_stream import expected_text
 pytestmark = pytest.mark.anyio
 
 
-
 def _items(marker: str, n: int, tokens: int = 3, delay: float = 0.0) -> list[dict[str, Any]]:
     return [
         {"id": f"{marker}-{i:03d}", "prompt": f"{marker}-{i:03d} [[replica tokens={tokens} "

@@ -29,7 +29,6 @@ from .test_stream import expected_text
 pytestmark = pytest.mark.anyio
 
 
-
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -19,8 +19,9 @@
   sockets so :meth:`JobClient.abort` can shut them down from another thread, and turns a broken
   event stream into a logged, quiet end instead of a traceback gradio_client prints to stderr;
 * joins: gradio_client joins the queue with ``httpx.post``, a new connection per question
-  (over the internet a TCP and TLS handshake each time; a local Gradio server spends ~4 ms of
-  CPU accepting one, as much as a few tokens cost). A :class:`JobClient` joins through one
+  (over the internet a TCP and TLS handshake each time; a local Gradio server spends ~2.7 ms
+  more CPU on a request over a new connection than over a kept-alive one: see
+  ``benchmarks/bench.py connections``). A :class:`JobClient` joins through one
   pool of kept-alive connections per client instead (:meth:`JobClient.send_data`); the watch
   holds a join's socket only while that join is in flight, so an abort never reaches a
   connection another job has taken from the pool since.
