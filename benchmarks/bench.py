@@ -555,15 +555,24 @@ def main() -> None:
                         help="the interpreter whose environment the cold benchmark measures")
     parser.add_argument("--streams", default="1,32,128",
                         help="concurrent streams for the floor benchmark (comma-separated)")
+    parser.add_argument("--pin", action="store_true",
+                        help="the Space on the last core, the clients on the others (Linux): "
+                             "the clients' CPU without the Space competing for it")
     args = parser.parse_args()
     if set(args.which) & {"stream", "memory", "concurrent"}:
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
         _bench_streams(args, env)
     if set(args.which) & {"floor", "cold", "serve", "connections"}:
         env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"}
+        cores = sorted(os.sched_getaffinity(0)) if args.pin else []
+        if cores:  # the replica's process, started from this thread, inherits its core
+            os.sched_setaffinity(0, cores[-1:])
         with ReplicaProcess(["--concurrency", "256"], env=env) as replica:
+            if cores:
+                os.sched_setaffinity(0, cores[:-1])
+            pinned = f"; replica on core {cores[-1]}, clients on {cores[:-1]}" if cores else ""
             print(f"replica on {replica.url}; python {sys.version.split()[0]}; "
-                  f"{os.cpu_count()} cores")
+                  f"{os.cpu_count()} cores{pinned}")
             if "floor" in args.which:
                 sizes = tuple(int(n) for n in args.streams.split(","))
                 RESULTS["floor"] = floor.bench_floor(replica.url, args.rounds, sizes)

@@ -38,6 +38,7 @@ from ._gradio import (
     SPACE_STATES,
     WAKING,
     DescriptionCache,
+    EventStreams,
     QVQClient,
     answers_config,
     check_endpoint,
@@ -97,6 +98,7 @@ def _build_client(
     connect_timeout: float,
     max_workers: int,
     descriptions: DescriptionCache | None = None,
+    streams: EventStreams | None = None,
 ) -> QVQClient:
     # While connecting, every request (config, API info) must answer within connect_timeout.
     httpx_kwargs: dict[str, Any] = {"timeout": httpx.Timeout(connect_timeout)}
@@ -112,6 +114,7 @@ def _build_client(
         httpx_kwargs=httpx_kwargs,
         ssl_verify=shared_ssl_context(),
         descriptions=descriptions,
+        streams=streams,
     )
     # From now on: streams, uploads and joins, which may legitimately take longer.
     client.httpx_kwargs["timeout"] = httpx.Timeout(_READ_TIMEOUT, connect=connect_timeout)
@@ -198,6 +201,8 @@ class Session(Asking):
         self._connect_lock = threading.Lock()  # one connection attempt at a time
         self._jobs: set[SpaceJob] = set()
         self._background = Background()
+        # The event streams' kept-alive connections: the session's, kept across redeploys.
+        self._streams = EventStreams(max_workers)
         self._closed = False
 
     def __repr__(self) -> str:
@@ -235,6 +240,7 @@ class Session(Asking):
         self._background.close(CLOSE_WAIT - _SETTLE)
         for job in jobs:
             job.abort()
+        self._streams.close(max(deadline - time.monotonic(), _SETTLE))
         if client is not None:
             client.shutdown(max(deadline - time.monotonic(), _SETTLE))
         if self.history is not None and self._own_history:
@@ -254,7 +260,7 @@ class Session(Asking):
                 DescriptionCache(default_path().parent / "spaces") if self.space_cache else None
             )
             client = _build_client(
-                self.config, self.connect_timeout, self.max_workers, descriptions
+                self.config, self.connect_timeout, self.max_workers, descriptions, self._streams
             )
             with self._state_lock:
                 if not self._closed:

@@ -4,6 +4,7 @@
                   JobClient (one job's view of it), StreamWatch (sockets that can be shut down)
     reader.py     the job's event stream, read on the event loop (no polling, no thread hop);
                   JobEndpoint: the job's thread hands the stream over once it has joined
+    streams.py    EventStreams: the event streams' kept-alive connections, one pool per loop
     handover.py   HandOver: the event id to the loop, the completion back to the thread
     freshness.py  when the config must be read again (heartbeat, errors, age), not per job
     description.py  the Space's config and API info kept on disk, for a cold start
@@ -23,6 +24,7 @@ from .endpoint import API_NAME, check_endpoint, endpoint_signature
 from .handle import JobHandle
 from .hub import SPACE_STATES, WAKING, space_state, unavailable
 from .reader import Update
+from .streams import EventStreams
 from .translate import clean_message, parse_retry_after, translate_error
 
 __all__ = [
@@ -30,6 +32,7 @@ __all__ = [
     "SPACE_STATES",
     "WAKING",
     "DescriptionCache",
+    "EventStreams",
     "JobClient",
     "JobHandle",
     "QVQClient",

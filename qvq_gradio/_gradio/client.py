@@ -24,14 +24,14 @@
   ``benchmarks/bench.py connections``). A :class:`JobClient` joins through one
   pool of kept-alive connections per client instead (:meth:`JobClient.send_data`); the watch
   holds a join's socket only while that join is in flight, so an abort never reaches a
-  connection another job has taken from the pool since.
+  connection another job has taken from the pool since. Event streams, read on the loop, have
+  kept-alive connections of their own (:mod:`.streams`), held by the watch the same way.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import http.cookiejar
 import logging
 import socket
 import threading
@@ -55,6 +55,7 @@ from .description import DescriptionCache, same_app
 from .freshness import HEARTBEAT_READ_TIMEOUT, Freshness
 from .handover import Discard, HandOver, KeepLast
 from .reader import INLINE_PROTOCOLS, JobEndpoint
+from .streams import EventStreams, keeping_no_cookies, with_cookies
 
 __all__ = [
     "CONFIG_CHECK_EVERY",
@@ -187,6 +188,7 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         max_workers: int = 40,
         httpx_kwargs: dict[str, Any] | None = None,
         descriptions: DescriptionCache | None = None,
+        streams: EventStreams | None = None,
         **kwargs: Any,
     ) -> None:
         # ``descriptions``: the Space's config and API info kept on disk (see .description);
@@ -205,6 +207,10 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         super().__init__(src, *args, max_workers=max_workers, httpx_kwargs=httpx_kwargs, **kwargs)
         _elastic_pools(self, max_workers)
         self.joins = _join_pool(self, max_workers)
+        # The event streams' kept-alive connections (see .streams): a session's, which outlive
+        # its clients, else this client's own.
+        self._own_streams = streams is None
+        self.streams = EventStreams(max_workers) if streams is None else streams
         self._connected = True  # from now on the config and API info come from the Space
         # Redeploy detection without a config read per job (see .freshness): one daemon thread
         # holds the Space's heartbeat stream open and notices the server going away. The
@@ -299,6 +305,8 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
             if thread.is_alive():
                 thread.join(max(deadline - time.monotonic(), 0.0))
         self.joins.close()
+        if self._own_streams:
+            self.streams.close(max(deadline - time.monotonic(), 0.0))
 
     def __del__(self) -> None:
         # gradio_client's __del__ joins the executor's threads: the garbage collector may run
@@ -395,10 +403,9 @@ class JobClient(QVQClient):
         headers = self.add_zero_gpu_headers(self.headers)
         if request_headers is not None:
             headers = {**request_headers, **headers}
-        if self.cookies:  # sent as httpx.post sends them; the pool keeps none of its own
-            headers["Cookie"] = "; ".join(f"{name}={value}" for name, value in self.cookies.items())
         request = self.joins.build_request(
-            "POST", self.sse_data_url, json={**data, **hash_data}, headers=headers,
+            "POST", self.sse_data_url, json={**data, **hash_data},
+            headers=with_cookies(headers, self.cookies),
             timeout=self.httpx_kwargs.get("timeout"),
         )
         response = self.joins.send(request, stream=True)
@@ -449,7 +456,7 @@ def _join_pool(client: QVQClient, size: int) -> httpx.Client:
         trust_env=client._env_proxies,
         limits=limits,
     )
-    pool.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    keeping_no_cookies(pool)
     return pool
 
 

@@ -33,6 +33,7 @@ from gradio_client.client import Endpoint
 from gradio_client.utils import ServerMessage
 
 from .._wakeups import loop_clock
+from .streams import with_cookies
 
 __all__ = ["INLINE_PROTOCOLS", "JobEndpoint", "QueuePlace", "Update", "read_updates"]
 
@@ -44,6 +45,10 @@ INLINE_PROTOCOLS: Final = frozenset({"sse_v2", "sse_v2.1", "sse_v3"})
 # this needs no timeout of its own (the heartbeat ends it first, and the deadline is looked at
 # again), which spares a cancel scope per message. httpx's read timeout is the backstop.
 _HEARTBEAT_BOUND: Final = 20.0
+
+# How long the end of a completed job's stream may take to come before its connection is
+# dropped instead of kept (it comes at once: Gradio closes the stream after the completion).
+_END_WAIT: Final = 0.25
 
 #: (position, queue size, eta) of a job waiting in the Space's queue.
 QueuePlace = tuple[int | None, int | None, float | None]
@@ -89,44 +94,48 @@ async def read_updates(
     messages = _Messages(hand_over, _value_reader(processor))
     clock = loop_clock()
     try:
-        async with (
-            httpx.AsyncClient(verify=view.ssl_verify, **view.httpx_kwargs) as http,
-            http.stream(
-                "GET",
-                view.sse_url,
-                params={"session_hash": view.session_hash},
-                headers=view.headers,
-                cookies=view.cookies,
-            ) as response,
-        ):
+        http = await view.streams.client(view)
+        async with http.stream(
+            "GET",
+            view.sse_url,
+            params={"session_hash": view.session_hash},
+            headers=with_cookies(view.headers, view.cookies),
+            timeout=view.httpx_kwargs.get("timeout"),
+        ) as response:
             if response.is_error:
                 await response.aread()
                 response.raise_for_status()
             chunks = response.aiter_bytes()
+            ended = False  # read to its end: the connection goes back to the pool
             try:
-                while True:
-                    due = wake_by()
-                    if due - clock() > _HEARTBEAT_BOUND:
-                        chunk = await anext(chunks, None)  # a heartbeat comes before ``due``
-                    else:
-                        chunk = None
-                        with anyio.CancelScope(deadline=due) as scope:
-                            chunk = await anext(chunks, None)
-                        if scope.cancelled_caught:
-                            yield None  # the deadline passed: the follower decides what that is
-                            continue
-                    if chunk is None:
-                        break  # the stream ended without the completion
-                    update, completion = messages.read(chunk, clock())
-                    if update is not None:
-                        yield update
-                    if completion is _CLOSED:
-                        break
-                    if completion is not None:
-                        hand_over.complete(completion)
-                        return
+                with view.watch.holding(response):  # an abort shuts it down, until then
+                    while True:
+                        due = wake_by()
+                        if due - clock() > _HEARTBEAT_BOUND:
+                            chunk = await anext(chunks, None)  # a heartbeat comes before ``due``
+                        else:
+                            chunk = None
+                            with anyio.CancelScope(deadline=due) as scope:
+                                chunk = await anext(chunks, None)
+                            if scope.cancelled_caught:
+                                yield None  # the deadline passed: the follower decides
+                                continue
+                        if chunk is None:
+                            ended = True
+                            break  # the stream ended without the completion
+                        update, completion = messages.read(chunk, clock())
+                        if update is not None:
+                            yield update
+                        if completion is _CLOSED:
+                            ended = await _read_to_end(chunks)
+                            break
+                        if completion is not None:
+                            hand_over.complete(completion)
+                            ended = await _read_to_end(chunks)
+                            return
             finally:
-                await _unwind(response, chunks)
+                if not ended:
+                    await _unwind(response, chunks)
     except httpx.HTTPStatusError as exc:  # the Space refused the stream
         hand_over.fail(exc)
         return
@@ -193,6 +202,16 @@ class _Messages:
         if started or queued is not None:
             return Update(at, queued, started), completion
         return None, completion
+
+
+async def _read_to_end(chunks: AsyncIterator[bytes]) -> bool:
+    """Whether the rest of a stream whose job has completed came within :data:`_END_WAIT`
+    (Gradio ends it right after: a ``close_stream`` message), its connection free again."""
+    with anyio.move_on_after(_END_WAIT):
+        while await anext(chunks, None) is not None:
+            pass
+        return True
+    return False
 
 
 async def _unwind(response: httpx.Response, chunks: AsyncIterator[bytes]) -> None:
