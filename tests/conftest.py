@@ -27,6 +27,7 @@ _ISOLATED = (
     "QVQ_SPACE",
     "QVQ_HISTORY",
     "GRADIO_ANALYTICS_ENABLED",
+    "HF_HUB_DISABLE_TELEMETRY",  # the CLI sets it in its process: tests run it in theirs too
 )
 
 

@@ -26,6 +26,7 @@ class HubSpace:
 class FakeHub:
     def __init__(self) -> None:
         self.spaces: dict[str, HubSpace] = {}
+        self.requests: list[str] = []  # every path asked for, in order
         self._lock = threading.Lock()
         hub = self
 
@@ -55,6 +56,8 @@ class FakeHub:
 
     def _answer(self, request: http.server.BaseHTTPRequestHandler) -> None:
         path = request.path.split("?")[0]
+        with self._lock:
+            self.requests.append(path)
         parts = path.strip("/").split("/")
         body: dict[str, Any]
         headers = {"Content-Type": "application/json"}

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +18,7 @@ from qvq_gradio.replica import ReplicaProcess
 
 from .conftest import replica_env
 from .hub import FakeHub, HubSpace
+from .test_stream import expected_text
 
 
 @pytest.fixture
@@ -47,6 +49,22 @@ def test_a_running_space_id_is_found_on_the_hub(hub: FakeHub, marker: str) -> No
     done = qvq(hub.url, "ask", f"{marker} [[replica tokens=3 delay=0]]", "--space", "owner/good")
     assert done.returncode == 0, done.stderr
     assert marker in done.stdout and "Final Answer" in done.stdout
+
+
+def test_asking_a_space_by_url_sends_nothing_to_the_hub(
+    hub: FakeHub, replica: ReplicaProcess, marker: str, tmp_path: Path
+) -> None:
+    # A fresh HF_HOME: huggingface_hub has nothing cached. Its telemetry would fetch a list of
+    # "AI agents" from the Hub before the first request to the Space.
+    env = {**_env(hub.url), "HF_HOME": str(tmp_path / "hf-home")}
+    prompt = f"{marker} [[replica tokens=3 delay=0]]"
+    done = subprocess.run(
+        [sys.executable, "-m", "qvq_gradio", "ask", prompt, "--space", replica.url],
+        capture_output=True, text=True, env=env, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == expected_text(prompt, 3).strip()
+    assert hub.requests == []
 
 
 @pytest.mark.parametrize(

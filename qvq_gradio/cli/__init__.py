@@ -24,13 +24,16 @@ from __future__ import annotations
 
 import importlib
 import logging
+import os
 import sys
 import traceback
 from collections.abc import Sequence
+from typing import Final
 
 import click
 
 from .._secrets import redact
+from .._tls import warm_up
 from ..errors import QVQError
 from .running import (
     EXIT_CODES,
@@ -64,6 +67,9 @@ limit, 6 timeout, 7 the Space's app failed, 8 a batch had failed items,
 #: is imported only when it runs (or its own ``--help`` is asked for), so ``qvq --help``,
 #: ``--version`` and ``history`` never import httpx or gradio_client. tests/test_cli.py checks
 #: each line against the command's own help.
+#: The commands that talk to a Space (over HTTPS, usually).
+_ASKING: Final = frozenset({"ask", "batch", "info", "serve", "spaces"})
+
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "ask": ("ask", "ask", "Ask one question; stream the answer to stdout."),
     "batch": ("batch", "batch", "Ask every item of a file or folder; resumes when re-run."),
@@ -116,6 +122,15 @@ def cli(ctx: click.Context, debug: bool) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; returns the exit code."""
     args = list(argv) if argv is not None else sys.argv[1:]
+    # No telemetry from the command, as none from gradio_client (QVQClient): huggingface_hub's
+    # user agent would otherwise detect "AI agents" from a list it fetches from the Hub before
+    # the first request to any Space (once a day; in every process when the Hub cannot be
+    # reached, for up to 3 s). Read when huggingface_hub is imported, which no command has
+    # done yet; a value the user set wins.
+    os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+    command = next((arg for arg in args if not arg.startswith("-")), None)
+    if command in _ASKING:
+        warm_up()  # the CA bundle loads while the command's modules are imported
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="qvq", standalone_mode=False)
