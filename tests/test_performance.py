@@ -122,9 +122,10 @@ def test_stream_connections_are_closed_however_their_loop_or_session_ends(
     prompt = "pools [[replica tokens=3 delay=0]]"
     assert result["answers"] == [expected_text(prompt, 3)] * 5
     assert result["raised"] == []  # no unclosed socket or transport: no ResourceWarning
-    # Once the three loops had ended, the open session kept its heartbeat stream and at most
-    # one idle join connection; each loop had closed its stream connection as it ended.
-    assert result["after_loops"] <= 2, result
+    # Each loop closed its stream connection as it ended: what the open session keeps (its
+    # heartbeat streams, an idle join connection) is the same after each; one more per loop
+    # would be a pool left open.
+    assert len(set(result["after_each_loop"])) == 1, result
     assert result["at_end"] == 0, result
 
 

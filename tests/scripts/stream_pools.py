@@ -51,9 +51,11 @@ async def closed_on_its_loop() -> str:
 # One session on loops that end while it stays open: asyncio.run twice (as gpt4free calls on a
 # session it shares do), then trio.
 shared = Session(url)
-answers = [asyncio.run(shared.ask(PROMPT)), asyncio.run(shared.ask(PROMPT))]
-answers.append(trio.run(shared.ask, PROMPT))
-after_loops = open_to_space()
+answers: list[str] = []
+after_each_loop: list[int] = []
+for run in (asyncio.run, asyncio.run, trio.run):
+    answers.append(run(shared.ask, PROMPT) if run is trio.run else run(shared.ask(PROMPT)))
+    after_each_loop.append(open_to_space())
 shared.close()
 # The sync API: its loop runs on a thread of its own; the session is closed from this one.
 with SyncSession(url) as sync:
@@ -64,5 +66,5 @@ answers.append(asyncio.run(closed_on_its_loop()))
 deadline = time.monotonic() + 30
 while (at_end := open_to_space()) and time.monotonic() < deadline:
     time.sleep(0.05)
-print(json.dumps({"answers": answers, "raised": raised, "after_loops": after_loops,
+print(json.dumps({"answers": answers, "raised": raised, "after_each_loop": after_each_loop,
                   "at_end": at_end}))
