@@ -4,7 +4,8 @@
                   JobClient (one job's view of it), StreamWatch (sockets that can be shut down)
     reader.py     the job's event stream, read on the event loop (no polling, no thread hop);
                   JobEndpoint: the job's thread hands the stream over once it has joined
-    streams.py    EventStreams: the event streams' kept-alive connections, one pool per loop
+    streams.py    EventStreams: the event streams' kept-alive connections, one pool per loop;
+                  pooled(): a pool with a client's settings (the joins' too)
     handover.py   HandOver: the event id to the loop, the completion back to the thread
     freshness.py  when the config must be read again (heartbeat, errors, age), not per job
     description.py  the Space's config and API info kept on disk, for a cold start

@@ -55,7 +55,7 @@ from .description import DescriptionCache, same_app
 from .freshness import HEARTBEAT_READ_TIMEOUT, Freshness
 from .handover import Discard, HandOver, KeepLast
 from .reader import INLINE_PROTOCOLS, JobEndpoint
-from .streams import EventStreams, keeping_no_cookies, with_cookies
+from .streams import EventStreams, pooled, with_cookies
 
 __all__ = [
     "CONFIG_CHECK_EVERY",
@@ -163,9 +163,6 @@ _POOLS = ("executor", "helper_executor", "stream_executor", "config_executor")
 #: How old a confirmation of the Space's config may get before a job reads it again.
 CONFIG_CHECK_EVERY: Final = 30.0
 _HEARTBEAT_CONNECT: Final = 10.0
-# How long a join's connection stays in the pool unused: below the 5 s after which uvicorn
-# (a Gradio server's) closes an idle one, so no join is sent on a connection being closed.
-_JOIN_KEEPALIVE: Final = 4.0
 
 
 def _elastic_pools(client: Any, max_workers: int) -> None:
@@ -206,7 +203,8 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         self._env_proxies = bool(urllib.request.getproxies())
         super().__init__(src, *args, max_workers=max_workers, httpx_kwargs=httpx_kwargs, **kwargs)
         _elastic_pools(self, max_workers)
-        self.joins = _join_pool(self, max_workers)
+        # The joins' kept-alive connections (see send_data).
+        self.joins = pooled(httpx.Client, self, max_workers)
         # The event streams' kept-alive connections (see .streams): a session's, which outlive
         # its clients, else this client's own.
         self._own_streams = streams is None
@@ -441,23 +439,6 @@ class JobClient(QVQClient):
     def __del__(self) -> None:
         # The worker pools belong to the parent client: never shut them down from a view.
         pass
-
-
-def _join_pool(client: QVQClient, size: int) -> httpx.Client:
-    """The kept-alive connections a client's jobs join the queue on: its proxy and TLS
-    settings; credentials, cookies and timeouts come with each join, as they come with
-    gradio_client's ``httpx.post``. Cookies a Space sets are not kept (nor are they there)."""
-    limits = httpx.Limits(
-        max_connections=None, max_keepalive_connections=size, keepalive_expiry=_JOIN_KEEPALIVE
-    )
-    pool = httpx.Client(
-        verify=client.ssl_verify,
-        proxy=client.httpx_kwargs.get("proxy"),
-        trust_env=client._env_proxies,
-        limits=limits,
-    )
-    keeping_no_cookies(pool)
-    return pool
 
 
 def describe(client: QVQClient) -> tuple[str, str]:

@@ -17,6 +17,9 @@ stay) and closes each on its own loop:
   call on a shared session): each pool is held by an async generator the loop knows of, and
   loops close their async generators before they stop. A pool dropped with its session is
   closed the same way, by the loop's finalizer for async generators.
+
+:func:`pooled` makes a pool, sync or async, with a client's settings: the joins' (a sync pool
+per client, see ``JobClient.send_data``) and the streams'.
 """
 
 from __future__ import annotations
@@ -29,16 +32,18 @@ import threading
 import time
 from collections.abc import AsyncGenerator, Coroutine
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeVar
 
 import anyio.lowlevel
 import httpx
 
-__all__ = ["STREAM_KEEPALIVE", "EventStreams", "keeping_no_cookies", "with_cookies"]
+__all__ = ["KEEPALIVE", "EventStreams", "pooled", "with_cookies"]
 
-#: How long a stream's connection stays in the pool unused: below the 5 s after which uvicorn
-#: (a Gradio server's) closes an idle one, so no stream is opened on a connection being closed.
-STREAM_KEEPALIVE: Final = 4.0
+#: How long a pooled connection (a join's, a stream's) stays unused: below the 5 s after which
+#: uvicorn (a Gradio server's) closes an idle one, so no request goes out on one being closed.
+KEEPALIVE: Final = 4.0
+
+_Pooled = TypeVar("_Pooled", httpx.Client, httpx.AsyncClient)
 
 
 @dataclass(frozen=True)
@@ -70,19 +75,7 @@ class EventStreams:
             pool = self._pools.get(native)
             if pool is not None:
                 return pool.http
-            limits = httpx.Limits(
-                max_connections=None,
-                max_keepalive_connections=self._size,
-                keepalive_expiry=STREAM_KEEPALIVE,
-            )
-            http = httpx.AsyncClient(
-                verify=view.ssl_verify,
-                proxy=view.httpx_kwargs.get("proxy"),
-                trust_env=view.httpx_kwargs.get("trust_env", True),
-                limits=limits,
-            )
-            # Cookies come with each request, as gradio_client sends them; none are kept.
-            keeping_no_cookies(http)
+            http = pooled(httpx.AsyncClient, view, self._size)
             pool = _Pool(http, self._keep(native, http))
             self._pools[native] = pool
         await pool.keeper.asend(None)  # now the loop knows of it (see the module's docstring)
@@ -109,9 +102,22 @@ class EventStreams:
             _close_on(native, pool, deadline)
 
 
-def keeping_no_cookies(client: httpx.Client | httpx.AsyncClient) -> None:
-    """Have ``client`` keep no cookie a response sets: a pool shared by jobs gathers none."""
-    client.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+def pooled(kind: type[_Pooled], client: Any, size: int) -> _Pooled:
+    """A pool of up to ``size`` kept-alive connections (``kind``: sync or async) with the
+    proxy and TLS settings of ``client`` (a QVQClient). Credentials, cookies and timeouts come
+    with each request, as they come with gradio_client's requests; no cookie a response sets is
+    kept, so a pool shared by jobs gathers none."""
+    limits = httpx.Limits(
+        max_connections=None, max_keepalive_connections=size, keepalive_expiry=KEEPALIVE
+    )
+    pool = kind(
+        verify=client.ssl_verify,
+        proxy=client.httpx_kwargs.get("proxy"),
+        trust_env=client._env_proxies,
+        limits=limits,
+    )
+    pool.cookies.jar.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+    return pool
 
 
 def with_cookies(headers: dict[str, str], cookies: dict[str, str]) -> dict[str, str]:
