@@ -311,9 +311,9 @@ class LatencyProxy:
 
 
 _FIRST_BYTE = r"""
-import os, subprocess, sys, time
+import subprocess, sys, time
 start = time.perf_counter()
-proc = subprocess.Popen([sys.executable, "-m", "qvq_gradio", *sys.argv[1:]],
+proc = subprocess.Popen([sys.executable, *sys.argv[1:]],
                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 first = proc.stdout.read(1)
 first_byte = time.perf_counter() - start
@@ -328,10 +328,32 @@ print(first_byte)
 _ASK_IMPORTS = (
     "import qvq_gradio.cli.ask, qvq_gradio.pool, anyio._backends._asyncio, httpcore, certifi"
 )
+# The floor of a cold question: a bare httpx client that knows the function's index (as ours
+# knows it from the description kept on disk), joins the queue and reads the event stream to
+# the first text. No CA bundle is loaded (the URL is http).
+_FLOOR_IMPORTS = "import json, sys, uuid, httpx, httpcore"
+_FLOOR_ASK = _FLOOR_IMPORTS + r"""
+url, api, fn_index, prompt = sys.argv[1].rstrip("/"), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+session = uuid.uuid4().hex
+with httpx.Client(timeout=60, verify=False) as http:
+    body = {"data": [None, prompt], "fn_index": fn_index, "session_hash": session}
+    http.post(f"{url}{api}/queue/join", json=body).raise_for_status()
+    params = {"session_hash": session}
+    with http.stream("GET", f"{url}{api}/queue/data", params=params) as response:
+        for line in response.iter_lines():
+            if line.startswith("data:") and "process_generating" in line:
+                sys.stdout.write("x")
+                sys.stdout.flush()
+                break
+"""
+# A byte printed once the imports are done: their time, without the interpreter's exit (which
+# takes ~0.1-0.2 s more after importing gradio_client and huggingface_hub, and is no part of
+# reaching the first byte).
+_PRINTED = "; sys.stdout.write('x'); sys.stdout.flush()"
 
 
 def _median_seconds(python: str, args: list[str], env: dict[str, str]) -> float:
-    """Seconds a fresh interpreter takes to run ``python ARGS`` (median of 5)."""
+    """Seconds a fresh interpreter takes to run ``python ARGS`` to its exit (median of 5)."""
     times = []
     for _ in range(5):
         start = time.perf_counter()
@@ -340,11 +362,23 @@ def _median_seconds(python: str, args: list[str], env: dict[str, str]) -> float:
     return statistics.median(times)
 
 
+def _first_byte(python: str, command: list[str], env: dict[str, str]) -> float:
+    out = subprocess.run([python, "-c", _FIRST_BYTE, *command], env=env, capture_output=True,
+                         text=True, check=True)
+    return float(out.stdout.strip())
+
+
 def bench_cold(
     url: str, rounds: int, env: dict[str, str], python: str = sys.executable
 ) -> dict[str, Any]:
     """``python``: the interpreter of the environment measured (the one running this, or, say,
-    a virtual environment with only ``pip install qvq-gradio`` in it: see --python)."""
+    a virtual environment with only ``pip install qvq-gradio`` in it: see --python).
+
+    Each round runs, in an order that rotates from round to round: the imports a cold
+    ``qvq ask`` needs and the floor's, each to a byte printed after them; a cold ``qvq ask``
+    and the floor's cold question, each at 0 and at 100 ms RTT. What a round trip costs is
+    taken within a round, so a drift in the machine's speed falls on every side alike.
+    """
     port = int(url.rsplit(":", 1)[1])
     figures: dict[str, Any] = {
         "python_s": _median_seconds(python, ["-c", "pass"], env),
@@ -355,39 +389,64 @@ def bench_cold(
             python, ["-m", "qvq_gradio", "history", "list", "-n", "1"], env
         ),
     }
-    # What the command imports before it sends anything (the package is lazy: `import
-    # qvq_gradio` alone loads neither gradio_client nor httpx).
-    figures["ask_import_s"] = _median_seconds(python, ["-c", _ASK_IMPORTS], env)
-    # The two links alternate within each round, so a drift in the machine's speed falls on
-    # both; what the round trips add is the difference within a round.
-    times: dict[int, list[float]] = {0: [], 100: []}
+    config = httpx.get(f"{url}/config", timeout=30).json()
+    api = "/" + str(config.get("api_prefix", "/gradio_api")).strip("/")
+    fn_index = next(dep.get("id", i) for i, dep in enumerate(config["dependencies"])
+                    if dep.get("api_name") == "generate")
+    times: dict[str, list[float]] = {}
     with LatencyProxy(port, 0.0) as local, LatencyProxy(port, 0.1) as far:
+        proxies = {0: local, 100: far}
+
+        def ours(rtt: int, i: int) -> list[str]:
+            return ["-m", "qvq_gradio", "ask", "--space", f"http://127.0.0.1:{proxies[rtt].port}",
+                    f"[[replica tokens=3 delay=0]] cold {i}", "--no-history"]
+
+        def floor(rtt: int, i: int) -> list[str]:
+            return ["-c", _FLOOR_ASK, f"http://127.0.0.1:{proxies[rtt].port}", api,
+                    str(fn_index), f"[[replica tokens=3 delay=0]] floor {i}"]
+
+        sides = {
+            "ours_imports": lambda i: ["-c", "import sys; " + _ASK_IMPORTS + _PRINTED],
+            "floor_imports": lambda i: ["-c", _FLOOR_IMPORTS + _PRINTED],
+            "ours_0": lambda i: ours(0, i),
+            "ours_100": lambda i: ours(100, i),
+            "floor_0": lambda i: floor(0, i),
+            "floor_100": lambda i: floor(100, i),
+        }
+        _first_byte(python, ours(0, -1), env)  # keeps the Space's description on disk
+        names = list(sides)
         for i in range(rounds):
-            for rtt, proxy in ((0, local), (100, far)) if i % 2 == 0 else ((100, far), (0, local)):
-                out = subprocess.run(
-                    [python, "-c", _FIRST_BYTE, "ask", "--space",
-                     f"http://127.0.0.1:{proxy.port}", f"[[replica tokens=3 delay=0]] cold {i}",
-                     "--no-history"],
-                    env=env, capture_output=True, text=True, check=True,
-                )
-                times[rtt].append(float(out.stdout.strip()))
-    for rtt, values in times.items():
-        figures[f"first_byte_{rtt}ms_s"] = statistics.median(values)
-    added = [far - near for far, near in zip(times[100], times[0], strict=True)]
-    figures["rtt_cost_s"] = statistics.median(added)
+            for name in names[i % len(names):] + names[: i % len(names)]:
+                times.setdefault(name, []).append(_first_byte(python, sides[name](i), env))
+
+    def median_ms(values: list[float]) -> float:
+        return statistics.median(values) * 1000
+
+    def within(a: str, b: str) -> float:
+        return median_ms([x - y for x, y in zip(times[a], times[b], strict=True)])
+
+    for name, values in times.items():
+        figures[f"{name}_ms"] = median_ms(values)
+    figures["rounds_ms"] = {name: [round(x * 1000) for x in v] for name, v in times.items()}
+    for side in ("ours", "floor"):
+        figures[f"{side}_rtt_cost_ms"] = within(f"{side}_100", f"{side}_0")
+        figures[f"{side}_over_imports_100_ms"] = within(f"{side}_100", f"{side}_imports")
+        figures[f"{side}_over_imports_0_ms"] = within(f"{side}_0", f"{side}_imports")
     trio = subprocess.run([python, "-c", "import trio"], env=env, capture_output=True)
+    f = figures
     print(f"(g) a cold `qvq ask`, median of {rounds} ({python}; trio "
           f"{'installed' if trio.returncode == 0 else 'not installed'})")
-    print(f"    python -c pass {figures['python_s'] * 1000:.0f} ms; import qvq_gradio "
-          f"{figures['import_s'] * 1000:.0f} ms; qvq --help {figures['help_s'] * 1000:.0f} ms; "
-          f"--version {figures['version_s'] * 1000:.0f} ms; history list "
-          f"{figures['history_s'] * 1000:.0f} ms")
-    print(f"    the imports `qvq ask` needs: {figures['ask_import_s'] * 1000:.0f} ms")
-    print(f"    first byte at 0 ms RTT: {figures['first_byte_0ms_s'] * 1000:.0f} ms; at 100 ms "
-          f"RTT: {figures['first_byte_100ms_s'] * 1000:.0f} ms (their imports + 2 RTT = "
-          f"{(figures['ask_import_s'] + 0.2) * 1000:.0f} ms)")
-    print(f"    what 100 ms RTT adds, round by round: {figures['rtt_cost_s'] * 1000:.0f} ms "
-          f"(2 RTT = 200 ms)")
+    print(f"    python -c pass {f['python_s'] * 1000:.0f} ms; import qvq_gradio "
+          f"{f['import_s'] * 1000:.0f} ms; qvq --help {f['help_s'] * 1000:.0f} ms; "
+          f"--version {f['version_s'] * 1000:.0f} ms; history list "
+          f"{f['history_s'] * 1000:.0f} ms")
+    for side, label in (("ours", "`qvq ask`"), ("floor", "the floor (bare httpx)")):
+        print(f"    {label}: its imports {f[f'{side}_imports_ms']:.0f} ms (to a byte printed "
+              f"after them); first byte at 0 ms RTT {f[f'{side}_0_ms']:.0f} ms, at 100 ms RTT "
+              f"{f[f'{side}_100_ms']:.0f} ms")
+        print(f"        round by round: the imports + {f[f'{side}_over_imports_0_ms']:.0f} ms "
+              f"at 0 RTT, + {f[f'{side}_over_imports_100_ms']:.0f} ms at 100 ms RTT (target: "
+              f"+ 2 RTT = 200 ms); 100 ms RTT adds {f[f'{side}_rtt_cost_ms']:.0f} ms")
     return figures
 
 

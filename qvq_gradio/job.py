@@ -7,9 +7,10 @@ each cumulative output into a delta; the stream's completion goes back to the th
 finishes the job, and the outcome is decided from the job's Future, never from a status alone.
 
 When the Space's config is due to be read again (see :mod:`qvq_gradio._gradio.freshness`),
-:meth:`SpaceJob.follow` reads nothing of the job until that read confirms ``/generate`` is still
+:meth:`SpaceJob.follow` uses nothing of the job until that read confirms ``/generate`` is still
 the function we submitted to: a Space restarted with its functions in another order would
-otherwise run another function for our cached function index.
+otherwise run another function for our cached function index. The job's stream is opened
+meanwhile (the read went out with the join: it costs no round trip of its own).
 
 Cancelling upstream never delays the caller: :class:`Background` sends it from a daemon thread,
 bounded, and a session closing waits for pending cancels at most ``CLOSE_WAIT`` seconds.
@@ -189,9 +190,11 @@ class SpaceJob:
     ) -> AsyncGenerator[Event, None]:
         """Queue updates and text deltas until the job is done (then it returns).
 
-        ``verify``, if given, is the Space's config read again: nothing is read of the job's
-        stream before it confirms that ``/generate`` is still the function we submitted to
-        (else :class:`Redeployed`).
+        ``verify``, if given, is the Space's config read again: nothing the job's stream
+        brings is used before it confirms that ``/generate`` is still the function we
+        submitted to (else :class:`Redeployed`, which also wins over the job's failing). The
+        stream is opened meanwhile: the read and the join went out together, so the check
+        costs no round trip of its own.
         """
         timing = _Timing(deadline, idle, total)
         self._progress = start
@@ -203,30 +206,51 @@ class SpaceJob:
             verify.add_done_callback(waker)
         try:
             # Until the job's thread has joined the queue (or failed before: its Future says
-            # why), and the config read alongside, if any, has answered.
-            while (verify is not None and not verify.done()) or (
-                handle.hand_over.event_id is None and not self.done
-            ):
+            # why).
+            while handle.hand_over.event_id is None and not self.done:
                 await self._wait(waker, timing)
-            if verify is not None:
-                self._check(verify, signature)
             if not self.done:
                 updates = handle.updates(functools.partial(self._wake_by, timing))
-                async with aclosing(updates):
-                    async for update in updates:
-                        if update is None:
-                            self._timed_out(timing)
-                        for event in self._news(update):
-                            yield event
+                try:
+                    async with aclosing(updates):
+                        async for update in updates:
+                            if verify is not None:
+                                await self._confirm(verify, signature, waker, timing)
+                                verify = None
+                            if update is None:
+                                self._timed_out(timing)
+                            for event in self._news(update):
+                                yield event
+                except Redeployed:
+                    raise
+                except Exception:
+                    if verify is not None:  # a redeploy explains the failure better
+                        await self._confirm(verify, signature, waker, timing)
+                    raise
             # The stream handed its end to the job's thread: the Future holds the outcome.
             while not self.done:
                 await self._wait(waker, timing)
+            if verify is not None:
+                await self._confirm(verify, signature, waker, timing)
             delta = new_text(self.answer, handle.result(self.space), self.space)
             if delta:
                 self._add(delta, anyio.current_time())
                 yield TextDelta(delta)
         finally:
             handle.hand_over.detach()
+
+    async def _confirm(
+        self,
+        verify: concurrent.futures.Future[Any],
+        signature: tuple[Any, ...],
+        waker: _Waker,
+        timing: _Timing,
+    ) -> None:
+        """Until the config read again has answered; :class:`Redeployed` if it says the
+        Space runs another app now."""
+        while not verify.done():
+            await self._wait(waker, timing)
+        self._check(verify, signature)
 
     def _news(self, update: Update) -> list[Event]:
         """The events one read of the job's stream brings (a list: this runs per message)."""

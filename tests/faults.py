@@ -3,7 +3,8 @@
 ``forward`` passes bytes both ways. ``freeze()`` stops forwarding on every connection (they stay
 open, nothing flows) and holds new connections without ever connecting them upstream: a network
 gone silent. ``reset()`` ends every connection with a TCP reset; ``resume()`` forwards again.
-Everything runs on daemon threads; ``close()`` ends them all.
+``gate``, if set, sees each chunk the client sends before it is forwarded, and may hold it (it
+runs on that connection's thread). Everything runs on daemon threads; ``close()`` ends them all.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import contextlib
 import socket
 import struct
 import threading
+from collections.abc import Callable
 from types import TracebackType
 
 
@@ -27,6 +29,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self.accepted = 0
+        self.gate: Callable[[bytes], None] | None = None
         threading.Thread(target=self._accept, daemon=True, name="fault-proxy").start()
 
     def __enter__(self) -> FaultProxy:
@@ -95,16 +98,20 @@ class FaultProxy:
             return
         with self._lock:
             self._sockets.add(upstream)
-        for source, target in ((client, upstream), (upstream, client)):
-            threading.Thread(target=self._pump, args=(source, target), daemon=True).start()
+        for source, target, outbound in ((client, upstream, True), (upstream, client, False)):
+            threading.Thread(
+                target=self._pump, args=(source, target, outbound), daemon=True
+            ).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket, outbound: bool) -> None:
         try:
             while True:
                 data = source.recv(65536)
                 self._flowing.wait()  # frozen: hold the bytes, keep the connection open
                 if not data or self._closed.is_set():
                     break
+                if outbound and self.gate is not None:
+                    self.gate(data)
                 target.sendall(data)
         except OSError:
             pass

@@ -81,6 +81,36 @@ async def test_a_broken_connection_has_the_next_question_read_the_config_again(
             assert counted.hits().get("config", 0) > before
 
 
+async def test_the_stream_opens_while_the_config_is_read_again(
+    counted: ReplicaProcess, marker: str
+) -> None:
+    # A session that found the Space's description on disk checks its first job against the
+    # live config. The check and the join go out together; the job's stream must not wait for
+    # the check (a round trip more before the first token), only its text must.
+    stream_seen = threading.Event()
+    config_waited_in_vain: list[bytes] = []
+
+    def gate(data: bytes) -> None:
+        if data.startswith(b"GET /gradio_api/queue/data"):
+            stream_seen.set()
+        elif data.startswith(b"GET /config") and not stream_seen.wait(20):
+            config_waited_in_vain.append(data)
+
+    with FaultProxy(int(counted.url.rsplit(":", 1)[1])) as proxy:
+        warm = f"{marker}-warm [[replica tokens=3 delay=0]]"
+        async with Session(proxy.url, space_cache=True) as session:  # describes and keeps
+            assert await session.ask(warm) == expected_text(warm, 3)
+        proxy.gate = gate  # from now on a config read is answered once a stream has opened
+        async with Session(proxy.url, space_cache=True) as session:
+            client = await session.client()
+            assert client.described_from_disk
+            prompt = f"{marker} [[replica tokens=3 delay=0]]"
+            with anyio.fail_after(60):
+                assert await session.ask(prompt) == expected_text(prompt, 3)
+    assert stream_seen.is_set()
+    assert config_waited_in_vain == []
+
+
 async def test_questions_join_and_stream_on_kept_alive_connections(
     counted: ReplicaProcess, marker: str
 ) -> None:
