@@ -3,8 +3,9 @@
 ``forward`` passes bytes both ways. ``freeze()`` stops forwarding on every connection (they stay
 open, nothing flows) and holds new connections without ever connecting them upstream: a network
 gone silent. ``reset()`` ends every connection with a TCP reset; ``resume()`` forwards again.
-``gate``, if set, sees each chunk the client sends before it is forwarded, and may hold it (it
-runs on that connection's thread). Everything runs on daemon threads; ``close()`` ends them all.
+``gate``, if set, sees each chunk the client sends (with the number of its connection, counted
+from 1 as accepted) before it is forwarded, and may hold it (it runs on that connection's
+thread). Everything runs on daemon threads; ``close()`` ends them all.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class FaultProxy:
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
         self.accepted = 0
-        self.gate: Callable[[bytes], None] | None = None
+        self.gate: Callable[[int, bytes], None] | None = None
         threading.Thread(target=self._accept, daemon=True, name="fault-proxy").start()
 
     def __enter__(self) -> FaultProxy:
@@ -84,9 +85,10 @@ class FaultProxy:
             with self._lock:
                 self._sockets.add(client)
                 self.accepted += 1
-            threading.Thread(target=self._connect, args=(client,), daemon=True).start()
+                number = self.accepted
+            threading.Thread(target=self._connect, args=(client, number), daemon=True).start()
 
-    def _connect(self, client: socket.socket) -> None:
+    def _connect(self, client: socket.socket, number: int) -> None:
         self._flowing.wait()  # a frozen network: accepted, never connected upstream
         if self._closed.is_set():
             return
@@ -100,10 +102,12 @@ class FaultProxy:
             self._sockets.add(upstream)
         for source, target, outbound in ((client, upstream, True), (upstream, client, False)):
             threading.Thread(
-                target=self._pump, args=(source, target, outbound), daemon=True
+                target=self._pump, args=(source, target, number if outbound else 0), daemon=True
             ).start()
 
-    def _pump(self, source: socket.socket, target: socket.socket, outbound: bool) -> None:
+    def _pump(self, source: socket.socket, target: socket.socket, outbound: int) -> None:
+        """Forward ``source`` to ``target``; ``outbound``: the connection's number when
+        ``source`` is the client, else 0."""
         try:
             while True:
                 data = source.recv(65536)
@@ -111,7 +115,7 @@ class FaultProxy:
                 if not data or self._closed.is_set():
                     break
                 if outbound and self.gate is not None:
-                    self.gate(data)
+                    self.gate(outbound, data)
                 target.sendall(data)
         except OSError:
             pass

@@ -181,15 +181,25 @@ async def test_queue_updates_and_full_queue(marker: str) -> None:
 
 def _joins_answer(mocker: Any, answer: Callable[[httpx.Request], httpx.Response]) -> None:
     """Every join of the queue gets ``answer(request)`` instead of the Space's response (other
-    requests go through): the joins' connection pool is httpx's, patched at httpx."""
+    requests go through). Joins go out on httpx's connection pools, sync (from the job's
+    thread) or async (on the loop, for a question asked alone): both are patched at httpx."""
     real_send = httpx.Client.send
+    real_async_send = httpx.AsyncClient.send
 
     def send(self: httpx.Client, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         if request.url.path.endswith("/queue/join"):
             return answer(request)
         return real_send(self, request, **kwargs)
 
+    async def async_send(
+        self: httpx.AsyncClient, request: httpx.Request, **kwargs: Any
+    ) -> httpx.Response:
+        if request.url.path.endswith("/queue/join"):
+            return answer(request)
+        return await real_async_send(self, request, **kwargs)
+
     mocker.patch.object(httpx.Client, "send", autospec=True, side_effect=send)
+    mocker.patch.object(httpx.AsyncClient, "send", autospec=True, side_effect=async_send)
 
 
 async def test_http_429_on_join_is_a_rate_limit(session: Session, mocker: Any) -> None:

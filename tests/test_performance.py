@@ -90,7 +90,7 @@ async def test_the_stream_opens_while_the_config_is_read_again(
     stream_seen = threading.Event()
     config_waited_in_vain: list[bytes] = []
 
-    def gate(data: bytes) -> None:
+    def gate(_connection: int, data: bytes) -> None:
         if data.startswith(b"GET /gradio_api/queue/data"):
             stream_seen.set()
         elif data.startswith(b"GET /config") and not stream_seen.wait(20):
@@ -109,6 +109,28 @@ async def test_the_stream_opens_while_the_config_is_read_again(
                 assert await session.ask(prompt) == expected_text(prompt, 3)
     assert stream_seen.is_set()
     assert config_waited_in_vain == []
+
+
+async def test_a_question_asked_alone_streams_on_the_connection_it_joined_on(
+    counted: ReplicaProcess, marker: str
+) -> None:
+    # Over the internet a new connection costs a TCP and a TLS handshake: a cold question that
+    # joined on one connection and streamed on another paid them twice before its first token.
+    requests: list[tuple[int, bytes]] = []
+
+    def gate(connection: int, data: bytes) -> None:
+        if data.startswith((b"POST /gradio_api/queue/join", b"GET /gradio_api/queue/data")):
+            requests.append((connection, data[:4]))
+
+    with FaultProxy(int(counted.url.rsplit(":", 1)[1])) as proxy:
+        proxy.gate = gate
+        async with Session(proxy.url) as session:
+            for n in range(3):
+                prompt = f"{marker}-{n} [[replica tokens=3 delay=0]]"
+                assert await session.ask(prompt) == expected_text(prompt, 3)
+    assert [kind for _, kind in requests] == [b"POST", b"GET "] * 3
+    for join, stream in zip(requests[::2], requests[1::2], strict=True):
+        assert join[0] == stream[0], requests
 
 
 async def test_questions_join_and_stream_on_kept_alive_connections(

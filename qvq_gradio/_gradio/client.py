@@ -21,11 +21,16 @@
 * joins: gradio_client joins the queue with ``httpx.post``, a new connection per question
   (over the internet a TCP and TLS handshake each time; a local Gradio server spends ~2.7 ms
   more CPU on a request over a new connection than over a kept-alive one: see
-  ``benchmarks/bench.py connections``). A :class:`JobClient` joins through one
-  pool of kept-alive connections per client instead (:meth:`JobClient.send_data`); the watch
-  holds a join's socket only while that join is in flight, so an abort never reaches a
-  connection another job has taken from the pool since. Event streams, read on the loop, have
-  kept-alive connections of their own (:mod:`.streams`), held by the watch the same way.
+  ``benchmarks/bench.py connections``). A :class:`JobClient` joins on kept-alive connections
+  instead (:meth:`JobClient.send_data`). A question asked alone joins on the event loop that
+  follows it, where its event stream is read too (:mod:`.streams`): the stream then takes the
+  connection the join has just used, as a bare client would, so a cold question opens one
+  connection, not two (over the internet, a TCP and a TLS handshake fewer before the first
+  token). Questions asked together join from their threads, on the client's own pool: routed
+  through the loop, a burst of 32 joins cost ~20% more CPU and delayed the first tokens (see
+  ``benchmarks/bench.py floor``). The watch holds a join's or a stream's socket only while
+  that request is in flight, so an abort never reaches a connection another job has taken
+  from the pool since.
 """
 
 from __future__ import annotations
@@ -43,7 +48,10 @@ import weakref
 from collections.abc import Generator, Iterator
 from typing import Any, Final
 
+import anyio.from_thread
+import anyio.lowlevel
 import httpx
+from anyio.lowlevel import EventLoopToken
 from gradio_client import Client
 from gradio_client import utils as gc_utils
 from gradio_client.exceptions import ValidationError
@@ -148,6 +156,14 @@ class StreamWatch(httpx.Auth):
                 _shut(sock)
 
 
+def _running_loop() -> EventLoopToken | None:
+    """The calling thread's running event loop (asyncio or trio, through anyio), if any."""
+    try:
+        return anyio.lowlevel.current_token()
+    except RuntimeError:  # no loop runs in this thread
+        return None
+
+
 def _socket_of(response: httpx.Response) -> socket.socket | None:
     stream = response.extensions.get("network_stream")
     sock = stream.get_extra_info("socket") if stream is not None else None
@@ -210,6 +226,9 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         self._own_streams = streams is None
         self.streams = EventStreams(max_workers) if streams is None else streams
         self._connected = True  # from now on the config and API info come from the Space
+        # Jobs submitted and not yet released (see for_one_job).
+        self._flight_lock = threading.Lock()
+        self._in_flight = 0
         # Redeploy detection without a config read per job (see .freshness): one daemon thread
         # holds the Space's heartbeat stream open and notices the server going away. The
         # re-reads have a pool of their own (gradio_client 2.0 has no helper pool): they never
@@ -343,6 +362,12 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         view.parent = self
         view.session_hash = str(uuid.uuid4())
         view.watch = StreamWatch()
+        with self._flight_lock:
+            alone = self._in_flight == 0
+            self._in_flight += 1
+        # Submitted from the loop that will follow it: alone, it joins there (see above).
+        view.loop = _running_loop() if alone else None
+        view.released = False
         view.httpx_kwargs = {**self.httpx_kwargs, "timeout": timeout, "auth": view.watch}
         if not self._env_proxies:
             view.httpx_kwargs["trust_env"] = False  # nothing to find there (see __init__)
@@ -379,6 +404,9 @@ class JobClient(QVQClient):
     watch: StreamWatch
     httpx_kwargs: dict[str, Any]
     hand_over: HandOver
+    #: The event loop that follows the job, if it joins there (see for_one_job).
+    loop: EventLoopToken | None
+    released: bool
 
     def new_helper(self, fn_index: int, headers: dict[str, str] | None = None) -> Any:
         helper = super().new_helper(fn_index, headers=headers)
@@ -394,17 +422,38 @@ class JobClient(QVQClient):
         request_headers: dict[str, str] | None,
     ) -> str:
         """Join the queue as gradio_client's ``Client.send_data`` does (the same request, the
-        same errors), on a kept-alive connection of the client's pool. Nothing else is to be
+        same errors), on a kept-alive connection (see :meth:`_join`). Nothing else is to be
         done here: the event loop reads the job's stream (see :class:`.reader.JobEndpoint`)."""
         if protocol not in INLINE_PROTOCOLS:  # pragma: no cover - Gradio 3.x / 4.0 Spaces
             return str(super().send_data(data, hash_data, protocol, request_headers))
         headers = self.add_zero_gpu_headers(self.headers)
         if request_headers is not None:
             headers = {**request_headers, **headers}
+        response = self._join(
+            {**data, **hash_data},
+            with_cookies(headers, self.cookies),
+            self.httpx_kwargs.get("timeout"),
+        )
+        if response.status_code == 503:
+            raise QueueError("Queue is full! Please try again.")
+        if (message := gc_utils.extract_validation_message(response)) is not None:
+            raise ValidationError(message)
+        response.raise_for_status()
+        return str(response.json()["event_id"])
+
+    def _join(self, body: dict[str, Any], headers: dict[str, str], limits: Any) -> httpx.Response:
+        """POST the join and read its answer (blocking: the job's thread). On the loop that
+        follows the job, if there is one: its stream then takes the same connection."""
+        if self.loop is not None:
+            try:
+                return anyio.from_thread.run(
+                    self._join_on_loop, body, headers, limits, token=self.loop
+                )
+            except (RuntimeError, concurrent.futures.CancelledError) as exc:
+                # The loop has ended or is ending: nobody follows this job any more.
+                raise httpx.ConnectError(f"the event loop asking has ended ({exc!r})") from exc
         request = self.joins.build_request(
-            "POST", self.sse_data_url, json={**data, **hash_data},
-            headers=with_cookies(headers, self.cookies),
-            timeout=self.httpx_kwargs.get("timeout"),
+            "POST", self.sse_data_url, json=body, headers=headers, timeout=limits
         )
         response = self.joins.send(request, stream=True)
         try:
@@ -412,12 +461,23 @@ class JobClient(QVQClient):
                 response.read()
         finally:
             response.close()
-        if response.status_code == 503:
-            raise QueueError("Queue is full! Please try again.")
-        if (message := gc_utils.extract_validation_message(response)) is not None:
-            raise ValidationError(message)
-        response.raise_for_status()
-        return str(response.json()["event_id"])
+        return response
+
+    async def _join_on_loop(
+        self, body: dict[str, Any], headers: dict[str, str], limits: Any
+    ) -> httpx.Response:
+        """The join, on the loop's pool (httpx's own timeouts: ``limits``)."""
+        http = await self.streams.client(self)
+        request = http.build_request(
+            "POST", self.sse_data_url, json=body, headers=headers, timeout=limits
+        )
+        response = await http.send(request, stream=True)
+        try:
+            with self.watch.holding(response):
+                await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     def close(self) -> None:
         # The heartbeat watcher belongs to the parent client: a view has nothing to stop.
@@ -432,9 +492,14 @@ class JobClient(QVQClient):
         self.watch.abort()
 
     def release(self) -> None:
-        """Let this view's SSE reader thread (Gradio 3.x / 4.0 only) end once its stream
-        closes."""
+        """The job is over: let this view's SSE reader thread (Gradio 3.x / 4.0 only) end once
+        its stream closes, and stop counting the job as in flight."""
         self.stream_executor.shutdown(wait=False)
+        parent = self.parent
+        with parent._flight_lock:
+            if not self.released:
+                self.released = True
+                parent._in_flight -= 1
 
     def __del__(self) -> None:
         # The worker pools belong to the parent client: never shut them down from a view.
