@@ -165,12 +165,19 @@ class SpaceJob:
 
     @classmethod
     def submit(
-        cls, client: QVQClient, image: str | None, text: str, limits: httpx.Timeout, space: str
+        cls,
+        client: QVQClient,
+        image: str | None,
+        text: str,
+        limits: httpx.Timeout,
+        space: str,
+        alone: bool = False,
     ) -> SpaceJob:
         """Hand the job to gradio_client's executor (it never blocks: the job's own thread
-        uploads and joins the queue; the stream is read by :meth:`follow`)."""
+        uploads and joins the queue; the stream is read by :meth:`follow`). ``alone``: no
+        other question is in flight (see :meth:`~qvq_gradio._gradio.JobHandle.submit`)."""
         try:
-            return cls(JobHandle.submit(client, image, text, limits), space)
+            return cls(JobHandle.submit(client, image, text, limits, alone), space)
         except Exception as exc:
             raise translate_error(exc, space=space) from exc
 

@@ -473,7 +473,9 @@ class Session(Asking):
         """A job for the question on the Space, tracked until released (a closing session
         cancels it)."""
         timeout = self._job_timeout(limits.idle, limits.connect)
-        job = SpaceJob.submit(client, image, text, timeout, self.space)
+        with self._state_lock:
+            alone = not self._jobs  # then it joins where it is followed (see SpaceJob.submit)
+        job = SpaceJob.submit(client, image, text, timeout, self.space, alone)
         with self._state_lock:
             closed = self._closed
             if not closed:

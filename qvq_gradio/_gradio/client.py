@@ -22,11 +22,12 @@
   (over the internet a TCP and TLS handshake each time; a local Gradio server spends ~2.7 ms
   more CPU on a request over a new connection than over a kept-alive one: see
   ``benchmarks/bench.py connections``). A :class:`JobClient` joins on kept-alive connections
-  instead (:meth:`JobClient.send_data`). A question asked alone joins on the event loop that
-  follows it, where its event stream is read too (:mod:`.streams`): the stream then takes the
-  connection the join has just used, as a bare client would, so a cold question opens one
-  connection, not two (over the internet, a TCP and a TLS handshake fewer before the first
-  token). Questions asked together join from their threads, on the client's own pool: routed
+  instead (:meth:`JobClient.send_data`). A question asked alone (the session has no other in
+  flight) joins on the event loop that follows it, where its event stream is read too
+  (:mod:`.streams`): the stream then takes the connection the join has just used, as a bare
+  client would, so a cold question opens one connection, not two (over the internet, a TCP
+  and a TLS handshake fewer before the first token). Questions asked together join from their
+  threads, on the client's own pool: routed
   through the loop, a burst of 32 joins cost ~20% more CPU and delayed the first tokens (see
   ``benchmarks/bench.py floor``). The watch holds a join's or a stream's socket only while
   that request is in flight, so an abort never reaches a connection another job has taken
@@ -226,9 +227,6 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         self._own_streams = streams is None
         self.streams = EventStreams(max_workers) if streams is None else streams
         self._connected = True  # from now on the config and API info come from the Space
-        # Jobs submitted and not yet released (see for_one_job).
-        self._flight_lock = threading.Lock()
-        self._in_flight = 0
         # Redeploy detection without a config read per job (see .freshness): one daemon thread
         # holds the Space's heartbeat stream open and notices the server going away. The
         # re-reads have a pool of their own (gradio_client 2.0 has no helper pool): they never
@@ -346,7 +344,7 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
 
     __str__ = __repr__
 
-    def for_one_job(self, timeout: httpx.Timeout) -> JobClient:
+    def for_one_job(self, timeout: httpx.Timeout, join_here: bool = False) -> JobClient:
         """A view of this client with a Gradio session of its own, for exactly one job.
 
         It shares config, API description, headers, cookies and worker pools (so it costs no
@@ -354,6 +352,8 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         endpoints bound to it, its own httpx settings (``timeout``; a :class:`StreamWatch`),
         and it keeps none of the outputs of its job. Keep a reference while its job runs
         (endpoints hold it weakly) and call :meth:`JobClient.release` afterwards.
+        ``join_here``: the job joins the queue on the calling thread's event loop (see the
+        module's docstring), not from its own thread.
         """
         view = JobClient.__new__(JobClient)
         view.__dict__.update(self.__dict__)
@@ -362,12 +362,8 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         view.parent = self
         view.session_hash = str(uuid.uuid4())
         view.watch = StreamWatch()
-        with self._flight_lock:
-            alone = self._in_flight == 0
-            self._in_flight += 1
-        # Submitted from the loop that will follow it: alone, it joins there (see above).
-        view.loop = _running_loop() if alone else None
-        view.released = False
+        # Submitted from the loop that will follow it: asked to, it joins there (see above).
+        view.loop = _running_loop() if join_here else None
         view.httpx_kwargs = {**self.httpx_kwargs, "timeout": timeout, "auth": view.watch}
         if not self._env_proxies:
             view.httpx_kwargs["trust_env"] = False  # nothing to find there (see __init__)
@@ -406,7 +402,6 @@ class JobClient(QVQClient):
     hand_over: HandOver
     #: The event loop that follows the job, if it joins there (see for_one_job).
     loop: EventLoopToken | None
-    released: bool
 
     def new_helper(self, fn_index: int, headers: dict[str, str] | None = None) -> Any:
         helper = super().new_helper(fn_index, headers=headers)
@@ -492,14 +487,9 @@ class JobClient(QVQClient):
         self.watch.abort()
 
     def release(self) -> None:
-        """The job is over: let this view's SSE reader thread (Gradio 3.x / 4.0 only) end once
-        its stream closes, and stop counting the job as in flight."""
+        """Let this view's SSE reader thread (Gradio 3.x / 4.0 only) end once its stream
+        closes."""
         self.stream_executor.shutdown(wait=False)
-        parent = self.parent
-        with parent._flight_lock:
-            if not self.released:
-                self.released = True
-                parent._in_flight -= 1
 
     def __del__(self) -> None:
         # The worker pools belong to the parent client: never shut them down from a view.

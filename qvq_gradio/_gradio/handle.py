@@ -44,12 +44,20 @@ class JobHandle:
 
     @classmethod
     def submit(
-        cls, client: QVQClient, image: str | None, text: str, limits: httpx.Timeout
+        cls,
+        client: QVQClient,
+        image: str | None,
+        text: str,
+        limits: httpx.Timeout,
+        alone: bool = False,
     ) -> JobHandle:
         """Submit ``[image, text]`` to ``/generate``: gradio_client's executor runs the job
-        (upload, join) in a thread of its own; this returns at once, without I/O."""
+        (upload, join) in a thread of its own; this returns at once, without I/O. A question
+        asked ``alone`` (none other in flight) joins on the calling event loop, where its
+        stream will be read: the stream then takes the join's connection (see
+        :mod:`.client`)."""
         # A Gradio session of its own: cancelling this job stops no other stream.
-        handle = cls(client.for_one_job(limits))
+        handle = cls(client.for_one_job(limits, join_here=alone))
         try:
             handle._job = handle._view.submit(_file_arg(image), text, api_name=API_NAME)
         except BaseException:
