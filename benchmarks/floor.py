@@ -37,6 +37,16 @@ from qvq_gradio import Session
 _PROMPT = "[[replica tokens=100 delay=0.01]] floor"
 
 
+def generate_endpoint(config: dict[str, Any]) -> tuple[str, int]:
+    """From a Space's config: its API prefix and the function index of ``/generate``."""
+    api = "/" + str(config.get("api_prefix", "/gradio_api")).strip("/")
+    fn_index = 0
+    for index, dep in enumerate(config["dependencies"]):
+        if dep.get("api_name") == "generate":
+            fn_index = dep.get("id", index)
+    return api, fn_index
+
+
 class RawSSE:
     """The floor: the Space's two requests per question, nothing else."""
 
@@ -51,10 +61,7 @@ class RawSSE:
 
     async def connect(self) -> None:
         config = (await self.http.get(f"{self.url}/config")).json()
-        self.api = "/" + str(config.get("api_prefix", "/gradio_api")).strip("/")
-        for index, dep in enumerate(config["dependencies"]):
-            if dep.get("api_name") == "generate":
-                self.fn_index = dep.get("id", index)
+        self.api, self.fn_index = generate_endpoint(config)
 
     async def ask(self, prompt: str) -> tuple[float, float | None]:
         start = time.perf_counter()
@@ -400,10 +407,7 @@ def bench_cold(
             python, ["-m", "qvq_gradio", "history", "list", "-n", "1"], env
         ),
     }
-    config = httpx.get(f"{url}/config", timeout=30).json()
-    api = "/" + str(config.get("api_prefix", "/gradio_api")).strip("/")
-    fn_index = next(dep.get("id", i) for i, dep in enumerate(config["dependencies"])
-                    if dep.get("api_name") == "generate")
+    api, fn_index = generate_endpoint(httpx.get(f"{url}/config", timeout=30).json())
     times: dict[str, list[float]] = {}
     # 101: 100 ms RTT, and a new connection costs 2 RTT before its first request (the TCP and
     # TLS 1.3 handshakes of an https Space; the replica speaks http, so the proxy adds them).
