@@ -36,6 +36,7 @@ __all__ = [
     "ImageOptions",
     "Normalised",
     "Source",
+    "check_pixels",
     "compose_grid",
     "normalise",
     "open_image",
@@ -71,6 +72,11 @@ class ImageOptions:
             Space, which fetches it itself, without normalisation).
         max_download_bytes: the largest image fetched from a URL.
         download_timeout: seconds for fetching one URL.
+        allow_private_urls: fetch image URLs from any address (the caller names them); False
+            fetches only from public addresses, each redirect checked too: what a server does
+            with URLs its clients name (``qvq serve --allow-private-urls`` turns it back on).
+        max_image_bytes: the largest encoded image taken from a ``data:`` URI, bytes or a
+            file-like object (None: no limit; URLs have ``max_download_bytes``).
     """
 
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -83,6 +89,8 @@ class ImageOptions:
     url_mode: Literal["download", "pass"] = "download"
     max_download_bytes: int = 20_000_000
     download_timeout: float = 30.0
+    allow_private_urls: bool = True
+    max_image_bytes: int | None = None
 
     def __post_init__(self) -> None:
         if self.max_pixels < self.min_side * self.min_side:
@@ -306,13 +314,18 @@ def normalise(source: Source, options: ImageOptions | None = None) -> Normalised
             image.close()
 
 
-def _normalise(image: Image.Image, source: Source, options: ImageOptions) -> Normalised:
+def check_pixels(image: Image.Image, options: ImageOptions) -> None:
+    """:class:`ImageTooLargeError` for an opened (not yet decoded) image over the pixel limit."""
     limit = options.max_image_pixels or Image.MAX_IMAGE_PIXELS
     if limit and image.width * image.height > limit:
         raise ImageTooLargeError(
             f"the image is {image.width}x{image.height} = {image.width * image.height:,} pixels, "
             f"over the {limit:,}-pixel limit for decoding (a possible decompression bomb)"
         )
+
+
+def _normalise(image: Image.Image, source: Source, options: ImageOptions) -> Normalised:
+    check_pixels(image, options)
     source_format = image.format
     nbytes = (
         len(source)
@@ -356,6 +369,8 @@ def compose_grid(images: list[Image.Image], options: ImageOptions | None = None)
     Each tile gets an equal share of ``max_pixels``; the grid is as square as possible.
     """
     options = options or ImageOptions()
+    for image in images:
+        check_pixels(image, options)  # before any of them is decoded
     count = len(images)
     cols = math.ceil(math.sqrt(count))
     rows = math.ceil(count / cols)

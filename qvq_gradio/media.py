@@ -43,12 +43,11 @@ from typing import Any, Literal, TypeAlias
 
 import anyio
 import anyio.to_thread
-import httpx
 from PIL import Image
 
 from ._secrets import register_url
-from ._tls import shared_ssl_context
-from .errors import MediaDownloadError, MediaError, MediaTypeError
+from .errors import ImageTooLargeError, MediaError, MediaTypeError
+from .fetch import download
 from .imaging import ImageOptions, Source, compose_grid, normalise, open_image
 
 __all__ = [
@@ -128,16 +127,6 @@ def _url_name(url: str) -> str:
     return Path(urllib.parse.urlsplit(url).path).name or "image"
 
 
-def _shown(url: str) -> str:
-    """A URL for messages: no query string or credentials (signed URLs carry secrets there)."""
-    parts = urllib.parse.urlsplit(url)
-    try:
-        port = f":{parts.port}" if parts.port is not None else ""
-    except ValueError:  # a port that is not a number: shown as the host alone
-        port = ""
-    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
-
-
 # -- reading ------------------------------------------------------------------------------------
 
 
@@ -151,7 +140,13 @@ def public_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
-def _from_data_uri(uri: str) -> bytes:
+def _capped(data: bytes, limit: int | None, what: str) -> bytes:
+    if limit is not None and len(data) > limit:
+        raise ImageTooLargeError(f"{what} is {len(data):,} bytes, over the {limit:,}-byte limit")
+    return data
+
+
+def _from_data_uri(uri: str, limit: int | None = None) -> bytes:
     header, comma, payload = uri.partition(",")
     if not comma:
         raise MediaError("a data: URI needs a comma before its data")
@@ -159,12 +154,21 @@ def _from_data_uri(uri: str) -> bytes:
     mime = meta[0].strip().lower()
     if mime and not mime.startswith("image/"):
         raise MediaError(f"the data: URI holds {mime}, not an image")
+    base64_data = "base64" in (part.strip().lower() for part in meta[1:])
+    # Refused before decoding: the decoded size is at least this (3 bytes per 4 characters).
+    least = len(payload) * 3 // 4 - 2 if base64_data else len(payload) // 3
+    if limit is not None and least > limit:
+        raise ImageTooLargeError(
+            f"the data: URI's image is over {least:,} bytes, over the {limit:,}-byte limit"
+        )
     try:
-        if "base64" in (part.strip().lower() for part in meta[1:]):
-            return base64.b64decode(payload, validate=True)
-        return urllib.parse.unquote_to_bytes(payload)
+        if base64_data:
+            data = base64.b64decode(payload, validate=True)
+        else:
+            data = urllib.parse.unquote_to_bytes(payload)
     except (binascii.Error, ValueError) as exc:
         raise MediaError(f"the data: URI's base64 data is broken: {exc}") from exc
+    return _capped(data, limit, "the data: URI's image")
 
 
 def _from_array(array: Any) -> Image.Image:
@@ -188,10 +192,11 @@ def _read_file(handle: Any) -> bytes:
     return bytes(data)
 
 
-def _read_local(item: MediaItem) -> Source:
-    """Read a non-URL item into something :func:`normalise` takes (blocking)."""
+def _read_local(item: MediaItem, limit: int | None) -> Source:
+    """Read a non-URL item into something :func:`normalise` takes (blocking); ``limit``: the
+    largest image held in memory (bytes, a file-like object, a data: URI)."""
     if item.kind == "bytes":
-        return bytes(item.value)
+        return _capped(bytes(item.value), limit, "the image")
     if item.kind == "path":
         path: Path = item.value
         if path.is_dir():
@@ -203,57 +208,14 @@ def _read_local(item: MediaItem) -> Source:
             raise MediaError(f"no such image file: {path}")
         return path
     if item.kind == "file":
-        return _read_file(item.value)
+        return _capped(_read_file(item.value), limit, "the file's image")
     if item.kind == "pil":
         return item.value  # type: ignore[no-any-return]
     if item.kind == "array":
         return _from_array(item.value)
     if item.kind == "data":
-        return _from_data_uri(item.value)
+        return _from_data_uri(item.value, limit)
     raise AssertionError(item.kind)  # pragma: no cover
-
-
-async def download(url: str, options: ImageOptions, proxy: str | None = None) -> bytes:
-    """Fetch an image URL: HTTP errors, non-image content, oversize and slowness are errors."""
-    verify = await anyio.to_thread.run_sync(shared_ssl_context)
-    limit = options.max_download_bytes
-    try:
-        with anyio.fail_after(options.download_timeout):
-            async with (
-                httpx.AsyncClient(
-                    verify=verify,
-                    proxy=proxy,
-                    follow_redirects=True,
-                    timeout=options.download_timeout,
-                ) as client,
-                client.stream("GET", url) as response,
-            ):
-                if response.status_code >= 400:
-                    raise MediaDownloadError(
-                        f"fetching {_shown(url)} failed: HTTP {response.status_code}"
-                    )
-                kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
-                if kind and not kind.startswith("image/") and kind != "application/octet-stream":
-                    raise MediaDownloadError(f"{_shown(url)} is {kind}, not an image")
-                declared = response.headers.get("content-length")
-                if declared and declared.isdigit() and int(declared) > limit:
-                    raise MediaDownloadError(
-                        f"{_shown(url)} is {int(declared):,} bytes, over the {limit:,}-byte limit"
-                    )
-                body = bytearray()
-                async for chunk in response.aiter_bytes():
-                    body += chunk
-                    if len(body) > limit:
-                        raise MediaDownloadError(
-                            f"{_shown(url)} is over the {limit:,}-byte download limit"
-                        )
-                return bytes(body)
-    except TimeoutError as exc:
-        raise MediaDownloadError(
-            f"fetching {_shown(url)} took longer than {options.download_timeout:g} s"
-        ) from exc
-    except httpx.HTTPError as exc:
-        raise MediaDownloadError(f"cannot fetch {_shown(url)}: {exc}") from exc
 
 
 def _register_heif(head: bytes) -> bool:
@@ -282,9 +244,9 @@ def _prepare_heif(source: Source) -> None:
     _register_heif(head)
 
 
-def load(item: MediaItem) -> Source:
+def load(item: MediaItem, options: ImageOptions | None = None) -> Source:
     """Read a local item (blocking); URLs are fetched by :func:`download` instead."""
-    source = _read_local(item)
+    source = _read_local(item, options.max_image_bytes if options is not None else None)
     _prepare_heif(source)
     return source
 
@@ -381,7 +343,7 @@ async def _source_of(item: MediaItem, options: ImageOptions, proxy: str | None) 
         data = await download(item.value, options, proxy)
         await anyio.to_thread.run_sync(_prepare_heif, data)
         return data
-    return await anyio.to_thread.run_sync(load, item)
+    return await anyio.to_thread.run_sync(load, item, options)
 
 
 async def prepare_upload(

@@ -63,7 +63,7 @@ from .options import AskOptions, check_timeout
 from .pipeline import Question, cached, prepare, recorded
 from .prompt import Messages
 from .protocol import Asking
-from .spaces import SpaceConfig, checked_space
+from .spaces import SpaceConfig, checked_space, on_hugging_face
 
 __all__ = ["Session"]
 
@@ -104,9 +104,14 @@ def _build_client(
     httpx_kwargs: dict[str, Any] = {"timeout": httpx.Timeout(connect_timeout)}
     if config.proxy:
         httpx_kwargs["proxy"] = config.proxy
+    # A token the user did not give (``$HF_TOKEN``, the saved login) goes to Hugging Face's
+    # hosts only: False keeps gradio_client from reading one for any other address.
+    token: str | bool | None = config.token
+    if token is None and not on_hugging_face(config.space):
+        token = False
     client = QVQClient(
         config.space,
-        token=config.token,
+        token=token,
         max_workers=max_workers,
         verbose=False,
         headers=dict(config.headers) or None,
@@ -129,8 +134,10 @@ class Session(Asking):
 
     Args:
         space: a Space URL or ``owner/name`` id; default ``$QVQ_SPACE``, else the seed's Space.
-        token: Hugging Face token (sent as ``X-HF-Authorization``); default: as gradio_client
-            does, ``$HF_TOKEN`` or the locally saved token. Logged-in users get more ZeroGPU quota.
+        token: Hugging Face token (sent as ``X-HF-Authorization``), sent to any Space given;
+            default: ``$HF_TOKEN`` or the locally saved token, sent only to Hugging Face's
+            hosts (a Space id, ``*.hf.space``, ``huggingface.co``). Logged-in users get more
+            ZeroGPU quota.
         proxy: an HTTP(S) proxy URL for every request to the Space.
         headers: extra headers for every request, e.g. ZeroGPU's ``x-ip-token``.
         connect_timeout: seconds to reach the Space and read its API.

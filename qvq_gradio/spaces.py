@@ -24,6 +24,7 @@ __all__ = [
     "SpaceConfig",
     "check_space",
     "checked_space",
+    "on_hugging_face",
     "parse_spaces",
     "resolve_space",
 ]
@@ -61,6 +62,16 @@ def check_space(space: str) -> str:
     raise SpaceNameError(
         f"{name!r} is not a Space: give an http(s):// URL or a Space id like 'owner/name'"
     )
+
+
+def on_hugging_face(space: str) -> bool:
+    """Whether ``space`` is served by Hugging Face (a Space id, ``*.hf.space``,
+    ``huggingface.co``): the only hosts a token the user did not pass explicitly (``$HF_TOKEN``,
+    the saved login) is sent to."""
+    if not space.startswith(("http://", "https://")):
+        return True  # an owner/name Space id: on the Hub
+    host = (urllib.parse.urlsplit(space).hostname or "").lower().rstrip(".")
+    return host == "huggingface.co" or host.endswith((".hf.space", ".huggingface.co"))
 
 
 def parse_spaces(spaces: str | Sequence[str] | None = None) -> list[str]:

@@ -145,3 +145,24 @@ def test_spaces_table_checks_every_space(hub: FakeHub) -> None:
     assert "There is no Space owner/missing" in done.stderr
     done = qvq(hub.url, "spaces", "--space", "owner/missing")
     assert done.returncode == 3
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("explicit", [False, True])
+async def test_the_environments_token_goes_to_hugging_face_only(
+    replica: ReplicaProcess, marker: str, monkeypatch: pytest.MonkeyPatch, explicit: bool
+) -> None:
+    """$HF_TOKEN is not sent to a Space on another host; a token passed explicitly is."""
+    from qvq_gradio import Session
+
+    from .faults import FaultProxy
+
+    token = "hf_" + marker.replace("-", "") + "TokenFromTheEnvironment"
+    monkeypatch.setenv("HF_TOKEN", token)
+    sent = bytearray()
+    with FaultProxy(int(replica.url.rsplit(":", 1)[1])) as proxy:
+        proxy.gate = lambda _, data: sent.extend(data)
+        async with Session(proxy.url, token=token if explicit else None) as session:
+            answer = await session.ask(f"{marker} [[replica tokens=2 delay=0]]")
+    assert answer.endswith("\\boxed{2}")
+    assert (token.encode() in sent) is explicit

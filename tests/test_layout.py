@@ -1,6 +1,6 @@
 """The layering of the package, read from its imports (every import, deferred ones included).
 
-    base      errors, secrets, events, options, answer, prompt, media, imaging, helpers
+    base      errors, secrets, events, options, answer, prompt, media, fetch, imaging, helpers
     _gradio   the adapter: the only code that imports gradio_client
     core      spaces, history, pipeline, job, session, pool, health, protocol
     shells    batch, sync, notebook, provider, gpt4free, cli, serve, pytest_plugin
@@ -19,11 +19,11 @@ import pytest
 PACKAGE = Path(__file__).resolve().parent.parent / "qvq_gradio"
 
 BASE = {
-    "errors", "_secrets", "events", "options", "answer", "prompt", "media", "imaging",
+    "errors", "_secrets", "events", "options", "answer", "prompt", "media", "fetch", "imaging",
     "_backoff", "_threads", "_tls", "_wakeups",
 }
 #: Input code: reads what the caller gave; knows nothing of Spaces.
-INPUT = {"prompt", "media", "imaging", "options", "answer", "events"}
+INPUT = {"prompt", "media", "fetch", "imaging", "options", "answer", "events"}
 CORE = {"spaces", "history", "pipeline", "job", "session", "pool", "health", "protocol"}
 SHELLS = {
     "batch", "sync", "notebook", "provider", "gpt4free", "cli", "serve", "pytest_plugin",

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import base64
+import concurrent.futures
 import io
 import json
+import signal
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -234,20 +237,77 @@ def test_a_client_that_disconnects_mid_stream_cancels_the_space_job(
     assert record["tokens_generated"] < 3000
 
 
-def test_sigterm_with_streams_in_flight_exits_and_cancels_them(
+def _stream_lines(server: ServeProcess, prompt: str, started: threading.Event) -> list[str]:
+    """A streamed answer's lines; ``started`` is set once its first line has come."""
+    lines = []
+    with _post_stream(server, prompt) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line:
+                lines.append(line)
+                started.set()
+    return lines
+
+
+def _ends_shutting_down(lines: list[str]) -> None:
+    assert lines[-1] == "data: [DONE]", lines[-3:]
+    assert json.loads(lines[-2][6:])["error"]["code"] == "shutting_down"
+
+
+def test_sigterm_ends_every_answer_in_flight_and_exits_0(
     qvq_server: Serve, replica: ReplicaProcess, marker: str
 ) -> None:
-    server = qvq_server(replica.url, "--no-history")
-    prompt = f"{marker} [[replica tokens=3000 delay=0.01]]"
-    with httpx.stream("POST", f"{server.base_url}/chat/completions", timeout=60, json={
-        "model": MODEL, "messages": [{"role": "user", "content": prompt}], "stream": True,
-    }) as response:
-        lines = response.iter_lines()
-        next(lines)
-        # uvicorn shuts down gracefully, then ends by the signal it caught (as it documents).
-        assert server.terminate(timeout=30) in (0, -15)
-    record = replica.wait_ended(marker)
-    assert record["state"] == "cancelled" and record["cancel_requested"]
+    """Running answers get the grace period, then end with an error chunk and [DONE] (a
+    stream) or a 503 (a whole answer); a waiting one ends at once; the Space jobs are
+    cancelled; no traceback; exit 0."""
+    server = qvq_server(replica.url, "--no-history", "--shutdown-grace", "1",
+                        "--max-running", "2", "--hold", "0.2", "--keepalive", "0.2")
+    long = "[[replica tokens=3000 delay=0.01]]"
+    streamed, whole, waiting = (f"{marker}-{n}" for n in ("streamed", "whole", "waiting"))
+    first, queued = threading.Event(), threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(3) as pool:
+        stream = pool.submit(_stream_lines, server, f"{streamed} {long}", first)
+        answer = pool.submit(httpx.post, f"{server.base_url}/chat/completions", timeout=60, json={
+            "model": MODEL, "messages": [{"role": "user", "content": f"{whole} {long}"}]})
+        assert first.wait(30)
+        replica.wait_started(whole)
+        behind = pool.submit(_stream_lines, server, f"{waiting} {long}", queued)
+        assert queued.wait(30)  # its headers came after the hold, while it waits for a slot
+        assert server.terminate(timeout=30) == 0
+        _, stderr = server.process.communicate()
+        _ends_shutting_down(stream.result())
+        _ends_shutting_down(behind.result())
+        response = answer.result()
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "shutting_down"
+    assert "Traceback" not in stderr and "Error" not in stderr, stderr
+    for name in (streamed, whole):
+        record = replica.wait_ended(name)
+        assert record["state"] == "cancelled" and record["cancel_requested"]
+    assert not [r for r in replica.requests() if waiting in r["prompt"]]
+
+
+def test_sigint_lets_an_answer_finish_within_the_grace_period(
+    qvq_server: Serve, replica: ReplicaProcess, marker: str
+) -> None:
+    server = qvq_server(replica.url, "--no-history", "--shutdown-grace", "60")
+    first = threading.Event()
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        stream = pool.submit(_stream_lines, server, f"{marker} [[replica tokens=15 delay=0.05]]",
+                             first)
+        assert first.wait(30)
+        server.process.send_signal(signal.SIGINT)
+        lines = stream.result()
+    assert server.process.wait(60) == 0
+    _, stderr = server.process.communicate()
+    assert lines[-1] == "data: [DONE]"
+    chunks = _chunks(lines)
+    assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
+    assert "".join(c["choices"][0]["delta"].get("content", "") for c in chunks) == "\\boxed{15}"
+    assert "Traceback" not in stderr, stderr
+    # Stopped: it accepts nothing more.
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"{server.base_url}/models", timeout=10)
 
 
 def test_the_responses_api_streaming_and_not(server: ServeProcess, marker: str) -> None:
@@ -373,7 +433,7 @@ def test_an_image_by_url_and_the_history_and_cache(
     try:
         url = f"http://127.0.0.1:{images.server_address[1]}/blue.png"
         env = {**os.environ, "QVQ_HOME": str(tmp_path / "home")}
-        server = qvq_server(replica.url, "--cache", env=env)
+        server = qvq_server(replica.url, "--cache", "--allow-private-urls", env=env)
         messages = [{"role": "user", "content": [
             {"type": "text", "text": f"{marker} [[replica tokens=2 delay=0]]"},
             {"type": "image_url", "image_url": url}]}]

@@ -16,7 +16,7 @@ from ..errors import ProtocolError
 from ..events import Finished, QueueUpdate, SpaceWaking, TextDelta
 from ..session import Session
 from ..spaces import SPACE_ENV
-from .options import asking_options, connect_from, rounded, spaces_of
+from .options import asking_options, connect_from, rounded, spaces_of, token_option
 from .running import Failure, closing, emit, run
 from .status import StatusLine
 
@@ -173,7 +173,7 @@ Examples:
     "--space",
     help=f"Space URL or owner/name id [default: ${SPACE_ENV}, else the QVQ-72B Space].",
 )
-@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
+@token_option
 @click.option("--proxy", help="HTTP(S) proxy URL.")
 @click.option("--json", "as_json", is_flag=True, help="Print the API description as JSON.")
 def info(space: str | None, token: str | None, proxy: str | None, as_json: bool) -> None:

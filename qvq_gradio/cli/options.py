@@ -5,7 +5,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Final
 
 import click
 
@@ -15,7 +16,16 @@ from ..spaces import SPACE_ENV, parse_spaces
 if TYPE_CHECKING:
     from ..protocol import SessionLike
 
-__all__ = ["SECONDS", "asking_options", "connect_from", "rounded", "space_option", "spaces_of"]
+__all__ = [
+    "BYTES",
+    "SECONDS",
+    "asking_options",
+    "connect_from",
+    "rounded",
+    "space_option",
+    "spaces_of",
+    "token_option",
+]
 
 class _Seconds(click.FloatRange):
     """Positive, finite seconds: anything else is a usage error (exit 2) before anything
@@ -33,11 +43,40 @@ class _Seconds(click.FloatRange):
 SECONDS = _Seconds(min=0, min_open=True)
 
 
+class _Bytes(click.types.IntParamType):
+    """A size: a whole number of bytes, or one with a unit (``512KiB``, ``64MiB``, ``1GB``)."""
+
+    name = "bytes"
+    _UNITS: Final = MappingProxyType({"": 1, "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9,
+                                      "kib": 1 << 10, "mib": 1 << 20, "gib": 1 << 30})
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip()
+        number = text.rstrip("KMGBkmgibI")
+        unit = text[len(number):].lower()
+        if not number.isdigit() or unit not in self._UNITS or int(number) < 1:
+            self.fail(f"{value!r} is not a size: give bytes (1048576) or a size like 64MiB.",
+                      param, ctx)
+        return int(number) * self._UNITS[unit]
+
+
+BYTES = _Bytes()
+
+
 space_option = click.option(
     "--space",
     multiple=True,
     help=f"Space URL or owner/name id; repeat it (or separate with commas) to ask several "
     f"as one pool [default: ${SPACE_ENV}, else the QVQ-72B Space].",
+)
+
+
+token_option = click.option(
+    "--token",
+    help="Hugging Face token, sent to the Spaces named [default: $HF_TOKEN or the saved "
+    "login, sent to Hugging Face's hosts only].",
 )
 
 
@@ -56,9 +95,7 @@ def asking_options(command: Callable[..., Any]) -> Callable[..., Any]:
     for option in reversed(
         [
             space_option,
-            click.option(
-                "--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN]."
-            ),
+            token_option,
             click.option("--proxy", help="HTTP(S) proxy URL for every request."),
             click.option("--system", help="A system message sent before the prompt."),
             click.option(

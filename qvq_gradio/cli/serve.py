@@ -8,7 +8,7 @@ from collections.abc import Sequence
 
 import click
 
-from .options import SECONDS, connect_from, space_option
+from .options import BYTES, SECONDS, connect_from, space_option, token_option
 from .running import Failure
 
 __all__ = ["serve"]
@@ -33,7 +33,7 @@ def _loopback(host: str) -> bool:
 
 @click.command("serve", epilog=_EXAMPLES)
 @space_option
-@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
+@token_option
 @click.option("--proxy", help="HTTP(S) proxy URL for every request to the Space.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
@@ -63,6 +63,18 @@ def _loopback(host: str) -> bool:
               "then gets its real HTTP status); keep-alive comments after that.")
 @click.option("--keepalive", type=SECONDS, default=10.0, show_default=True,
               help="Seconds between keep-alive comments while the Space queues.")
+@click.option("--shutdown-grace", type=SECONDS, default=10.0, show_default=True,
+              help="On SIGINT or SIGTERM, seconds the answers in flight get to finish before "
+              "they are cancelled (each ends with an error chunk, or a 503).")
+@click.option("--max-body-bytes", type=BYTES, show_default="32MiB",
+              help="The largest request body, in bytes (or 512KiB, 64MiB...); 413 past it.")
+@click.option("--max-image-bytes", type=BYTES, show_default="20MiB",
+              help="The largest image, encoded, in a data: URI or downloaded.")
+@click.option("--max-image-pixels", type=click.IntRange(1), show_default="50000000",
+              help="The largest image, in pixels, that is decoded.")
+@click.option("--allow-private-urls", is_flag=True,
+              help="Fetch image URLs from loopback and private addresses too (tests, a lab "
+              "network); by default only public addresses are fetched.")
 def serve(
     space: Sequence[str],
     token: str | None,
@@ -80,6 +92,11 @@ def serve(
     max_waiting: int,
     hold: float,
     keepalive: float,
+    shutdown_grace: float,
+    max_body_bytes: int | None,
+    max_image_bytes: int | None,
+    max_image_pixels: int | None,
+    allow_private_urls: bool,
 ) -> None:
     """Serve the Space as an OpenAI-compatible API (/v1/chat/completions)."""
     if not _loopback(host) and not api_key:
@@ -88,9 +105,11 @@ def serve(
             "$QVQ_API_KEY), or listen on 127.0.0.1"
         )
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401  (the server runs on it)
 
         from ..serve import app
+        from ..serve.draining import Draining, run
+        from ..serve.limits import Limits
     except ImportError as exc:
         raise Failure(f"qvq serve needs the serve extra: pip install 'qvq-gradio[serve]' "
                       f"({exc.name} is missing)", 2) from None
@@ -98,10 +117,15 @@ def serve(
 
     session = connect_from(space, token, proxy, connect_timeout, idle_timeout, None,
                            no_history, cache)
+    draining = Draining(shutdown_grace)
+    given = {"max_body_bytes": max_body_bytes, "max_image_bytes": max_image_bytes,
+             "max_image_pixels": max_image_pixels}
+    limits = Limits(allow_private_urls=allow_private_urls,
+                    **{name: value for name, value in given.items() if value is not None})
     application = app(
         session, api_key=api_key, reasoning="split" if reasoning == "split" else "inline",
         cors_origins=cors_origin, max_running=max_running, max_waiting=max_waiting,
-        hold=hold, keepalive=keepalive, close_session=True,
+        hold=hold, keepalive=keepalive, close_session=True, limits=limits, draining=draining,
     )
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -115,6 +139,4 @@ def serve(
     shown = f"[{host}]" if family == socket.AF_INET6 else host
     click.echo(f"qvq serve: http://{shown}:{bound}/v1  models: {', '.join(MODELS)}  "
                f"space: {getattr(session, 'space', ', '.join(space) or 'default')}", err=True)
-    config = uvicorn.Config(application, log_level="warning", lifespan="on",
-                            timeout_graceful_shutdown=3)
-    uvicorn.Server(config).run(sockets=[sock])
+    run(application, sock, draining)

@@ -8,7 +8,7 @@ import json
 import click
 
 from ..health import probe_all
-from .options import SECONDS, space_option, spaces_of
+from .options import SECONDS, space_option, spaces_of, token_option
 from .running import Failure, run
 
 __all__ = ["spaces"]
@@ -22,7 +22,7 @@ Examples:
   qvq spaces --space owner/qvq-a --space owner/qvq-b --json""",
 )
 @space_option
-@click.option("--token", envvar="HF_TOKEN", help="Hugging Face token [default: $HF_TOKEN].")
+@token_option
 @click.option("--proxy", help="HTTP(S) proxy URL.")
 @click.option(
     "--connect-timeout",

@@ -7,7 +7,9 @@ HTTP status) up to ``hold`` seconds; a timer task beside the answer sends them t
 keep-alive comments (``: queued 3/7``) every ``keepalive`` seconds in which nothing else was
 written. A later error travels as a last ``data: {"error": ...}`` chunk. A client that
 disconnects, at any point, cancels the answer: the session cancels the Space job upstream and
-the request's slot is freed.
+the request's slot is freed. A server that stops (see :mod:`.draining`) ends a waiting request
+at once and a running answer once its grace period is over, each with a 503 or, once a stream
+has begun, an error chunk and ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from starlette.responses import JSONResponse, Response
 
 from ..errors import QVQError
 from ..events import Finished, QueueUpdate, TextDelta
+from .draining import Draining, shutting_down
 from .errors import APIError, api_error
 from .writers import Writer
 
@@ -29,11 +32,12 @@ __all__ = ["Answer", "Settings", "Slots", "error_response"]
 
 
 class Settings(Protocol):
-    """What an answer needs of its server: its slots and its stream timings."""
+    """What an answer needs of its server: its slots, its stream timings, its stop."""
 
     slots: Slots
     hold: float
     keepalive: float
+    draining: Draining
 
 
 _SSE_HEADERS = [
@@ -86,6 +90,7 @@ class _Stream:
         self._claimed = False
         self._out = anyio.Event()
         self.ready = False  #: the headers and the opening chunk are out
+        self.ended = False  #: the last chunk is out
         self.writes = 0
 
     @property
@@ -98,10 +103,14 @@ class _Stream:
             await self._out.wait()  # out already, or being sent by the other task
             return
         self._claimed = True
-        await self._send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        await self.write(self._shape.opening())
-        self.ready = True
-        self._out.set()
+        # Shielded: headers claimed are headers sent, whichever task is cancelled meanwhile.
+        with anyio.CancelScope(shield=True):
+            await self._send(
+                {"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS}
+            )
+            await self.write(self._shape.opening())
+            self.ready = True
+            self._out.set()
 
     async def write(self, data: bytes) -> None:
         if data:
@@ -110,8 +119,10 @@ class _Stream:
 
     async def end(self, data: bytes) -> None:
         await self.start()
-        await self.write(data)
-        await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+        with anyio.CancelScope(shield=True):  # a stream ended is ended whole, once
+            await self.write(data)
+            await self._send({"type": "http.response.body", "body": b"", "more_body": False})
+            self.ended = True
 
 
 class Answer(Response):
@@ -126,20 +137,59 @@ class Answer(Response):
         self._stream = stream
         self._shape = shape
         self._queue: QueueUpdate | None = None
+        self._running = False  # it has a slot
+        self._gone = False  # the client disconnected
+        self._stopped = False  # the server stopped it
+        self._answered = False  # a whole answer was sent
 
     async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        out = _Stream(send, self._shape) if self._stream else None
+        error: APIError | None = None
         async with aclosing(self._events), anyio.create_task_group() as tasks:
-            tasks.start_soon(_watch_disconnect, receive, tasks.cancel_scope)
+            tasks.start_soon(self._watch_disconnect, receive, tasks.cancel_scope)
+            tasks.start_soon(self._watch_draining, tasks.cancel_scope)
+            if out is not None:  # a stream waiting for a slot gets keep-alives too
+                tasks.start_soon(self._timer, out)
             try:
                 async with self._server.slots.slot():
-                    if self._stream:
-                        await self._streamed(_Stream(send, self._shape), tasks)
+                    self._running = True
+                    if out is not None:
+                        await self._streamed(out)
                     else:
                         await self._whole(send)
-            except APIError as error:
-                await error_response(error)(scope, receive, send)
+            except APIError as raised:
+                error = raised
             finally:
                 tasks.cancel_scope.cancel()
+        # The events are closed here: a Space job still running has been cancelled.
+        if self._gone or self._answered or (out is not None and out.ended):
+            return
+        if self._stopped:
+            error = shutting_down()
+        if error is None:
+            return
+        if out is not None and out.started:
+            await out.end(self._shape.failed(error))
+        else:
+            await error_response(error)(scope, receive, send)
+
+    async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self._gone = True
+                scope.cancel()  # the answer's stream closes: the Space job is cancelled upstream
+                return
+
+    async def _watch_draining(self, scope: anyio.CancelScope) -> None:
+        """A waiting request ends when the server begins to stop, a running one when the
+        grace period is over."""
+        draining = self._server.draining
+        await draining.stopping()
+        if self._running:
+            await draining.expired()
+        self._stopped = True
+        scope.cancel()
 
     async def _whole(self, send: Send) -> None:
         """The answer as one JSON body once it is done; an error has its real status."""
@@ -150,17 +200,18 @@ class Answer(Response):
                     shape.feed(event.text)
                 elif isinstance(event, Finished):
                     body = json.dumps(shape.whole(event, self._prompt)).encode()
-                    await send({"type": "http.response.start", "status": 200,
-                                "headers": [(b"content-type", b"application/json")]})
-                    await send({"type": "http.response.body", "body": body})
+                    with anyio.CancelScope(shield=True):
+                        await send({"type": "http.response.start", "status": 200,
+                                    "headers": [(b"content-type", b"application/json")]})
+                        await send({"type": "http.response.body", "body": body})
+                        self._answered = True
                     return
         except QVQError as error:
             raise api_error(error) from None
 
-    async def _streamed(self, out: _Stream, tasks: Any) -> None:
+    async def _streamed(self, out: _Stream) -> None:
         """Chunks as the text comes; the headers once text (or ``hold``) comes first."""
         shape = self._shape
-        tasks.start_soon(self._timer, out)
         try:
             async for event in self._events:
                 if isinstance(event, TextDelta):
@@ -187,14 +238,6 @@ class Answer(Response):
             await anyio.sleep(self._server.keepalive)
             if out.writes == seen:
                 await out.write(_comment(self._queue))
-
-
-async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()  # the answer's stream closes: the Space job is cancelled upstream
-            return
 
 
 def _comment(queue: QueueUpdate | None) -> bytes:

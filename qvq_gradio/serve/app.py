@@ -16,6 +16,7 @@ from dataclasses import asdict
 from typing import Any, TypeVar
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,7 +26,9 @@ from ..errors import InputError
 from ..prompt import build_prompt
 from ..protocol import SessionLike
 from .answer import Answer, Receive, Send, Slots, error_response
+from .draining import Draining, shutting_down
 from .errors import APIError, api_error
+from .limits import Limits, body_too_large, check_images
 from .shapes import MODELS, ChatRequest, ResponsesRequest, model_card
 from .writers import ChatWriter, Reasoning, ResponsesWriter, Writer
 
@@ -47,7 +50,8 @@ class _RequireKey:
         if scope["type"] == "http" and str(scope.get("path", "")).startswith("/v1"):
             given = dict(scope.get("headers") or []).get(b"authorization", b"")
             if not hmac.compare_digest(given, self._key):
-                error = APIError(401, "Invalid or missing API key (Authorization: Bearer ...)",
+                error = APIError(401, "Invalid or missing API key: send it in the "
+                                 "Authorization header, with the scheme Bearer",
                                  "invalid_request_error", "invalid_api_key")
                 await error_response(error)(scope, receive, send)
                 return
@@ -59,16 +63,28 @@ class _RequireKey:
 
 class _Server:
     def __init__(self, session: SessionLike, reasoning: Reasoning, running: int, waiting: int,
-                 hold: float, keepalive: float) -> None:
+                 hold: float, keepalive: float, limits: Limits, draining: Draining) -> None:
         self.session = session
         self.reasoning = reasoning
         self.slots = Slots(running, waiting)
         self.hold = hold
         self.keepalive = keepalive
+        self.limits = limits
+        self.draining = draining
+        self.image_options = limits.image_options(getattr(session, "image_options", None))
 
     async def _body(self, request: Request) -> Any:
+        cap = self.limits.max_body_bytes
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > cap:
+            raise body_too_large(cap)  # refused before a byte of the body is read
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > cap:
+                raise body_too_large(cap)  # a chunked body: read no further
         try:
-            return json.loads(await request.body())
+            return json.loads(body)
         except ValueError as exc:
             raise APIError(400, f"The request body is not JSON: {exc}") from None
 
@@ -78,14 +94,17 @@ class _Server:
         """The answer to one request of either API; bad input is a 400 before anything is
         sent."""
         try:
+            if self.draining.begun:
+                raise shutting_down()
             asked = parse(await self._body(request))
-            prompt = build_prompt(asked.messages).text  # for the usage estimate
-            events = self.session.events(asked.messages)
+            prompt = build_prompt(asked.messages)
+            check_images(prompt.images)  # nothing on this server's disk, on a client's word
+            events = self.session.events(asked.messages, image_options=self.image_options)
         except APIError as error:
             return error_response(error)
         except InputError as exc:
             return error_response(api_error(exc))
-        return Answer(self, events, prompt, asked.stream, writer(asked))
+        return Answer(self, events, prompt.text, asked.stream, writer(asked))
 
     async def chat(self, request: Request) -> Response:
         return await self._serve(request, ChatRequest.parse, lambda asked: ChatWriter(
@@ -123,9 +142,19 @@ def _jsonable(row: dict[str, Any]) -> dict[str, Any]:
     return {k: (v.isoformat() if hasattr(v, "isoformat") else v) for k, v in row.items()}
 
 
-async def _not_found(request: Request, exc: Exception) -> Response:
-    return error_response(APIError(404, f"No route {request.method} {request.url.path}",
-                                    code="not_found"))
+async def _framework_error(request: Request, exc: Exception) -> Response:
+    """What Starlette answers itself (no such route, a method not allowed), in OpenAI's shape."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    if status == 404:
+        error = APIError(404, f"No route {request.method} {request.url.path}", code="not_found")
+    elif status == 405:
+        error = APIError(405, f"{request.method} is not allowed on {request.url.path}",
+                         code="method_not_allowed")
+    else:
+        detail = exc.detail if isinstance(exc, HTTPException) else "Internal server error"
+        error = APIError(status, str(detail))
+    headers = exc.headers if isinstance(exc, HTTPException) else None
+    return JSONResponse(error.body(), status_code=error.status, headers=headers)
 
 
 def app(
@@ -139,6 +168,8 @@ def app(
     hold: float = 10.0,
     keepalive: float = 10.0,
     close_session: bool = False,
+    limits: Limits | None = None,
+    draining: Draining | None = None,
 ) -> Any:
     """An ASGI app serving ``session`` (a :class:`~qvq_gradio.Session` or
     :class:`~qvq_gradio.Pool`) as the OpenAI chat-completions and Responses APIs.
@@ -148,11 +179,19 @@ def app(
     ``content``) or ``inline`` (the Space's text as is). ``max_running`` answers at once, up
     to ``max_waiting`` more in line, past that 429. ``hold``: seconds a stream's headers wait
     for the first text; ``keepalive``: seconds between keep-alive comments after that.
-    ``close_session``: close the session when the app shuts down.
+    ``close_session``: close the session when the app shuts down. ``limits``: the caps on
+    what a request may make the server read (:class:`~.limits.Limits`; its defaults when not
+    given). ``draining``: the server's stop (:class:`~.draining.Draining`), begun by whatever
+    runs the app (``qvq serve`` does it on SIGINT and SIGTERM).
+
+    Images in a request are ``data:`` URIs or http(s) URLs, nothing else: a path or any other
+    scheme is a 400 that reads nothing (the server's disk is not its clients'); URLs are
+    fetched from public addresses only unless ``limits.allow_private_urls``.
     """
     if reasoning not in ("split", "inline"):
         raise ValueError(f"reasoning must be 'split' or 'inline', got {reasoning!r}")
-    server = _Server(session, reasoning, max_running, max_waiting, hold, keepalive)
+    server = _Server(session, reasoning, max_running, max_waiting, hold, keepalive,
+                     limits or Limits(), draining or Draining(10.0))
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:
@@ -170,7 +209,7 @@ def app(
         Route("/health", server.health, methods=["GET"]),
     ]
     served: Any = Starlette(routes=routes, lifespan=lifespan,
-                            exception_handlers={404: _not_found})
+                            exception_handlers={HTTPException: _framework_error})
     if api_key:
         served = _RequireKey(served, api_key)
     if cors_origins:

@@ -17,6 +17,7 @@ from ..errors import (
     AuthenticationError,
     GPUUnavailableError,
     InputError,
+    MediaDownloadError,
     ProtocolError,
     QuotaExceededError,
     QVQError,
@@ -27,7 +28,13 @@ from ..errors import (
     UnknownModelError,
 )
 
-__all__ = ["APIError", "api_error"]
+__all__ = ["FETCH_FAILED", "APIError", "api_error"]
+
+#: The one message for an image URL that could not be fetched, whatever the reason.
+FETCH_FAILED: Final = (
+    "An image URL could not be fetched: it must be a public http(s) URL that serves an image "
+    "within this server's limits"
+)
 
 #: Retry-After when the Space did not say how long to wait (a full queue, no free GPU).
 _RETRY_DEFAULT: Final = 10
@@ -68,6 +75,10 @@ def api_error(exc: QVQError) -> APIError:
         # Every Space of the pool is cooling down: ask again when the first is back.
         return APIError(429, message, "rate_limit_error", "all_spaces_cooling",
                         retry_after=cooling)
+    if isinstance(exc, MediaDownloadError):
+        # One message for every way a fetch fails (refused, unreachable, a 404, not an image):
+        # a client learns nothing of what answers on the server's network.
+        return APIError(400, FETCH_FAILED, code="invalid_image", param="messages")
     if isinstance(exc, UnknownModelError):
         return APIError(404, message, code="model_not_found", param="model")
     if isinstance(exc, InputError):
