@@ -205,6 +205,34 @@ class Pool(Asking):
 
     # -- health -----------------------------------------------------------------------------
 
+    async def ready(self) -> None:
+        """Check every Space as :meth:`Session.ready` does, at once: fine when one of them is
+        ready; else the error of each, in one :class:`SpaceConnectionError` (or the one error
+        when the pool has a single Space)."""
+        errors: list[ResponseError | None] = [None] * len(self._members)
+
+        async def check(index: int, member: _Member) -> None:
+            try:
+                await member.session.ready()
+            except ResponseError as error:
+                errors[index] = error
+
+        async with anyio.create_task_group() as tg:
+            for index, member in enumerate(self._members):
+                tg.start_soon(check, index, member)
+        if any(error is None for error in errors):
+            return
+        found = [error for error in errors if error is not None]
+        if len(found) == 1:
+            raise found[0]
+        raise SpaceConnectionError(
+            "no Space of the pool is ready: " + "; ".join(
+                f"{member.space}: {type(error).__name__}: {error}"
+                for member, error in zip(self._members, found, strict=True)
+            ),
+            space=self.space,
+        )
+
     def status(self) -> list[SpaceStatus]:
         """Each Space's state, load, counts, last error and median time to first token."""
         now, wall = time.monotonic(), time.time()

@@ -314,6 +314,22 @@ class Session(Asking):
         client = self._client
         return client is not None and answers_config(client, timeout)
 
+    async def ready(self) -> None:
+        """Check, without asking anything, that the Space can take a question: raises the
+        error a question would meet (unreachable, not a Gradio app, no ``/generate``, paused).
+
+        It reads the Space's state (a Space id) and its config, never generating or spending
+        quota; a Space asleep or starting counts as ready (a question wakes it).
+        """
+        if not self.space.startswith(("http://", "https://")) and self._client is None:
+            state = await anyio.to_thread.run_sync(self._hub_state, abandon_on_cancel=True)
+            if state in SPACE_STATES:
+                raise unavailable(self.space, state)
+            if state in WAKING:
+                return
+        client = await self.client()
+        check_endpoint(client.config, self.space)
+
     async def api_info(self) -> dict[str, Any]:
         """The Space's API as gradio_client describes it (named endpoints and parameters)."""
         client = await self.client()

@@ -73,6 +73,24 @@ async def test_a_batch_answers_every_item_and_grades_it(
     assert len(frame) == 12 and set(batch.FIELDS) <= set(frame.columns)
 
 
+async def test_accuracy_is_the_files_the_same_fresh_and_resumed(
+    session: Session, marker: str, tmp_path: Path
+) -> None:
+    """Graded: an expected answer and an answer that arrived; a failed item is counted apart."""
+    rows = _items(marker, 5)
+    rows[1]["expected"] = "wrong"
+    rows[4]["prompt"] = f"{marker}-004 [[replica fail=before]]"
+    del rows[2]["expected"]
+    out = tmp_path / "out.jsonl"
+    fresh = (await batch.arun(rows, out, session=session, concurrency=2, retries=0)).summary
+    again = (await batch.arun(rows, out, session=session)).summary
+    assert (fresh.graded, fresh.accuracy, fresh.ungraded) == (3, pytest.approx(2 / 3), 1)
+    assert (again.graded, again.accuracy, again.ungraded) == (3, pytest.approx(2 / 3), 1)
+    assert again.asked == 0
+    shown = "accuracy 66.7% of 3 graded; 1 failed, not graded"
+    assert shown in str(fresh) and shown in str(again)
+
+
 async def test_input_order_and_a_bad_image_among_good_ones(
     session: Session, marker: str, tmp_path: Path
 ) -> None:
@@ -477,3 +495,55 @@ def test_cli_records_by_default_and_history_lists_it(
     assert len([r for r in replica.requests() if r["prompt"] == prompt]) == 1
     assert (tmp_path / "history.db").exists()
     assert os.stat(tmp_path / "history.db").st_size > 0
+
+
+@pytest.fixture
+def not_gradio() -> Any:
+    """A web server on loopback that is no Gradio app (a login page; no config)."""
+    import http.server
+
+    class Page(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"<html><body>Log in</body></html>"
+            self.send_response(404 if "config" in self.path else 200)
+            self.send_header("Content-Type", "text/html")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_batch_against_no_space_stops_before_any_item(
+    marker: str, tmp_path: Path, not_gradio: str
+) -> None:
+    """Nothing answers: one line naming the Space and what failed, no record, no output file."""
+    from .test_cli import run as cli
+
+    source = _write_jsonl(tmp_path / "in.jsonl", _items(marker, 30))
+    out = tmp_path / "out.jsonl"
+    for space, says, code in (("http://127.0.0.1:9", "Could not reach", 3),
+                              (not_gradio, "not a Gradio app", 7),
+                              (f"http://127.0.0.1:9,{not_gradio}", "no Space of the pool", 3)):
+        status, stdout, stderr = cli(["batch", str(source), "-o", str(out), "--space", space])
+        lines = stderr.strip().splitlines()
+        assert (status, len(lines)) == (code, 1), stderr
+        assert says in lines[0] and space.split(",")[0] in lines[0]
+        assert not out.exists() and stdout == ""
+
+
+async def test_a_pool_with_one_space_answering_runs_the_batch(
+    replica: ReplicaProcess, marker: str, tmp_path: Path
+) -> None:
+    from qvq_gradio import Pool
+
+    async with Pool(["http://127.0.0.1:9", replica.url], connect_timeout=5) as pool:
+        result = await batch.arun(_items(marker, 3), tmp_path / "out.jsonl", session=pool)
+    assert result.summary.ok == 3

@@ -101,12 +101,13 @@ def test_images_by_path_and_stdin_and_system(
     assert "Image: 50x28 RGB PNG" in out  # padded to the 28 px minimum
 
 
-def test_token_defaults_to_hf_token(private_replica: ReplicaProcess, marker: str) -> None:  # noqa: F811
+def test_the_token_option_and_hf_token(private_replica: ReplicaProcess, marker: str) -> None:  # noqa: F811
+    """--token goes to the Space named; $HF_TOKEN only to Hugging Face's hosts."""
     args = ["ask", f"{marker} [[replica tokens=1 delay=0]]", "--space", private_replica.url]
-    code, _, err = run(args)
+    code, _, err = run(args, env={"HF_TOKEN": TOKEN})
     assert code == 4
-    assert "AuthenticationError" in err
-    code, out, _ = run(args, env={"HF_TOKEN": TOKEN})
+    assert "AuthenticationError" in err and TOKEN not in err
+    code, out, _ = run([*args, "--token", TOKEN])
     assert code == 0
     assert marker in out
 

@@ -148,12 +148,14 @@ async def test_authentication(
     assert not [line for line in shown if TOKEN in line]
 
 
-async def test_token_from_environment(
+async def test_the_environments_token_is_not_sent_to_another_host(
     private_replica: ReplicaProcess, marker: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """$HF_TOKEN goes to Hugging Face's hosts only: a Space on 127.0.0.1 is not sent it."""
     monkeypatch.setenv("HF_TOKEN", TOKEN)
     async with Session(private_replica.url) as session:
-        assert marker in await session.ask(f"{marker} [[replica tokens=1 delay=0]]")
+        with pytest.raises(AuthenticationError):
+            await session.ask(f"{marker} [[replica tokens=1 delay=0]]")
 
 
 # -- queue: position updates, then a full queue ---------------------------------------------------

@@ -166,3 +166,21 @@ async def test_the_environments_token_goes_to_hugging_face_only(
             answer = await session.ask(f"{marker} [[replica tokens=2 delay=0]]")
     assert answer.endswith("\\boxed{2}")
     assert (token.encode() in sent) is explicit
+
+
+def test_a_batch_checks_the_space_first_and_a_sleeping_one_counts_as_ready(
+    hub: FakeHub, marker: str, tmp_path: Path
+) -> None:
+    host = hub.spaces["owner/good"].host
+    hub.spaces["owner/paused"] = HubSpace(host, ["PAUSED"])
+    hub.spaces["owner/asleep"] = HubSpace(host, ["SLEEPING", "RUNNING"])
+    source = tmp_path / "in.jsonl"
+    source.write_text(f'{{"id": "a", "prompt": "{marker} [[replica tokens=2 delay=0]]"}}\n')
+    paused = qvq(hub.url, "batch", str(source), "-o", str(tmp_path / "p.jsonl"),
+                 "--space", "owner/paused")
+    assert paused.returncode == 3 and "is paused by its owner" in paused.stderr
+    assert len(paused.stderr.strip().splitlines()) == 1 and not (tmp_path / "p.jsonl").exists()
+    asleep = qvq(hub.url, "batch", str(source), "-o", str(tmp_path / "s.jsonl"),
+                 "--space", "owner/asleep")
+    assert asleep.returncode == 0, asleep.stderr
+    assert '"status": "ok"' in (tmp_path / "s.jsonl").read_text()

@@ -134,8 +134,8 @@ def translate_error(exc: BaseException, *, space: str, connecting: bool = False)
     if isinstance(exc, json.JSONDecodeError):
         if re.match(r"\s*<(?:!doctype|html|head|body)", exc.doc[:200], re.IGNORECASE):
             return ProtocolError(
-                "The address answered with an HTML page, not a Gradio app (a login page or "
-                "a captive portal?); check the Space URL and any proxy",
+                f"{space} answered with an HTML page: it is not a Gradio app (a login page "
+                "or a captive portal?); check the Space URL and any proxy",
                 space=space,
             )
         return ProtocolError(f"The Space answered with text that is not JSON: {exc}", space=space)
@@ -147,6 +147,12 @@ def translate_error(exc: BaseException, *, space: str, connecting: bool = False)
         return ProtocolError(f"The Space has no /generate endpoint: {text}", space=space)
     if "Server stopped" in text:
         return SpaceConnectionError("The Space stopped while answering", space=space)
+    if "Could not get Gradio config" in text:
+        return ProtocolError(
+            f"{space} is not a Gradio app: it answered, but with no Gradio config (the wrong "
+            "port, a login page?); check the Space URL and any proxy",
+            space=space,
+        )
     if "Could not fetch config" in text or "Could not find Space" in text:
         return SpaceConnectionError(text, space=space)
     if "Could not fetch api info" in text:

@@ -76,7 +76,7 @@ class Run:
         self.ok = self.failed = self.in_flight = self.skipped = self.skipped_failed = 0
         self.total: int | None = None
         self.failures: Counter[str] = Counter()
-        self.graded = self.correct = 0
+        self.graded = self.correct = self.ungraded = 0
         self.paused_until = 0.0
         self.quota_wait = 0.0
         self.stopping = False
@@ -87,6 +87,8 @@ class Run:
         #: the end; until then records are written as they finish, so a kill loses none).
         self.positions: dict[str, int] = {}
         self.seen = 0  #: items read from the input, done before or not
+        self._ready: anyio.Event | None = None  # set once the session was found ready
+        self._not_ready = False
 
     def report(self) -> None:
         if self.progress is not None:
@@ -123,7 +125,27 @@ class Run:
         while not self._resume.is_set():
             await self._resume.wait()
 
+    async def _session_ready(self) -> bool:
+        """Before the first question, once: the session's Spaces answer and have what a
+        question needs (read from their configs, nothing generated). If none does, the first
+        worker raises its error and the run ends with no record written; the others stop."""
+        if self._ready is None:
+            self._ready = anyio.Event()
+            ready = getattr(self.session, "ready", None)
+            try:
+                if ready is not None:
+                    await ready()
+            except BaseException:
+                self._not_ready = True
+                raise
+            finally:
+                self._ready.set()
+        await self._ready.wait()
+        return not self._not_ready
+
     async def ask(self, item: BatchItem, key: str) -> None:
+        if not await self._session_ready():
+            return
         attempts = 0
         while True:
             await self.gate()
@@ -187,9 +209,11 @@ class Run:
         else:
             self.failed += 1
             self.failures[type(error).__name__] += 1
-        if item.expected is not None:
+        if record["correct"] is not None:  # graded: an expected answer, and an answer
             self.graded += 1
             self.correct += bool(record["correct"])
+        elif item.expected is not None:
+            self.ungraded += 1
         await self._write(record)
 
     async def _write(self, record: dict[str, Any]) -> None:
@@ -238,6 +262,7 @@ class Run:
             quota_wait=self.quota_wait,
             accuracy=(correct / graded) if graded else None,
             graded=graded,
+            ungraded=self.ungraded + len(earlier.ungraded),
             stopped_on_quota=self.stopping,
             file_ok=earlier_ok + self.ok,
             file_failed=len(earlier.status) - earlier_ok + self.failed,

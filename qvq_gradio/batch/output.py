@@ -98,6 +98,8 @@ class Earlier:
 
     status: dict[str, str] = field(default_factory=dict)  #: id -> "ok" | "failed"
     correct: dict[str, bool] = field(default_factory=dict)  #: id -> graded outcome
+    #: ids of failed records that had an expected answer: not graded, counted apart
+    ungraded: set[str] = field(default_factory=set)
 
 
 class Output:
@@ -113,6 +115,8 @@ class Output:
         self.csv = path.suffix.lower() == ".csv"
         self.earlier = Earlier()
         self._fd: int | None = None
+        self._made = False  # this run made the file
+        self._written = False  # this run wrote a record
 
     @property
     def done(self) -> dict[str, str]:
@@ -129,10 +133,15 @@ class Output:
                 f"{self.path}: the folder {self.path.parent} does not exist (create it first)"
             )
         end = 0
-        for key, status, correct, _, stop in self._records():
-            self.earlier.status[key] = status
+        earlier = self.earlier
+        for key, status, correct, expected, _, stop in self._records():
+            earlier.status[key] = status
+            earlier.correct.pop(key, None)  # the last record of an id is the one that counts
+            earlier.ungraded.discard(key)
             if correct is not None:
-                self.earlier.correct[key] = correct
+                earlier.correct[key] = correct
+            elif status != "ok" and expected:
+                earlier.ungraded.add(key)
             end = stop
         self._cut_after(end)
         if retry_failed and any(status != "ok" for status in self.done.values()):
@@ -141,7 +150,9 @@ class Output:
             for key in failed:
                 del self.earlier.status[key]
                 self.earlier.correct.pop(key, None)
+                self.earlier.ungraded.discard(key)
         flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        self._made = not self.path.exists()
         self._fd = os.open(self.path, flags, 0o644)
         if self.csv and os.fstat(self._fd).st_size == 0:
             os.write(self._fd, self._csv_header())
@@ -182,8 +193,9 @@ class Output:
             if record.strip():
                 yield start, offset, record
 
-    def _records(self) -> Iterator[tuple[str, str, bool | None, bytes, int]]:
-        """(id, status, correct, raw bytes, end offset) of each complete record."""
+    def _records(self) -> Iterator[tuple[str, str, bool | None, bool, bytes, int]]:
+        """(id, status, correct, whether it had an expected answer, raw bytes, end offset) of
+        each complete record."""
         if not self.path.exists():
             return
         with open(self.path, "rb") as handle:
@@ -210,7 +222,8 @@ class Output:
                 correct = record.get("correct")
                 if isinstance(correct, str):
                     correct = {"True": True, "False": False}.get(correct)
-                yield str(record["id"]), str(status), correct, raw, end
+                expected = record.get("expected") not in (None, "")
+                yield str(record["id"]), str(status), correct, expected, raw, end
 
     def _parse(self, raw: bytes, names: list[str] | None, number: int) -> dict[str, Any]:
         text = raw.decode("utf-8")
@@ -234,7 +247,7 @@ class Output:
         copied by their offsets, so memory holds offsets, not answers."""
         spans: list[tuple[float, int, int, int]] = []
         with open(self.path, "rb") as handle:
-            for index, (key, status, _, raw, end) in enumerate(self._records()):
+            for index, (key, status, _, _, raw, end) in enumerate(self._records()):
                 start = end - len(raw)
                 if keep(key, status):
                     position = float(order.get(key, math.inf)) if order is not None else index
@@ -279,11 +292,14 @@ class Output:
     def write(self, record: Mapping[str, Any]) -> None:
         assert self._fd is not None
         data = self._encode(record)
+        self._written = True
         written = os.write(self._fd, data)
         while written < len(data):  # a short write (disk full): finish it or raise
             written += os.write(self._fd, data[written:])
 
     def close(self) -> None:
+        """Close the file; one this run made and wrote no record to is removed (nothing to
+        do, or a run that stopped before its first answer leaves no empty file behind)."""
         fd = self._fd
         if fd is not None:
             try:
@@ -291,6 +307,8 @@ class Output:
             finally:
                 os.close(fd)
                 self._fd = None
+            if self._made and not self._written:
+                self.path.unlink(missing_ok=True)
 
 
 def read_output(path: str | os.PathLike[str]) -> Iterator[dict[str, Any]]:

@@ -25,13 +25,15 @@ class BatchSummary:
     failures: dict[str, int]  #: this run's failed items by error type
     elapsed: float  #: seconds
     quota_wait: float  #: seconds spent paused for quota
-    accuracy: float | None  #: exact match of normalised final answers, over the whole file
-    graded: int  #: records with a gold answer, over the whole file
+    #: correct ÷ graded over the whole file: the same after a run and after a resume
+    accuracy: float | None
+    graded: int  #: records with an expected answer whose answer arrived, over the whole file
     stopped_on_quota: bool
     file_ok: int = 0  #: records ``ok`` in the output, earlier runs' included
     file_failed: int = 0  #: records ``failed`` in the output, earlier runs' included
     run_accuracy: float | None = None  #: accuracy over this run's graded items
     run_graded: int = 0
+    ungraded: int = 0  #: failed records that had an expected answer (not in ``accuracy``)
 
     def __str__(self) -> str:
         lines = [
@@ -47,6 +49,10 @@ class BatchSummary:
             whole += f"; accuracy {self.accuracy:.1%} of {self.graded} graded"
             if self.run_accuracy is not None and self.run_graded != self.graded:
                 whole += f" (this run: {self.run_accuracy:.1%} of {self.run_graded})"
+        elif self.ungraded:
+            whole += "; no answer graded"
+        if self.ungraded:
+            whole += f"; {self.ungraded} failed, not graded"
         lines.append(whole)
         if self.skipped_failed:
             lines.append(f"{self.skipped_failed} failed before and left as they were (retry them "
