@@ -12,6 +12,7 @@
     │       ├── MediaTypeError (also TypeError) an object that is no kind of image
     │       ├── ImageTooLargeError            over the decoding limit (a decompression bomb)
     │       └── MediaDownloadError            an image URL could not be fetched as an image
+    ├── HistoryError                          the answer history's database cannot be used
     └── ResponseError                         the seed's name: anything that came from the Space
         ├── SpaceConnectionError              could not reach the Space, or it went away
         ├── SpaceUnavailableError             the Space is paused, stopped, broken or unknown
@@ -46,6 +47,7 @@ __all__ = [
     "AuthenticationError",
     "ConnectTimeoutError",
     "GPUUnavailableError",
+    "HistoryError",
     "IdleTimeoutError",
     "ImageTooLargeError",
     "InputError",
@@ -130,6 +132,15 @@ class ImageTooLargeError(MediaError):
 
 class MediaDownloadError(MediaError):
     """An image URL failed: HTTP error, too large, too slow, or not an image."""
+
+
+class HistoryError(QVQError):
+    """The answer history's SQLite database cannot be opened or used (damaged, not a database,
+    read-only, on a full disk). ``path`` names it; the file is left as it was."""
+
+    def __init__(self, message: str, *, path: str) -> None:
+        self.path = path
+        super().__init__(message)
 
 
 # -- response: everything that came from the Space ----------------------------------------------

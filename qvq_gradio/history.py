@@ -34,6 +34,7 @@ from typing import Any
 
 from ._secrets import redact
 from .answer import extract_final_answer
+from .errors import HistoryError
 
 __all__ = [
     "HISTORY_ENV",
@@ -172,29 +173,40 @@ class History:
 
     def _connect(self) -> sqlite3.Connection:
         if self._db is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(
-                self.path, timeout=_BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
-                isolation_level=None,
-            )
             try:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
-                db.execute("BEGIN IMMEDIATE")
-                try:
-                    version = db.execute("PRAGMA user_version").fetchone()[0]
-                    for number, migrate in enumerate(MIGRATIONS[version:], start=version + 1):
-                        migrate(db)
-                        db.execute(f"PRAGMA user_version={number}")
-                    db.execute("COMMIT")
-                except BaseException:
-                    db.execute("ROLLBACK")
-                    raise
-            except BaseException:
-                db.close()
-                raise
-            self._db = db
+                self._db = self._open()
+            except (sqlite3.Error, OSError) as exc:
+                raise HistoryError(
+                    f"the answer history {self.path} cannot be used ({exc}); it is left as it "
+                    f"is: move it aside (mv '{self.path}' '{self.path}.old') to start a new one, "
+                    "or run without the history (--no-history, QVQ_HISTORY=0)",
+                    path=str(self.path),
+                ) from exc
         return self._db
+
+    def _open(self) -> sqlite3.Connection:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        db = sqlite3.connect(
+            self.path, timeout=_BUSY_TIMEOUT_MS / 1000, check_same_thread=False,
+            isolation_level=None,
+        )
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                for number, migrate in enumerate(MIGRATIONS[version:], start=version + 1):
+                    migrate(db)
+                    db.execute(f"PRAGMA user_version={number}")
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except BaseException:
+            db.close()
+            raise
+        return db
 
     def record(
         self,

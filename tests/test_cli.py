@@ -316,3 +316,90 @@ def test_queue_status_on_a_real_terminal(marker: str) -> None:
         assert proc.returncode == 0
         assert out.rstrip().endswith("\\boxed{2}")
         assert seen.startswith(b"\r\x1b[K")  # a status line redrawn in place, not a log
+
+
+# -- what the environment did: one line, never "internal error" ---------------------------------
+
+
+def test_replica_options_and_a_port_in_use_are_one_line() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        code, _, err = run(["replica", "--port", port])
+    assert code == 2
+    assert err.strip() == f"qvq: cannot listen on 127.0.0.1:{port}: Address already in use"
+    for args in (["--port", "99999"], ["--tokens", "-5"], ["--delay", "-1"]):
+        code, _, err = run(["replica", *args])
+        assert code == 2 and "Invalid value" in err and "internal error" not in err
+
+
+def test_a_batch_output_that_is_a_picture_is_refused_untouched(tmp_path: Path) -> None:
+    picture = tmp_path / "picture.png"
+    Image.new("RGB", (30, 20), (1, 2, 3)).save(picture)
+    before = picture.read_bytes()
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "prompt": "hi"}\n')
+    code, _, err = run(["batch", str(source), "-o", str(picture), "--space", "http://127.0.0.1:9"])
+    assert code == 2 and len(err.strip().splitlines()) == 1
+    assert "not a batch output" in err and str(picture) in err
+    assert picture.read_bytes() == before
+
+
+def test_a_damaged_history_is_named_and_left_as_it_is(tmp_path: Path) -> None:
+    damaged = tmp_path / "history.db"
+    damaged.write_bytes(b"this is not a database\n" * 200)
+    before = damaged.read_bytes()
+    code, _, err = run(["history"], env={"QVQ_HOME": str(tmp_path)})
+    assert code == 1 and len(err.strip().splitlines()) == 1
+    assert "HistoryError" in err and str(damaged) in err and "move it aside" in err
+    assert "internal error" not in err
+    assert damaged.read_bytes() == before
+
+
+def _with_answers(home: Path, count: int) -> dict[str, str]:
+    from qvq_gradio.history import History
+
+    with History(home / "history.db") as store:
+        for n in range(count):
+            store.record(space="s", prompt=f"question {n} " + "x" * 100, text="y" * 300)
+    return {**replica_env(), "QVQ_HOME": str(home)}
+
+
+def test_stdout_on_a_full_device_is_one_line(tmp_path: Path) -> None:
+    env = _with_answers(tmp_path, 3)
+    with open("/dev/full", "w") as full:
+        done = subprocess.run([sys.executable, "-m", "qvq_gradio", "history", "show", "1"],
+                              stdout=full, stderr=subprocess.PIPE, text=True, env=env,
+                              timeout=60)
+    assert done.returncode == 1
+    assert done.stderr.strip() == "qvq: cannot write to stdout: No space left on device"
+
+
+def test_a_reader_that_leaves_ends_the_history_quietly(tmp_path: Path) -> None:
+    env = _with_answers(tmp_path, 2000)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "qvq_gradio", "history", "-n", "2000", "--json"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    assert process.stdout.readline().startswith(b"{")
+    process.stdout.close()  # as `| head -1` does
+    assert process.wait(60) == 141
+    assert process.stderr.read() == b""
+    process.stderr.close()
+
+
+def test_json_honours_final_only_and_says_when_it_came_from_the_cache(
+    replica: ReplicaProcess, marker: str, tmp_path: Path
+) -> None:
+    env = {"QVQ_HOME": str(tmp_path)}
+    args = ["ask", f"{marker} [[replica tokens=4 delay=0]]", "--space", replica.url, "--json",
+            "--cache"]
+    code, out, _ = run([*args, "--final-only"], env=env)
+    first = json.loads(out)
+    assert code == 0 and first["text"] == "4" and first["from_cache"] is False
+    code, out, _ = run(args, env=env)
+    again = json.loads(out)
+    assert code == 0 and again["from_cache"] is True
+    assert again["text"] == expected_text(f"{marker} [[replica tokens=4 delay=0]]", 4)

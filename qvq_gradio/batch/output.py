@@ -196,6 +196,15 @@ class Output:
     def _records(self) -> Iterator[tuple[str, str, bool | None, bool, bytes, int]]:
         """(id, status, correct, whether it had an expected answer, raw bytes, end offset) of
         each complete record."""
+        try:
+            yield from self._read_records()
+        except UnicodeDecodeError:
+            raise NotAnOutputError(
+                f"{self.path}: not a batch output (it is not UTF-8 text: a picture or another "
+                "binary file?); give another output file"
+            ) from None
+
+    def _read_records(self) -> Iterator[tuple[str, str, bool | None, bool, bytes, int]]:
         if not self.path.exists():
             return
         with open(self.path, "rb") as handle:

@@ -142,6 +142,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return STDOUT_CLOSED
     except Failure as exc:
         exc.show()
+        _settle_stdout()
         return exc.code
     except click.ClickException as exc:
         exc.show()
@@ -156,6 +157,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:  # anything else is our bug: say so in one line, and where to go
         if debug:
             traceback.print_exc()
+        if _environmental(exc):
+            # What the machine did (a full disk, a device that fails, a file in the way, text
+            # that is not UTF-8, a damaged database): one line; --debug shows where.
+            click.echo(f"qvq: {_environment(exc)}", err=True)
+            _settle_stdout()
+            return 1
         click.echo(
             f"qvq: internal error: {type(exc).__name__}: {redact(str(exc))}\n"
             f"This is a bug in qvq-gradio {_version()}; please report it with what "
@@ -164,6 +171,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         return 1
     return 0
+
+
+def _environmental(exc: BaseException) -> bool:
+    """An error of the machine, not of this program (sqlite3's errors included, by module:
+    importing sqlite3 here would slow every command down)."""
+    return isinstance(exc, (OSError, UnicodeError)) or type(exc).__module__ == "sqlite3"
+
+
+def _environment(exc: BaseException) -> str:
+    """One line for an error the environment caused."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f"{exc.filename}: " if exc.filename else ""
+        return f"{where}{exc.strerror}"
+    return f"{type(exc).__name__}: {redact(str(exc))}"
+
+
+def _settle_stdout() -> None:
+    """A stdout that cannot be written (a full disk, a broken device) is pointed at /dev/null,
+    so the interpreter's last flush does not fail again; one that works keeps what it holds."""
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        quiet_stdout()
 
 
 def _version() -> str:

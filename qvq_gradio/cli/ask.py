@@ -17,7 +17,7 @@ from ..events import Finished, QueueUpdate, SpaceWaking, TextDelta
 from ..session import Session
 from ..spaces import SPACE_ENV
 from .options import asking_options, connect_from, rounded, spaces_of, token_option
-from .running import Failure, closing, emit, run
+from .running import Failure, closing, emit, run, say
 from .status import StatusLine
 
 __all__ = ["ask", "info"]
@@ -138,13 +138,17 @@ def ask(
     finally:
         status.clear()
     final = extract_final_answer(finished.text)
+    if final_only and final is None:
+        raise Failure("the answer states no final answer (see it without --final-only)")
     if as_json:
-        click.echo(
+        say(
             json.dumps(
                 {
-                    "text": finished.text,
+                    # --final-only: the final answer is the text, as without --json
+                    "text": final if final_only else finished.text,
                     "final_answer": final,
                     "space": finished.space,
+                    "from_cache": finished.cached,
                     "elapsed": rounded(finished.elapsed),
                     "time_to_first_token": rounded(finished.time_to_first_token),
                     "queue_wait": rounded(finished.queue_wait),
@@ -153,13 +157,10 @@ def ask(
             )
         )
     elif final_only:
-        if final is None:
-            raise Failure(
-                "the answer states no final answer (see it without --final-only)"
-            )
-        click.echo(final)
+        assert final is not None
+        say(final)
     else:
-        click.echo()
+        say()
 
 
 @click.command(
@@ -188,11 +189,11 @@ def info(space: str | None, token: str | None, proxy: str | None, as_json: bool)
 
     where, api = run(work)
     if as_json:
-        click.echo(json.dumps({"space": where, "api": api}, indent=2))
+        say(json.dumps({"space": where, "api": api}, indent=2))
         return
-    click.echo(f"Space: {where}")
+    say(f"Space: {where}")
     for name, endpoint in api.get("named_endpoints", {}).items():
-        click.echo(f"Endpoint {name}")
+        say(f"Endpoint {name}")
         for param in endpoint.get("parameters", []):
             kind = param.get("python_type", {}).get("type", "?")
             default = (
@@ -200,12 +201,12 @@ def info(space: str | None, token: str | None, proxy: str | None, as_json: bool)
                 if not param.get("parameter_has_default")
                 else (f" = {param.get('parameter_default')!r}")
             )
-            click.echo(
+            say(
                 f"  {param.get('parameter_name')}: {kind}{default}  "
                 f"[{param.get('component')} {param.get('label', '')!r}]"
             )
         for ret in endpoint.get("returns", []):
-            click.echo(
+            say(
                 f"  returns: {ret.get('python_type', {}).get('type', '?')}  "
                 f"[{ret.get('component')} {ret.get('label', '')!r}]"
             )

@@ -8,7 +8,7 @@ import json
 import click
 
 from ..history import History, default_path
-from .running import Failure
+from .running import Failure, say
 
 __all__ = ["history_command"]
 
@@ -56,11 +56,11 @@ def history_command(words: tuple[str, ...], limit: int, as_json: bool) -> None:
         click.echo(f"qvq: no answers {what} (in {default_path()})", err=True)
     for row in rows:
         if as_json:
-            click.echo(json.dumps(dataclasses.asdict(row), ensure_ascii=False))
+            say(json.dumps(dataclasses.asdict(row), ensure_ascii=False))
             continue
         outcome = row.final_answer or ("" if row.ok else f"{row.error_type}")
         prompt = " ".join(row.prompt.split())
-        click.echo(
+        say(
             f"{row.id:>6}  {row.time[:19].replace('T', ' ')}  {row.space}  "
             f"{prompt[:60]}  -> {outcome[:40]}"
         )
@@ -72,13 +72,13 @@ def _show_row(row_id: int, as_json: bool) -> None:
     if row is None:
         raise Failure(f"no answer {row_id} in {default_path()}", code=2)
     if as_json:
-        click.echo(json.dumps(dataclasses.asdict(row), ensure_ascii=False))
+        say(json.dumps(dataclasses.asdict(row), ensure_ascii=False))
         return
-    click.echo(f"# {row.id}  {row.time}  {row.space}" + ("  (from the cache)" * row.from_cache))
-    click.echo(f"Prompt: {row.prompt}")
+    say(f"# {row.id}  {row.time}  {row.space}" + ("  (from the cache)" * row.from_cache))
+    say(f"Prompt: {row.prompt}")
     if row.image_sha256:
-        click.echo(f"Image: {row.image_name} ({row.image_size} bytes, sha256 {row.image_sha256})")
+        say(f"Image: {row.image_name} ({row.image_size} bytes, sha256 {row.image_sha256})")
     if row.error_type:
-        click.echo(f"Error: {row.error_type}: {row.error_message}")
-    click.echo("")
-    click.echo(row.text)
+        say(f"Error: {row.error_type}: {row.error_message}")
+    say("")
+    say(row.text)

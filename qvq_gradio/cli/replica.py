@@ -34,10 +34,12 @@ Examples:
   qvq demo --tokens 200 --delay 0.01""",
 )
 @click.option(
-    "--tokens", default=60, show_default=True, help="Words of reasoning the replica generates."
+    "--tokens", default=60, show_default=True, type=click.IntRange(0),
+    help="Words of reasoning the replica generates.",
 )
 @click.option(
-    "--delay", default=0.02, show_default=True, help="Seconds between two words of the answer."
+    "--delay", default=0.02, show_default=True, type=click.FloatRange(0),
+    help="Seconds between two words of the answer.",
 )
 def demo(tokens: int, delay: float) -> None:
     """Stream an answer about a generated image from the bundled replica (works offline)."""
@@ -75,13 +77,17 @@ Examples:
   qvq replica --quota-budget 5 --quota-retry 60""",
 )
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
-@click.option("--port", default=7860, show_default=True, help="0 takes a free port.")
+@click.option("--port", default=7860, show_default=True, type=click.IntRange(0, 65535),
+              help="0 takes a free port.")
 @click.option(
-    "--tokens", default=40, show_default=True, help="Words of reasoning in every answer."
+    "--tokens", default=40, show_default=True, type=click.IntRange(0),
+    help="Words of reasoning in every answer.",
 )
-@click.option("--delay", default=0.01, show_default=True, help="Seconds between two words.")
+@click.option("--delay", default=0.01, show_default=True, type=click.FloatRange(0),
+              help="Seconds between two words.")
 @click.option(
     "--concurrency",
+    type=click.IntRange(1),
     default=16,
     show_default=True,
     help="Answers generated at once; more requests wait in the queue.",
@@ -95,26 +101,27 @@ Examples:
 )
 @click.option(
     "--fail-after",
+    type=click.IntRange(0),
     default=5,
     show_default=True,
     help="Tokens generated before --fail mid or hang strikes.",
 )
 @click.option(
     "--max-queue",
-    type=int,
+    type=click.IntRange(0),
     default=None,
     help="Requests the queue holds; joins beyond it get HTTP 503 [default: no limit].",
 )
 @click.option("--require-token", default=None, help="Refuse requests without this HF token.")
 @click.option(
     "--quota-budget",
-    type=int,
+    type=click.IntRange(0),
     default=None,
     help="Requests served before quota errors start (then --quota-retry seconds of them).",
 )
 @click.option(
     "--quota-retry",
-    type=float,
+    type=click.FloatRange(0),
     default=588.0,
     show_default=True,
     help="Seconds a quota error asks to wait.",
@@ -160,4 +167,7 @@ def replica_command(
         click.echo(f"Point qvq-gradio at it with: export {SPACE_ENV}={url}")
         sys.stdout.flush()
 
-    replica.serve(config, host, port, ready=ready)
+    try:
+        replica.serve(config, host, port, ready=ready)
+    except OSError as exc:  # the port is taken, the address is not this machine's
+        raise Failure(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2) from None

@@ -41,6 +41,7 @@ __all__ = [
     "exit_code",
     "quiet_stdout",
     "run",
+    "say",
 ]
 
 T = TypeVar("T")
@@ -84,6 +85,14 @@ def emit(text: str, *, end: str = "") -> None:
         raise StdoutClosed() from None
     except ValueError:  # stdout itself was closed
         raise StdoutClosed() from None
+    except OSError as exc:  # a full disk, a device that fails
+        raise Failure(f"cannot write to stdout: {exc.strerror or exc}") from None
+
+
+def say(text: str = "") -> None:
+    """A line to stdout, as ``click.echo`` writes it, but a reader that left (``| head``) ends
+    the command quietly (click's own handling exits 1) and a failing device is one line."""
+    emit(text, end="\n")
 
 
 def quiet_stdout() -> None:

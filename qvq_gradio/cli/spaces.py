@@ -9,7 +9,7 @@ import click
 
 from ..health import probe_all
 from .options import SECONDS, space_option, spaces_of, token_option
-from .running import Failure, run
+from .running import Failure, run, say
 
 __all__ = ["spaces"]
 
@@ -46,7 +46,7 @@ def spaces(
     )
     if as_json:
         for check in checks:
-            click.echo(json.dumps({**dataclasses.asdict(check), "usable": check.usable}))
+            say(json.dumps({**dataclasses.asdict(check), "usable": check.usable}))
     else:
         rows = [("SPACE", "REACHABLE", "GRADIO", "PROTOCOL", "/generate", "QUEUE", "RTT")]
         for check in checks:
@@ -64,7 +64,7 @@ def spaces(
         widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
         for row in rows:
             cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
-            click.echo("  ".join(cells).rstrip())
+            say("  ".join(cells).rstrip())
         for check in checks:
             if check.error:
                 click.echo(f"{check.space}: {check.error}", err=True)
