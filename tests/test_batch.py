@@ -393,6 +393,9 @@ def test_ctrl_c_cancels_in_flight_and_exits_130(
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     written = {r["id"] for r in _records(output)}
+    # What was written, said: N questions were in flight, not one job.
+    assert "the questions in flight were cancelled" in err
+    assert f"the file: {len(written)} ok, 0 failed" in err
     # What was in flight was cancelled upstream: the replica says so (once it has stopped).
     asked = {r["prompt"].split()[0] for r in qvq_replica.requests() if marker in r["prompt"]}
     states = [_outcome(qvq_replica, f"{key} ") for key in asked - written]

@@ -68,7 +68,7 @@ from .readers import (
     read_input,
     read_jsonl,
 )
-from .summary import BatchResult, BatchSummary
+from .summary import BatchResult, BatchSummary, summarize_output
 
 __all__ = [
     "FIELDS",
@@ -90,6 +90,7 @@ __all__ = [
     "read_jsonl",
     "read_output",
     "run",
+    "summarize_output",
 ]
 
 

@@ -123,15 +123,9 @@ class Output:
         """id -> status of every record earlier runs wrote."""
         return self.earlier.status
 
-    # blocking; worker threads only
-    def open(self, retry_failed: bool) -> None:
-        """Read what earlier runs wrote (streamed: only ids, statuses and grades are kept),
-        drop a torn last record, drop failed records if they are to be retried, and open for
-        appending. A file that is not a batch output is refused before anything changes."""
-        if not self.path.parent.is_dir():
-            raise BatchInputError(
-                f"{self.path}: the folder {self.path.parent} does not exist (create it first)"
-            )
+    def scan(self) -> int:
+        """Read what earlier runs wrote into :attr:`earlier` (changing nothing); the offset
+        where the last complete record ends."""
         end = 0
         earlier = self.earlier
         for key, status, correct, expected, _, stop in self._records():
@@ -143,7 +137,18 @@ class Output:
             elif status != "ok" and expected:
                 earlier.ungraded.add(key)
             end = stop
-        self._cut_after(end)
+        return end
+
+    # blocking; worker threads only
+    def open(self, retry_failed: bool) -> None:
+        """Read what earlier runs wrote (streamed: only ids, statuses and grades are kept),
+        drop a torn last record, drop failed records if they are to be retried, and open for
+        appending. A file that is not a batch output is refused before anything changes."""
+        if not self.path.parent.is_dir():
+            raise BatchInputError(
+                f"{self.path}: the folder {self.path.parent} does not exist (create it first)"
+            )
+        self._cut_after(self.scan())
         if retry_failed and any(status != "ok" for status in self.done.values()):
             self._rewrite(lambda key, status: status == "ok")
             failed = [key for key, status in self.done.items() if status != "ok"]

@@ -7,9 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from .output import read_output
+from .output import Earlier, Output, read_output
 
-__all__ = ["BatchResult", "BatchSummary"]
+__all__ = ["BatchResult", "BatchSummary", "summarize_output"]
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,16 @@ class BatchSummary:
             lines.append(
                 "failures: " + ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items()))
             )
+        lines.append(self.file_line())
+        if self.skipped_failed:
+            lines.append(f"{self.skipped_failed} failed before and left as they were (retry them "
+                         "with --retry-failed)")
+        if self.stopped_on_quota:
+            lines.append("stopped on quota: run the same command again to resume")
+        return "\n".join(lines)
+
+    def file_line(self) -> str:
+        """The output file as a whole, in one line."""
         whole = f"the file: {self.file_ok} ok, {self.file_failed} failed"
         if self.accuracy is not None:
             whole += f"; accuracy {self.accuracy:.1%} of {self.graded} graded"
@@ -53,13 +63,20 @@ class BatchSummary:
             whole += "; no answer graded"
         if self.ungraded:
             whole += f"; {self.ungraded} failed, not graded"
-        lines.append(whole)
-        if self.skipped_failed:
-            lines.append(f"{self.skipped_failed} failed before and left as they were (retry them "
-                         "with --retry-failed)")
-        if self.stopped_on_quota:
-            lines.append("stopped on quota: run the same command again to resume")
-        return "\n".join(lines)
+        return whole
+
+    @classmethod
+    def of_file(cls, earlier: Earlier) -> BatchSummary:
+        """The summary of an output file alone (what earlier runs wrote), this run empty."""
+        ok = sum(status == "ok" for status in earlier.status.values())
+        graded = len(earlier.correct)
+        return cls(
+            asked=0, ok=0, failed=0, skipped=len(earlier.status), skipped_failed=0,
+            failures={}, elapsed=0.0, quota_wait=0.0,
+            accuracy=sum(earlier.correct.values()) / graded if graded else None,
+            graded=graded, stopped_on_quota=False, file_ok=ok,
+            file_failed=len(earlier.status) - ok, ungraded=len(earlier.ungraded),
+        )
 
     @property
     def all_ok(self) -> bool:
@@ -85,3 +102,10 @@ class BatchResult:
         except ImportError as exc:  # pragma: no cover - depends on the environment
             raise ImportError("to_pandas() needs pandas: pip install pandas") from exc
         return pd.DataFrame.from_records(list(self))
+
+
+def summarize_output(path: str | Path) -> BatchSummary:
+    """The summary of what a batch output file holds (blocking; the file is only read)."""
+    output = Output(Path(path))
+    output.scan()
+    return BatchSummary.of_file(output.earlier)

@@ -134,8 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in args
     try:
         cli.main(args=args, prog_name="qvq", standalone_mode=False)
-    except (Interrupted, KeyboardInterrupt, click.exceptions.Abort):
-        click.echo("qvq: interrupted; the job was cancelled", err=True)
+    except (Interrupted, KeyboardInterrupt, click.exceptions.Abort) as exc:
+        said = str(exc) if isinstance(exc, Interrupted) else ""
+        click.echo(f"qvq: {said or 'interrupted; the job was cancelled'}", err=True)
         return 130
     except (StdoutClosed, BrokenPipeError):
         quiet_stdout()  # the reader left (| head): end quietly, as Unix tools do

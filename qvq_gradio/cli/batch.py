@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from .options import asking_options, connect_from
-from .running import Exit, closing, run
+from .running import Exit, Interrupted, closing, run
 
 __all__ = ["batch"]
 
@@ -131,6 +131,15 @@ def batch(
 
     try:
         result = run(work)
+    except Interrupted:
+        bar.close()
+        written = ""
+        if output.exists():
+            written = "\n" + batches.summarize_output(output).file_line()
+        raise Interrupted(
+            "interrupted; the questions in flight were cancelled (run the same command again "
+            f"to resume){written}"
+        ) from None
     finally:
         bar.close()
     click.echo(str(result.summary), err=True)
