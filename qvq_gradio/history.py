@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import json
 import os
 import sqlite3
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ from .errors import HistoryError
 __all__ = [
     "HISTORY_ENV",
     "HOME_ENV",
+    "STOPPED",
     "History",
     "HistoryRow",
     "cache_key",
@@ -100,10 +102,18 @@ class HistoryRow:
     error_type: str | None
     error_message: str | None
     from_cache: bool
+    #: each image as the user gave it: ``{"name", "size", "sha256"}`` (the ``image_*`` fields
+    #: describe what was uploaded: a resized copy, or several images as one grid)
+    images: list[dict[str, Any]]
 
     @property
     def ok(self) -> bool:
         return self.error_type is None
+
+    @property
+    def stopped(self) -> bool:
+        """The answer was stopped before it ended; ``text`` is what had come."""
+        return self.error_type == STOPPED
 
 
 def _v1(db: sqlite3.Connection) -> None:
@@ -134,12 +144,31 @@ def _v1(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX answers_time ON answers (time)")
 
 
+def _v2(db: sqlite3.Connection) -> None:
+    """Each image as the user gave it (a JSON list of ``{name, size, sha256}``); the image_*
+    columns keep describing the upload. Rows from before describe their upload as the user's
+    image: all that was kept of it."""
+    db.execute("ALTER TABLE answers ADD COLUMN images TEXT")
+    rows = db.execute(
+        "SELECT id, image_name, image_size, image_sha256 FROM answers "
+        "WHERE image_sha256 IS NOT NULL OR image_name IS NOT NULL"
+    ).fetchall()
+    db.executemany(
+        "UPDATE answers SET images = ? WHERE id = ?",
+        [(json.dumps([{"name": name, "size": size, "sha256": sha256}]), row_id)
+         for row_id, name, size, sha256 in rows],
+    )
+
+
 #: The schema's migrations, in order; ``PRAGMA user_version`` counts those applied.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+#: ``error_type`` of an answer stopped before it ended (Ctrl-C, a closed pipe, a client that
+#: left): kept with the text that had come, never a cache hit (only rows without an error are).
+STOPPED = "Stopped"
 
 _COLUMNS = (
     "id, time, space, prompt, image_sha256, image_size, image_name, text, final_answer, "
-    "elapsed, time_to_first_token, queue_wait, error_type, error_message, from_cache"
+    "elapsed, time_to_first_token, queue_wait, error_type, error_message, from_cache, images"
 )
 
 
@@ -224,9 +253,20 @@ class History:
         error: BaseException | None = None,
         from_cache: bool = False,
         image_key: str | None = None,
+        images: Sequence[Mapping[str, Any]] = (),
+        stopped: bool = False,
     ) -> int:
         """Add one row; its id. Credentials are redacted from every text. ``image_key`` is the
-        image's identity for the cache (default: ``image_sha256``)."""
+        image's identity for the cache (default: ``image_sha256``). ``images``: each image as
+        the user gave it. ``stopped``: the answer was stopped before it ended (``text`` is what
+        had come); such a row is never a cache hit."""
+        error_type: str | None
+        error_message: str | None
+        if stopped:
+            error_type, error_message = STOPPED, "stopped before the answer ended"
+        else:
+            error_type = None if error is None else type(error).__name__
+            error_message = None if error is None else redact(str(error))
         row = (
             datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds"),
             space,
@@ -236,21 +276,22 @@ class History:
             image_name,
             image if self.keep_images else None,
             redact(text),
-            extract_final_answer(text) if text and error is None else None,
+            extract_final_answer(text) if text and error_type is None else None,
             elapsed,
             time_to_first_token,
             queue_wait,
-            None if error is None else type(error).__name__,
-            None if error is None else redact(str(error)),
+            error_type,
+            error_message,
             int(from_cache),
             cache_key(space, prompt, image_key or image_sha256),
+            json.dumps([dict(image) for image in images]) if images else None,
         )
         with self._lock:
             cursor = self._connect().execute(
                 "INSERT INTO answers (time, space, prompt, image_sha256, image_size, "
                 "image_name, image, text, final_answer, elapsed, time_to_first_token, "
-                "queue_wait, error_type, error_message, from_cache, cache_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "queue_wait, error_type, error_message, from_cache, cache_key, images) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             return int(cursor.lastrowid or 0)
@@ -310,4 +351,5 @@ def open_history(value: HistoryOption) -> tuple[History | None, bool]:
 def _row(values: tuple[Any, ...]) -> HistoryRow:
     fields: dict[str, Any] = dict(zip(_COLUMNS.split(", "), values, strict=True))
     fields["from_cache"] = bool(fields["from_cache"])
+    fields["images"] = json.loads(fields["images"]) if fields["images"] else []
     return HistoryRow(**fields)

@@ -56,6 +56,7 @@ __all__ = [
     "MediaItem",
     "MediaListType",
     "MultipleImagesWarning",
+    "Original",
     "Upload",
     "classify",
     "load",
@@ -254,6 +255,30 @@ def load(item: MediaItem, options: ImageOptions | None = None) -> Source:
 # -- the upload ----------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Original:
+    """An image as the user gave it: its name (a file's, or a URL without its query), and for
+    what was read as bytes (a file, bytes, a data: URI, a download) their size and sha256."""
+
+    name: str | None
+    size: int | None = None
+    sha256: str | None = None
+
+
+def _original(item: MediaItem, source: Source | None) -> Original:
+    """What the user gave, described (blocking: a file is hashed)."""
+    name = public_url(item.value) if item.kind == "url" else item.name
+    if isinstance(source, bytes):
+        return Original(name, len(source), hashlib.sha256(source).hexdigest())
+    if isinstance(source, Path):
+        digest = hashlib.sha256()
+        with open(source, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return Original(name, source.stat().st_size, digest.hexdigest())
+    return Original(name)
+
+
 @dataclass
 class Upload:
     """What is handed to ``handle_file``: a file path or (``url_mode="pass"``) a URL.
@@ -261,9 +286,10 @@ class Upload:
     ``note`` is a sentence for the prompt (set when several images became one grid).
     ``sha256``, ``size`` and ``name`` describe the bytes uploaded (the answer history keeps
     them; a passed-through URL has no bytes, and its ``name`` is the URL without its query
-    string or user info, which may hold a signature). :attr:`identity` names the image for the
-    request cache in every mode. :meth:`close` removes the private temporary directory, if one
-    was made.
+    string or user info, which may hold a signature). ``originals`` describe each image as the
+    user gave it (a resized photo's upload is not the user's file). :attr:`identity` names the
+    image for the request cache in every mode. :meth:`close` removes the private temporary
+    directory, if one was made.
     """
 
     target: str = ""
@@ -272,6 +298,7 @@ class Upload:
     sha256: str | None = None
     size: int | None = None
     name: str | None = None
+    originals: list[Original] = field(default_factory=list)
 
     @property
     def identity(self) -> str | None:
@@ -311,11 +338,10 @@ def _normalise_to(upload: Upload, source: Source, name: str | None, options: Ima
     upload.name = name
     if result.passthrough and isinstance(source, Path):
         upload.target = str(source)  # the user's own file, uploaded as it is: nothing to copy
-        digest = hashlib.sha256()
-        with open(source, "rb") as handle:
-            for block in iter(lambda: handle.read(1 << 20), b""):
-                digest.update(block)
-        upload.sha256, upload.size = digest.hexdigest(), source.stat().st_size
+        original = upload.originals[0] if upload.originals else _original(
+            MediaItem("path", source, name), source
+        )
+        upload.sha256, upload.size = original.sha256, original.size
         return
     data = result.data
     if data is None:  # passthrough of encoded bytes
@@ -375,8 +401,13 @@ async def prepare_upload(
         if len(chosen) == 1 and chosen[0].kind == "url" and options.url_mode == "pass":
             upload.target = chosen[0].value
             upload.name = public_url(chosen[0].value)
+            upload.originals = [Original(upload.name)]
             return upload
         sources = [await _source_of(item, options, proxy) for item in chosen]
+        upload.originals = [
+            await anyio.to_thread.run_sync(_original, item, source)
+            for item, source in zip(chosen, sources, strict=True)
+        ]
         if len(sources) == 1:
             await anyio.to_thread.run_sync(
                 _normalise_to, upload, sources[0], chosen[0].name, options

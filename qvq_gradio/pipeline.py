@@ -12,6 +12,7 @@ running the model: a stream that neither caches nor records never touches SQLite
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 from collections.abc import AsyncGenerator, Callable, Mapping
@@ -114,16 +115,27 @@ async def recorded(
     upload: Upload | None,
     events: AsyncGenerator[Event, None],
 ) -> AsyncGenerator[Event, None]:
-    """``events``, with the answer (or the error that ended them) added to the history."""
+    """``events``, with the answer (or the error that ended them) added to the history; an
+    answer stopped before it ended (the consumer left: Ctrl-C, a closed pipe, a client gone)
+    is recorded as stopped, with the text that had come."""
+    came: list[str] = []
+    ended = False
     try:
         async with aclosing(events):
             async for event in events:
-                if isinstance(event, Finished):
+                if isinstance(event, TextDelta):
+                    came.append(event.text)
+                elif isinstance(event, Finished):
+                    ended = True
                     await _record(history, space, text, upload, event, None)
                 yield event
     except ResponseError as error:
+        ended = True
         await _record(history, space, text, upload, None, error)
         raise
+    finally:
+        if not ended:
+            await _record(history, space, text, upload, None, None, stopped="".join(came))
 
 
 async def _record(
@@ -133,7 +145,10 @@ async def _record(
     upload: Upload | None,
     finished: Finished | None,
     error: ResponseError | None,
+    *,
+    stopped: str | None = None,
 ) -> None:
+    """One row: an answer, an error, or (``stopped``: the text that had come) a stop."""
     image: bytes | None = None
     if history.keep_images and upload is not None and upload.sha256:
         image = await anyio.to_thread.run_sync(Path(upload.target).read_bytes)
@@ -141,7 +156,9 @@ async def _record(
         history.record,
         space=space,
         prompt=prompt,
-        text=finished.text if finished is not None else (error.text if error else ""),
+        text=finished.text if finished is not None else (
+            error.text if error else (stopped or "")
+        ),
         image_sha256=upload.sha256 if upload is not None else None,
         image_size=upload.size if upload is not None else None,
         image_name=upload.name if upload is not None else None,
@@ -152,6 +169,8 @@ async def _record(
         error=error,
         from_cache=finished is not None and finished.cached,
         image_key=upload.identity if upload is not None else None,
+        images=[dataclasses.asdict(o) for o in upload.originals] if upload is not None else (),
+        stopped=stopped is not None,
     )
     with anyio.CancelScope(shield=True):
         try:

@@ -76,9 +76,19 @@ def _show_row(row_id: int, as_json: bool) -> None:
         return
     say(f"# {row.id}  {row.time}  {row.space}" + ("  (from the cache)" * row.from_cache))
     say(f"Prompt: {row.prompt}")
-    if row.image_sha256:
-        say(f"Image: {row.image_name} ({row.image_size} bytes, sha256 {row.image_sha256})")
+    for image in row.images:  # each as the user gave it
+        say(f"Image: {_described(image)}")
+    if row.image_sha256 and (len(row.images) != 1 or row.images[0]["sha256"] != row.image_sha256):
+        say(f"Sent as: {row.image_size:,} bytes, sha256 {row.image_sha256}"
+            + (" (one grid)" if len(row.images) > 1 else " (resized)"))
     if row.error_type:
         say(f"Error: {row.error_type}: {row.error_message}")
     say("")
     say(row.text)
+
+
+def _described(image: dict[str, object]) -> str:
+    name = image.get("name") or "(an image in memory)"
+    if image.get("sha256") is None:
+        return str(name)
+    return f"{name} ({image.get('size'):,} bytes, sha256 {image['sha256']})"
