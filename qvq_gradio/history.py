@@ -5,10 +5,12 @@ with a busy timeout, so a batch with dozens of streams and several processes wri
 once without losing a row. The schema is versioned with ``PRAGMA user_version``; migrations are
 an ordered list of small functions applied in one transaction at open.
 
-What a row keeps: when, which Space, the prompt as sent, the image (sha256 of the uploaded bytes,
-their size, the original name; never the pixels unless ``keep_images``), the answer text and
-its final answer, timings, and the error if it failed. Never a token: every text is passed
-through :func:`~qvq_gradio._secrets.redact` first.
+What a row keeps: when, which Space, the prompt as sent, each image as the user gave it (name,
+size, sha256: a JSON list), the upload (sha256 of the bytes sent, their size: what the cache
+matches; never the pixels unless ``keep_images``), the answer text and its final answer,
+timings, and the error if it failed; an answer stopped before it ended is kept with the text
+that had come, as :data:`STOPPED`. Never a token: every text is passed through
+:func:`~qvq_gradio._secrets.redact` first.
 
 The cache key of a request is a hash of (Space, prompt text, uploaded image bytes): with
 ``cache=True`` a :class:`~qvq_gradio.Session` answers an identical request from here without

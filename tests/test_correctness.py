@@ -533,8 +533,9 @@ def test_help_version_and_examples(capsys: pytest.CaptureFixture[str]) -> None:
         shown = " ".join(_help(capsys, command, "--help")[1].split())
         assert "[default: $QVQ_SPACE, else the QVQ-72B Space]" in shown, command
     replica = " ".join(_help(capsys, "replica", "--help")[1].split())
-    for described in ("--tokens INTEGER Words", "--delay FLOAT Seconds", "--concurrency INTEGER",
-                      "--fail [", "--fail-after INTEGER Tokens", "--max-queue INTEGER Requests"):
+    for described in ("--tokens INTEGER RANGE Words", "--delay FLOAT RANGE Seconds",
+                      "--concurrency INTEGER RANGE", "--fail [",
+                      "--fail-after INTEGER RANGE Tokens", "--max-queue INTEGER RANGE Requests"):
         assert described in replica, described
     ask = " ".join(_help(capsys, "ask", "--help")[1].split())
     assert "--connect-timeout SECONDS Seconds" in ask

@@ -33,6 +33,7 @@ def _tree(root: type[BaseException]) -> list[type[BaseException]]:
 _REQUIRED: dict[str, dict[str, Any]] = {
     "SpaceUnavailableError": {"state": "PAUSED"},
     "QuotaExceededError": {"retry_after": 588.0},
+    "HistoryError": {"path": "/home/me/.local/share/qvq-gradio/history.db"},
 }
 
 

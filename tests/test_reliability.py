@@ -290,7 +290,7 @@ async def test_an_html_page_is_named_as_such() -> None:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         async with Session(f"http://127.0.0.1:{server.server_port}") as session:
-            with pytest.raises(ProtocolError, match="HTML page, not a Gradio app"):
+            with pytest.raises(ProtocolError, match="HTML page: it is not a Gradio app"):
                 await session.ask("hello")
     finally:
         server.shutdown()

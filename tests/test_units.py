@@ -48,6 +48,7 @@ def test_public_api_is_pinned() -> None:
             "Event",
             "Finished",
             "GPUUnavailableError",
+            "HistoryError",
             "IdleTimeoutError",
             "ImageInput",
             "ImageOptions",
