@@ -550,3 +550,15 @@ async def test_a_pool_with_one_space_answering_runs_the_batch(
     async with Pool(["http://127.0.0.1:9", replica.url], connect_timeout=5) as pool:
         result = await batch.arun(_items(marker, 3), tmp_path / "out.jsonl", session=pool)
     assert result.summary.ok == 3
+
+
+def test_an_empty_input_leaves_no_output_file(tmp_path: Path) -> None:
+    from .test_cli import run as cli
+
+    source = tmp_path / "in.jsonl"
+    source.write_text("")
+    for name in ("out.jsonl", "out.csv"):
+        code, _, err = cli(["batch", str(source), "-o", str(tmp_path / name),
+                            "--space", "http://127.0.0.1:9"])
+        assert code == 2 and "nothing to ask" in err
+        assert not (tmp_path / name).exists()
