@@ -25,6 +25,7 @@ from qvq_gradio.replica import ReplicaProcess
 
 from .conftest import Factory, replica_env
 from .test_stream import expected_text
+from .web import Web
 
 pytestmark = pytest.mark.anyio
 
@@ -503,25 +504,9 @@ def test_cli_records_by_default_and_history_lists_it(
 @pytest.fixture
 def not_gradio() -> Any:
     """A web server on loopback that is no Gradio app (a login page; no config)."""
-    import http.server
-
-    class Page(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            body = b"<html><body>Log in</body></html>"
-            self.send_response(404 if "config" in self.path else 200)
-            self.send_header("Content-Type", "text/html")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Page)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
+    body = b"<html><body>Log in</body></html>"
+    with Web(lambda path: (404 if "config" in path else 200, {}, body)) as server:
+        yield server.url
 
 
 def test_a_batch_against_no_space_stops_before_any_item(

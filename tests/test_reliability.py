@@ -8,7 +8,6 @@ Where a defect used to cost time, the test makes the old behaviour take effectiv
 
 from __future__ import annotations
 
-import http.server
 import logging
 import signal
 import socket
@@ -19,7 +18,6 @@ import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import pytest
@@ -37,6 +35,7 @@ from qvq_gradio.replica import OTHER_FUNCTION_TEXT, ReplicaProcess
 from .conftest import ended, replica_env
 from .faults import FaultProxy
 from .test_stream import expected_text
+from .web import Web, page
 
 pytestmark = pytest.mark.anyio
 
@@ -272,29 +271,11 @@ async def test_no_token_in_any_exception_traceback_or_log(
 # -- 4. rough edges -------------------------------------------------------------------------------
 
 
-class _HtmlPage(http.server.BaseHTTPRequestHandler):
-    def do_GET(self) -> None:
-        body = b"<!DOCTYPE html><html><body>Please log in</body></html>"
-        self.send_response(200)
-        self.send_header("Content-Type", "text/html")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
-
-
 async def test_an_html_page_is_named_as_such() -> None:
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _HtmlPage)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        async with Session(f"http://127.0.0.1:{server.server_port}") as session:
+    with Web(page(b"<!DOCTYPE html><html><body>Please log in</body></html>")) as server:
+        async with Session(server.url) as session:
             with pytest.raises(ProtocolError, match="HTML page: it is not a Gradio app"):
                 await session.ask("hello")
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 async def test_idle_threads_shrink_back_after_a_burst(

@@ -7,8 +7,6 @@ is asked by real clients: the openai SDK, httpx, and a raw socket where framing 
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import io
 import json
 import random
@@ -29,6 +27,8 @@ from qvq_gradio.replica import ReplicaProcess
 from qvq_gradio.serve import app
 from qvq_gradio.serve.errors import FETCH_FAILED
 from qvq_gradio.serve.limits import IMAGE_REFUSED, Limits
+
+from .web import Web
 
 MODEL = "qwen-qvq-72b-preview"
 
@@ -122,53 +122,21 @@ def test_an_image_named_by_path_or_another_scheme_is_one_400_whatever_is_on_disk
     assert not _asked(replica, marker)
 
 
-class _Images(http.server.ThreadingHTTPServer):
-    """A loopback web server: ``/picture.png``, ``/to?url`` redirects; it counts requests."""
-
-    def __init__(self, host: str = "127.0.0.1") -> None:
-        self.paths: list[str] = []
-        super().__init__((host, 0), functools.partial(_ImageHandler, self))
-        self.url = f"http://{host}:{self.server_address[1]}"
-        threading.Thread(target=self.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.shutdown()
-        self.server_close()
-
-
-class _ImageHandler(http.server.BaseHTTPRequestHandler):
-    def __init__(self, images: _Images, *args: Any) -> None:
-        self.images = images
-        super().__init__(*args)
-
-    def do_GET(self) -> None:
-        self.images.paths.append(self.path)
-        if self.path.startswith("/to?"):
-            self.send_response(302)
-            self.send_header("Location", self.path[4:])
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-            return
-        body = _png()
-        self.send_response(200)
-        self.send_header("Content-Type", "image/png")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
-        pass
+def _images(path: str) -> tuple[int, dict[str, str], bytes]:
+    """``/picture.png``, and ``/to?URL``: a redirect to URL."""
+    if path.startswith("/to?"):
+        return 302, {"Location": path[4:]}, b""
+    return 200, {"Content-Type": "image/png"}, _png()
 
 
 @pytest.fixture
-def images() -> Iterator[_Images]:
-    server = _Images()
-    yield server
-    server.close()
+def images() -> Iterator[Web]:
+    with Web(_images) as server:
+        yield server
 
 
 def test_urls_on_the_servers_own_network_are_refused_unfetched(
-    server: InProcessServer, replica: ReplicaProcess, marker: str, images: _Images
+    server: InProcessServer, replica: ReplicaProcess, marker: str, images: Web
 ) -> None:
     port = images.server_address[1]
     for url in (f"{images.url}/picture.png", f"http://localhost:{port}/picture.png",
@@ -184,7 +152,7 @@ def test_urls_on_the_servers_own_network_are_refused_unfetched(
 
 def test_an_operator_may_allow_private_urls(
     served: Callable[..., InProcessServer], replica: ReplicaProcess, marker: str,
-    images: _Images,
+    images: Web,
 ) -> None:
     server = served(limits=Limits(allow_private_urls=True))
     response = _chat(server, [{"type": "text", "text": f"{marker} [[replica tokens=2 delay=0]]"},
@@ -196,7 +164,7 @@ def test_an_operator_may_allow_private_urls(
 
 @pytest.mark.anyio
 async def test_each_redirect_is_checked_again(
-    images: _Images, mocker: Any
+    images: Web, mocker: Any
 ) -> None:
     """A public address (modelled: 127.0.0.1 counts as public here) that redirects to a private
     one (127.0.0.2, loopback too on Linux) is refused at the redirect, before connecting."""
@@ -204,7 +172,7 @@ async def test_each_redirect_is_checked_again(
     from qvq_gradio.errors import MediaDownloadError
     from qvq_gradio.imaging import ImageOptions
 
-    private = _Images("127.0.0.2")
+    private = Web(_images, "127.0.0.2")
     try:
         mocker.patch.object(fetch, "is_public", lambda address: address == "127.0.0.1")
         options = ImageOptions(allow_private_urls=False)
