@@ -1,9 +1,12 @@
 """A pytest plugin (registered by installing qvq-gradio): the replica Space as fixtures.
 
-* ``qvq_replica`` — one replica in a child process on a free loopback port, for the whole test
-  session: ``qvq_replica.url``, ``.requests()``, ``.wait_ended(marker)``, ``.wait_started``.
+* ``qvq_replica`` — one replica on a free loopback port, for the whole test session:
+  ``qvq_replica.url``, ``.requests()``, ``.wait_ended(marker)``, ``.wait_started``.
 * ``qvq_replicas`` — a factory for more: ``qvq_replicas(3, "--concurrency", "4")`` starts three
-  (each with those command-line options of ``qvq replica``) and stops them after the test.
+  (each with those command-line options of ``qvq replica``) and stops them after the test;
+  ``.kill()`` ends one as a crash would (its port refuses, its connections are cut).
+* ``qvq_replica_host`` — the one child process that serves them all (Gradio is imported once;
+  a replica starts in milliseconds), with ``.start(ReplicaConfig(...), port=0)``.
 * ``qvq_server`` — a factory: ``qvq_server(replica.url, "--api-key", "k")`` runs ``qvq serve``
   over that Space in a child process (the ``serve`` extra) and stops it after the test;
   ``.base_url`` is what an OpenAI client takes (``http://127.0.0.1:PORT/v1``).
@@ -29,9 +32,16 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
-    from .replica import ReplicaProcess
+    from .replica.host import HostedReplica, ReplicaHost
 
-__all__ = ["ServeProcess", "qvq_replica", "qvq_replicas", "qvq_server", "replica_environment"]
+__all__ = [
+    "ServeProcess",
+    "qvq_replica",
+    "qvq_replica_host",
+    "qvq_replicas",
+    "qvq_server",
+    "replica_environment",
+]
 
 # Variables that would make the replica (or gradio_client in it) reach the network or a token.
 _DROPPED = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "QVQ_SPACE")
@@ -44,16 +54,29 @@ def replica_environment() -> dict[str, str]:
     return env
 
 
-def _start(args: tuple[str, ...], port: int = 0) -> ReplicaProcess:
-    from .replica import ReplicaProcess  # needs the replica extra; ImportError says which
+@pytest.fixture(scope="session")
+def qvq_replica_host() -> Iterator[ReplicaHost]:
+    """The child process that serves every replica of the test session (Gradio imported
+    once): ``qvq_replica_host.start(config, port=0)`` gives a replica of its own."""
+    from .replica.host import ReplicaHost  # needs the replica extra; ImportError says which
 
-    return ReplicaProcess(list(args), env=replica_environment(), port=port).start()
+    host = ReplicaHost(env=replica_environment())
+    try:
+        yield host
+    finally:
+        host.close()
+
+
+def _start(host: ReplicaHost, args: tuple[str, ...], port: int = 0) -> HostedReplica:
+    from .cli.replica import replica_config
+
+    return host.start(replica_config(args), port=port)
 
 
 @pytest.fixture(scope="session")
-def qvq_replica() -> Iterator[ReplicaProcess]:
-    """The replica Space in a child process, shared by the whole test session."""
-    server = _start(())
+def qvq_replica(qvq_replica_host: ReplicaHost) -> Iterator[HostedReplica]:
+    """The replica Space, shared by the whole test session."""
+    server = _start(qvq_replica_host, ())
     try:
         yield server
     finally:
@@ -70,9 +93,9 @@ class _Shelf:
     starting one costs seconds (it imports Gradio), so a suite reuses them."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple[str, ...], list[ReplicaProcess]] = {}
+        self._idle: dict[tuple[str, ...], list[HostedReplica]] = {}
 
-    def take(self, args: tuple[str, ...]) -> ReplicaProcess | None:
+    def take(self, args: tuple[str, ...]) -> HostedReplica | None:
         idle = self._idle.get(args, [])
         while idle:
             server = idle.pop()
@@ -81,7 +104,7 @@ class _Shelf:
             server.stop()
         return None
 
-    def give_back(self, server: ReplicaProcess, args: tuple[str, ...]) -> None:
+    def give_back(self, server: HostedReplica, args: tuple[str, ...]) -> None:
         """Keep ``server`` for another test if it is alive, stateless and idle; else stop it."""
         reusable = not any(a in _STATEFUL for a in args) and server.alive()
         try:
@@ -110,19 +133,21 @@ def _qvq_replica_shelf() -> Iterator[_Shelf]:
 
 
 @pytest.fixture
-def qvq_replicas(_qvq_replica_shelf: _Shelf) -> Iterator[Callable[..., list[ReplicaProcess]]]:
+def qvq_replicas(
+    qvq_replica_host: ReplicaHost, _qvq_replica_shelf: _Shelf
+) -> Iterator[Callable[..., list[HostedReplica]]]:
     """A factory: ``qvq_replicas(n, *options)`` gives ``n`` replicas of their own to this test
     (``port=`` for a fixed port). They are free of other tests' running requests (filter their
     logs by a marker of your own); after the test they are kept for the next one, unless they
     died, hold state (a quota budget), were started on a fixed port or still run a request.
     """
-    lent: list[tuple[ReplicaProcess, tuple[str, ...], bool]] = []
+    lent: list[tuple[HostedReplica, tuple[str, ...], bool]] = []
 
-    def make(count: int = 1, *args: str, port: int = 0) -> list[ReplicaProcess]:
+    def make(count: int = 1, *args: str, port: int = 0) -> list[HostedReplica]:
         servers = []
         for _ in range(count):
             server = None if port else _qvq_replica_shelf.take(tuple(args))
-            server = server or _start(tuple(args), port=port)
+            server = server or _start(qvq_replica_host, tuple(args), port=port)
             lent.append((server, tuple(args), bool(port)))
             servers.append(server)
         return servers

@@ -16,6 +16,7 @@ from blockbuster import BlockBuster, blockbuster_ctx
 from qvq_gradio import Session
 from qvq_gradio.pytest_plugin import replica_environment
 from qvq_gradio.replica import ReplicaProcess
+from qvq_gradio.replica.host import HostedReplica, ReplicaHost
 
 #: The ``qvq_replicas`` fixture: ``qvq_replicas(n, *options, port=0)`` gives ``n`` replicas.
 Factory = Callable[..., list[ReplicaProcess]]
@@ -70,6 +71,25 @@ def replica(qvq_replica: ReplicaProcess) -> ReplicaProcess:
 
 
 @pytest.fixture
+def start_replica(qvq_replica_host: ReplicaHost) -> Iterator[Callable[..., HostedReplica]]:
+    """``start_replica(*options, port=0)``: a replica of the session's host, serving once this
+    returns (a port given: that port, as a restarted or redeployed Space would come back on);
+    stopped after the test. Blocking: from async code, call it in a worker thread."""
+    from qvq_gradio.cli.replica import replica_config
+
+    started: list[HostedReplica] = []
+
+    def start(*options: str, port: int = 0) -> HostedReplica:
+        replica = qvq_replica_host.start(replica_config(options), port=port)
+        started.append(replica)
+        return replica
+
+    yield start
+    for replica in started:
+        replica.stop()
+
+
+@pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
 
@@ -80,9 +100,10 @@ def marker() -> str:
     return f"m-{uuid.uuid4().hex[:12]}"
 
 
-# The replica and its fixtures are what tests drive (start, kill, read the log), not the
-# client under test: their blocking calls, made by a test's own code, are not ours.
-_TEST_TOOLS = ["qvq_gradio.replica", "qvq_gradio.pytest_plugin"]
+# The replica, its fixtures and the replica command's option parsing (how the plugin starts
+# replicas) are what tests drive (start, kill, read the log), not the client under test: their
+# blocking calls, made by a test's own code, are not ours.
+_TEST_TOOLS = ["qvq_gradio.replica", "qvq_gradio.pytest_plugin", "qvq_gradio.cli.replica"]
 
 
 @pytest.fixture

@@ -262,60 +262,60 @@ def test_ctrl_c_cancels_upstream_and_exits_130(replica: ReplicaProcess, marker: 
     assert record["tokens_generated"] < 5000
 
 
-def test_queue_status_on_a_real_terminal(marker: str) -> None:
+def test_queue_status_on_a_real_terminal(marker: str, start_replica: Any) -> None:
     import os
     import pty
     import select
     import time
 
-    with ReplicaProcess(["--concurrency", "1"], env=replica_env()) as busy:
-        env = {**replica_env(), "QVQ_SPACE": busy.url}
-        blocker = subprocess.Popen(  # holds the Space's only slot until we let it go
-            [
-                sys.executable,
-                "-m",
-                "qvq_gradio.cli",
-                "ask",
-                f"{marker}-hold [[replica fail=hang after=1]]",
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            env=env,
-        )
-        busy.wait_started(f"{marker}-hold")
-        main_fd, term_fd = pty.openpty()
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "qvq_gradio.cli",
-                "ask",
-                f"{marker} [[replica tokens=2 delay=0]]",
-            ],
-            stdout=subprocess.PIPE,
-            stderr=term_fd,
-            env=env,
-            text=True,
-        )
-        os.close(term_fd)
-        seen = b""
-        deadline = time.monotonic() + 60
-        try:
-            while b"waiting in the Space's queue: position 1" not in seen:
-                assert time.monotonic() < deadline, seen
-                ready, _, _ = select.select([main_fd], [], [], 1)
-                if ready:
-                    seen += os.read(main_fd, 4096)
-            blocker.send_signal(signal.SIGINT)  # frees the slot: our question runs now
-            out, _ = proc.communicate(timeout=60)
-        finally:
-            blocker.kill()
-            proc.kill()
-            blocker.wait()
-            os.close(main_fd)
-        assert proc.returncode == 0
-        assert out.rstrip().endswith("\\boxed{2}")
-        assert seen.startswith(b"\r\x1b[K")  # a status line redrawn in place, not a log
+    busy = start_replica("--concurrency", "1")
+    env = {**replica_env(), "QVQ_SPACE": busy.url}
+    blocker = subprocess.Popen(  # holds the Space's only slot until we let it go
+        [
+            sys.executable,
+            "-m",
+            "qvq_gradio.cli",
+            "ask",
+            f"{marker}-hold [[replica fail=hang after=1]]",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=env,
+    )
+    busy.wait_started(f"{marker}-hold")
+    main_fd, term_fd = pty.openpty()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "qvq_gradio.cli",
+            "ask",
+            f"{marker} [[replica tokens=2 delay=0]]",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=term_fd,
+        env=env,
+        text=True,
+    )
+    os.close(term_fd)
+    seen = b""
+    deadline = time.monotonic() + 60
+    try:
+        while b"waiting in the Space's queue: position 1" not in seen:
+            assert time.monotonic() < deadline, seen
+            ready, _, _ = select.select([main_fd], [], [], 1)
+            if ready:
+                seen += os.read(main_fd, 4096)
+        blocker.send_signal(signal.SIGINT)  # frees the slot: our question runs now
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        blocker.kill()
+        proc.kill()
+        blocker.wait()
+        os.close(main_fd)
+    assert proc.returncode == 0
+    assert out.rstrip().endswith("\\boxed{2}")
+    assert seen.startswith(b"\r\x1b[K")  # a status line redrawn in place, not a log
 
 
 # -- what the environment did: one line, never "internal error" ---------------------------------

@@ -221,7 +221,7 @@ async def test_an_auth_failure_disables_that_space(qvq_replicas: Any, marker: st
 
 
 async def test_a_recovered_space_is_used_again_within_seconds(
-    qvq_replicas: Any, marker: str, monkeypatch: pytest.MonkeyPatch
+    qvq_replicas: Any, marker: str, monkeypatch: pytest.MonkeyPatch, start_replica: Any
 ) -> None:
     # A backoff of ten minutes: only the cheap probe of a cooling Space can bring it back in
     # time, and the questions that failed together count as one failure.
@@ -251,8 +251,9 @@ async def test_a_recovered_space_is_used_again_within_seconds(
             await anyio.to_thread.run_sync(victim.kill)  # under load: several fail at once
         row = {r.space: r for r in pool.status()}[victim.url]
         assert row.state == "cooling"
-        revived = ReplicaProcess(["--concurrency", "4"], env=victim._env, port=port)
-        await anyio.to_thread.run_sync(revived.start)
+        revived = await anyio.to_thread.run_sync(
+            lambda: start_replica("--concurrency", "4", port=port)
+        )
         try:
             with anyio.fail_after(60):
                 while True:

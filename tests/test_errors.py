@@ -32,7 +32,7 @@ from qvq_gradio import (
 )
 from qvq_gradio.replica import ReplicaProcess
 
-from .conftest import ended, replica_env
+from .conftest import ended
 
 pytestmark = pytest.mark.anyio
 
@@ -118,9 +118,12 @@ async def test_connect_timeout(no_blocking: Any) -> None:
 
 
 @pytest.fixture(scope="module")
-def private_replica() -> Iterator[ReplicaProcess]:
-    with ReplicaProcess(["--require-token", TOKEN], env=replica_env()) as server:
-        yield server
+def private_replica(qvq_replica_host: Any) -> Iterator[Any]:
+    from qvq_gradio.cli.replica import replica_config
+
+    server = qvq_replica_host.start(replica_config(["--require-token", TOKEN]))
+    yield server
+    server.stop()
 
 
 async def test_authentication(
@@ -161,21 +164,22 @@ async def test_the_environments_token_is_not_sent_to_another_host(
 # -- queue: position updates, then a full queue ---------------------------------------------------
 
 
-async def test_queue_updates_and_full_queue(marker: str) -> None:
-    args = ["--concurrency", "1", "--max-queue", "1"]
-    with ReplicaProcess(args, env=replica_env()) as server:
-        async with Session(server.url) as session:
-            running = session.stream(f"{marker}-a [[replica tokens=5 delay=0 fail=hang after=1]]")
-            await running.__anext__()  # generating, and will hang: holds the one slot
-            waiting = session.events(f"{marker}-b [[replica tokens=1 delay=0]]")
-            update = await waiting.__anext__()
-            assert isinstance(update, QueueUpdate)
-            assert update.position == 0
-            with pytest.raises(RateLimitError, match=r"queue of http://127\.0\.0\.1:\d+ is full"):
-                await session.ask(f"{marker}-c")
-            await running.aclose()  # frees the slot: the waiting job now runs to the end
-            rest = [event async for event in waiting]
-            assert any(isinstance(event, TextDelta) for event in rest)
+async def test_queue_updates_and_full_queue(marker: str, start_replica: Any) -> None:
+    server = await anyio.to_thread.run_sync(
+        lambda: start_replica("--concurrency", "1", "--max-queue", "1")
+    )
+    async with Session(server.url) as session:
+        running = session.stream(f"{marker}-a [[replica tokens=5 delay=0 fail=hang after=1]]")
+        await running.__anext__()  # generating, and will hang: holds the one slot
+        waiting = session.events(f"{marker}-b [[replica tokens=1 delay=0]]")
+        update = await waiting.__anext__()
+        assert isinstance(update, QueueUpdate)
+        assert update.position == 0
+        with pytest.raises(RateLimitError, match=r"queue of http://127\.0\.0\.1:\d+ is full"):
+            await session.ask(f"{marker}-c")
+        await running.aclose()  # frees the slot: the waiting job now runs to the end
+        rest = [event async for event in waiting]
+        assert any(isinstance(event, TextDelta) for event in rest)
 
 
 # -- failures a real server cannot easily produce (pytest-mock) ----------------------------------

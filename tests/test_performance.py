@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
@@ -32,10 +33,13 @@ pytestmark = pytest.mark.anyio
 
 
 @pytest.fixture(scope="module")
-def counted() -> Iterator[ReplicaProcess]:
+def counted(qvq_replica_host: Any) -> Iterator[Any]:
     """A replica of this module's own: its route counters see only these tests."""
-    with ReplicaProcess(["--concurrency", "64"], env=replica_env()) as server:
-        yield server
+    from qvq_gradio.cli.replica import replica_config
+
+    server = qvq_replica_host.start(replica_config(["--concurrency", "64"]))
+    yield server
+    server.stop()
 
 
 async def test_the_config_is_read_at_connection_not_per_question(
@@ -281,32 +285,33 @@ def _cold_ask(url: str, prompt: str, home: str) -> str:
 
 
 def test_a_cold_command_reuses_the_kept_description_and_drops_it_when_the_space_changes(
-    tmp_path: Path, marker: str
+    tmp_path: Path, marker: str, start_replica: Any
 ) -> None:
     home = str(tmp_path)
     port = _free_port()
-    with ReplicaProcess(env=replica_env(), port=port) as first:
-        one = f"{marker}-1 [[replica tokens=3 delay=0]]"
-        assert _cold_ask(first.url, one, home).strip() == expected_text(one, 3)
-        hits = first.hits()
-        # The first command described the Space (config and API info) and kept it.
-        assert hits.get("config", 0) == 1 and hits.get("info", 0) == 1
-        two = f"{marker}-2 [[replica tokens=3 delay=0]]"
-        assert _cold_ask(first.url, two, home).strip() == expected_text(two, 3)
-        hits = first.hits()
-        # The second read no API info: the config only, alongside its job, to check it.
-        assert hits.get("info", 0) == 1 and hits.get("config", 0) == 2
+    first = start_replica(port=port)
+    one = f"{marker}-1 [[replica tokens=3 delay=0]]"
+    assert _cold_ask(first.url, one, home).strip() == expected_text(one, 3)
+    hits = first.hits()
+    # The first command described the Space (config and API info) and kept it.
+    assert hits.get("config", 0) == 1 and hits.get("info", 0) == 1
+    two = f"{marker}-2 [[replica tokens=3 delay=0]]"
+    assert _cold_ask(first.url, two, home).strip() == expected_text(two, 3)
+    hits = first.hits()
+    # The second read no API info: the config only, alongside its job, to check it.
+    assert hits.get("info", 0) == 1 and hits.get("config", 0) == 2
+    first.stop()
     # The same address, another app whose function index 0 is no longer /generate.
-    with ReplicaProcess(["--layout", "reordered"], env=replica_env(), port=port) as second:
-        three = f"{marker}-3 [[replica tokens=3 delay=0]]"
-        out = _cold_ask(second.url, three, home)
-        assert OTHER_FUNCTION_TEXT not in out
-        assert out.strip() == expected_text(three, 3)
-        after_redeploy = second.hits().get("info", 0)
-        assert after_redeploy == 1  # the stale description was dropped and read anew
-        four = f"{marker}-4 [[replica tokens=3 delay=0]]"
-        assert _cold_ask(second.url, four, home).strip() == expected_text(four, 3)
-        assert second.hits().get("info", 0) == after_redeploy  # and kept again
+    second = start_replica("--layout", "reordered", port=port)
+    three = f"{marker}-3 [[replica tokens=3 delay=0]]"
+    out = _cold_ask(second.url, three, home)
+    assert OTHER_FUNCTION_TEXT not in out
+    assert out.strip() == expected_text(three, 3)
+    after_redeploy = second.hits().get("info", 0)
+    assert after_redeploy == 1  # the stale description was dropped and read anew
+    four = f"{marker}-4 [[replica tokens=3 delay=0]]"
+    assert _cold_ask(second.url, four, home).strip() == expected_text(four, 3)
+    assert second.hits().get("info", 0) == after_redeploy  # and kept again
 
 
 @pytest.mark.parametrize("args", [["--help"], ["--version"], ["history", "list", "-n", "1"]])

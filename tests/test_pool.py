@@ -69,7 +69,7 @@ async def test_ninety_questions_answered_once_each_spread_over_three(
 
 
 async def test_a_killed_space_is_skipped_until_it_is_back(
-    qvq_replicas: Factory, marker: str, monkeypatch: pytest.MonkeyPatch
+    qvq_replicas: Factory, marker: str, monkeypatch: pytest.MonkeyPatch, start_replica: Any
 ) -> None:
     monkeypatch.setattr("qvq_gradio.pool._BACKOFF_CAP", 1.0)
     port = _free_port()
@@ -122,9 +122,9 @@ async def test_a_killed_space_is_skipped_until_it_is_back(
         assert "SpaceConnectionError" in (row.last_error or "")
 
         # Back on the same address: once its cooling ends, the pool uses it again.
-        revived = ReplicaProcess(
-            ["--concurrency", "2"], env=victim._env, port=port
-        ).start()
+        revived = await anyio.to_thread.run_sync(
+            lambda: start_replica("--concurrency", "2", port=port)
+        )
         try:
             with anyio.fail_after(60):
                 spaces: set[str] = set()

@@ -18,6 +18,7 @@ import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
@@ -169,8 +170,10 @@ async def test_reset_connection_keeps_the_partial_text_and_stderr_quiet(
     assert "Traceback" not in capfd.readouterr().err
 
 
-async def test_killed_space_mid_answer_keeps_the_partial_text(marker: str) -> None:
-    server = ReplicaProcess(env=replica_env()).start()
+async def test_killed_space_mid_answer_keeps_the_partial_text(
+    marker: str, start_replica: Any
+) -> None:
+    server = await anyio.to_thread.run_sync(start_replica)
     try:
         async with Session(server.url, idle_timeout=30) as session:
             received = ""
@@ -207,17 +210,20 @@ async def test_a_stopped_space_exits_while_a_session_holds_its_heartbeat(
 # -- 2. a redeployed Space ------------------------------------------------------------------------
 
 
-async def test_redeployed_space_is_detected_before_any_wrong_text(marker: str) -> None:
+async def test_redeployed_space_is_detected_before_any_wrong_text(
+    marker: str, start_replica: Any
+) -> None:
     port = _free_port()
-    first = ReplicaProcess(env=replica_env(), port=port).start()
+    first = await anyio.to_thread.run_sync(lambda: start_replica(port=port))
     try:
         async with Session(first.url, idle_timeout=30) as session:
             prompt = f"{marker}-1 [[replica tokens=3 delay=0]]"
             assert await session.ask(prompt) == expected_text(prompt, 3)
             await anyio.to_thread.run_sync(first.stop)
             # The same address, an app whose function index 0 is no longer /generate.
-            second = ReplicaProcess(["--layout", "reordered"], env=replica_env(), port=port)
-            second.start()
+            second = await anyio.to_thread.run_sync(
+                lambda: start_replica("--layout", "reordered", port=port)
+            )
             try:
                 for n in (2, 3):
                     prompt = f"{marker}-{n} [[replica tokens=3 delay=0]]"
@@ -231,12 +237,14 @@ async def test_redeployed_space_is_detected_before_any_wrong_text(marker: str) -
         await anyio.to_thread.run_sync(first.stop)
 
 
-async def test_space_whose_generate_changed_inputs_is_a_protocol_error(marker: str) -> None:
-    with ReplicaProcess(["--layout", "text-only"], env=replica_env()) as server:
-        async with Session(server.url) as session:
-            with pytest.raises(ProtocolError, match=r"not \[image, text\]"):
-                await session.ask(f"{marker} [[replica tokens=3 delay=0]]")
-            assert not [r for r in server.requests() if marker in r["prompt"]]
+async def test_space_whose_generate_changed_inputs_is_a_protocol_error(
+    marker: str, start_replica: Any
+) -> None:
+    server = await anyio.to_thread.run_sync(lambda: start_replica("--layout", "text-only"))
+    async with Session(server.url) as session:
+        with pytest.raises(ProtocolError, match=r"not \[image, text\]"):
+            await session.ask(f"{marker} [[replica tokens=3 delay=0]]")
+        assert not [r for r in server.requests() if marker in r["prompt"]]
 
 
 # -- 3. no token in any exception -----------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from contextlib import aclosing
 from typing import Any
 
@@ -149,17 +150,10 @@ def replica_command(
 ) -> None:
     """Serve the bundled replica of the QVQ Space (for offline tests)."""
     replica = need_replica()
-    config = replica.ReplicaConfig(
-        tokens=tokens,
-        delay=delay,
-        concurrency=concurrency,
-        fail=fail,
-        fail_after=fail_after,
-        max_queue=max_queue,
-        token=require_token,
-        layout=layout,
-        quota_budget=quota_budget,
-        quota_retry=quota_retry,
+    config = _config(
+        replica, tokens=tokens, delay=delay, concurrency=concurrency, fail=fail,
+        fail_after=fail_after, max_queue=max_queue, require_token=require_token,
+        quota_budget=quota_budget, quota_retry=quota_retry, layout=layout,
     )
 
     def ready(url: str) -> None:
@@ -171,3 +165,20 @@ def replica_command(
         replica.serve(config, host, port, ready=ready)
     except OSError as exc:  # the port is taken, the address is not this machine's
         raise Failure(f"cannot listen on {host}:{port}: {exc.strerror or exc}", 2) from None
+
+
+def _config(replica: Any, *, require_token: str | None, **options: Any) -> Any:
+    """The ReplicaConfig for the command's options (all but where it listens)."""
+    return replica.ReplicaConfig(token=require_token, **options)
+
+
+def replica_config(args: Sequence[str]) -> Any:
+    """The ReplicaConfig that ``qvq replica ARGS`` would serve (checked as the command checks
+    them; ``--host`` and ``--port`` are left out): how the pytest plugin starts replicas."""
+    replica = need_replica()
+    # The group's help names: click keeps the help option the first context made for good.
+    with replica_command.make_context(
+        "replica", list(args), help_option_names=["-h", "--help"]
+    ) as ctx:
+        options = {k: v for k, v in ctx.params.items() if k not in ("host", "port")}
+    return _config(replica, **options)
