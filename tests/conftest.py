@@ -89,6 +89,54 @@ def start_replica(qvq_replica_host: ReplicaHost) -> Iterator[Callable[..., Hoste
         replica.stop()
 
 
+class Served:
+    """``qvq serve`` in this process: the app the command builds from its options, served by
+    uvicorn on a thread on a loopback port of its own (signal tests run the real command)."""
+
+    def __init__(self, space: str, args: tuple[str, ...]) -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        from qvq_gradio.cli.serve import build, serve
+
+        with serve.make_context("serve", ["--space", space, *args],
+                                help_option_names=["-h", "--help"]) as ctx:
+            application, _, _ = build(ctx.params)
+        self._sock = socket.create_server(("127.0.0.1", 0))  # listening: clients queue at once
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
+        self.base_url = f"{self.url}/v1"
+        config = uvicorn.Config(application, log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=5)
+        self._server = uvicorn.Server(config)
+        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]})
+        self._thread.start()
+
+    def close(self) -> None:
+        self._server.should_exit = True  # the lifespan's end closes the session
+        self._thread.join(30)
+        self._sock.close()
+
+
+@pytest.fixture
+def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Served]]:
+    """``served(space, *options, home=None)``: ``qvq serve`` in-process (see :class:`Served`);
+    ``home``: its ``$QVQ_HOME`` (the history), else the run's."""
+    started: list[Served] = []
+
+    def make(space: str, *args: str, home: str | None = None) -> Served:
+        if home is not None:
+            monkeypatch.setenv("QVQ_HOME", home)
+        server = Served(space, args)
+        started.append(server)
+        return server
+
+    yield make
+    for server in started:
+        server.close()
+
+
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"

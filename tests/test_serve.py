@@ -19,15 +19,17 @@ from PIL import Image
 from qvq_gradio.pytest_plugin import ServeProcess
 from qvq_gradio.replica import ReplicaProcess
 
+from .conftest import Served as InProcess
 from .test_stream import expected_text
 
 Serve = Callable[..., ServeProcess]
+Served = Callable[..., InProcess]
 MODEL = "qwen-qvq-72b-preview"
 
 
 @pytest.fixture
-def server(qvq_server: Serve, replica: ReplicaProcess) -> ServeProcess:
-    return qvq_server(replica.url, "--no-history", "--hold", "2", "--keepalive", "0.2")
+def server(served: Served, replica: ReplicaProcess) -> ServeProcess:
+    return served(replica.url, "--no-history", "--hold", "2", "--keepalive", "0.2")
 
 
 _OPEN: list[openai.OpenAI] = []
@@ -128,9 +130,9 @@ def test_no_final_section_still_gives_content(server: ServeProcess, marker: str)
 
 
 def test_inline_mode_is_the_spaces_text_byte_exact(
-    qvq_server: Serve, replica: ReplicaProcess, marker: str
+    served: Served, replica: ReplicaProcess, marker: str
 ) -> None:
-    server = qvq_server(replica.url, "--no-history", "--reasoning", "inline")
+    server = served(replica.url, "--no-history", "--reasoning", "inline")
     prompt = f"{marker} [[replica tokens=7 delay=0]]"
     stream = _client(server).chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": prompt}], stream=True
@@ -190,9 +192,9 @@ def test_bad_input_is_a_400_before_anything_is_sent(
 
 
 def test_a_wrong_key_is_a_401_in_openais_shape(
-    qvq_server: Serve, replica: ReplicaProcess
+    served: Served, replica: ReplicaProcess
 ) -> None:
-    server = qvq_server(replica.url, "--no-history", "--api-key", "s3cret-key")
+    server = served(replica.url, "--no-history", "--api-key", "s3cret-key")
     with pytest.raises(openai.AuthenticationError):
         _client(server, "wrong").models.list()
     raw = httpx.get(f"{server.base_url}/models")
@@ -213,8 +215,8 @@ def test_quota_is_a_429_with_retry_after_also_when_streaming(
         assert response.json()["error"]["code"] == "quota_exceeded"
 
 
-def test_an_unreachable_space_is_a_503(qvq_server: Serve) -> None:
-    server = qvq_server("http://127.0.0.1:9", "--no-history", "--connect-timeout", "5")
+def test_an_unreachable_space_is_a_503(served: Served) -> None:
+    server = served("http://127.0.0.1:9", "--no-history", "--connect-timeout", "5")
     with pytest.raises(openai.InternalServerError) as caught:
         _client(server).chat.completions.create(
             model=MODEL, messages=[{"role": "user", "content": "hi"}]
@@ -365,10 +367,10 @@ def _post_stream(server: ServeProcess, prompt: str, **timeouts: float) -> Any:
 
 
 def test_queued_streams_get_keepalives_and_a_disconnect_there_cancels(
-    qvq_replicas: Any, qvq_server: Serve, marker: str
+    qvq_replicas: Any, served: Served, marker: str
 ) -> None:
     (space,) = qvq_replicas(1, "--concurrency", "1")
-    server = qvq_server(space.url, "--no-history", "--hold", "0.3", "--keepalive", "0.2")
+    server = served(space.url, "--no-history", "--hold", "0.3", "--keepalive", "0.2")
     first, queued, after = (f"{marker}-{n}" for n in ("first", "queued", "after"))
     with _post_stream(server, f"{first} [[replica tokens=3000 delay=0.01]]") as running:
         lines = running.iter_lines()
@@ -408,9 +410,9 @@ def test_an_error_after_text_is_a_last_error_chunk_then_done(
     ("directive", "status"), [("fail=before", 502), ("fail=hang after=0", 504)]
 )
 def test_the_spaces_errors_and_timeouts_have_their_statuses(
-    qvq_server: Serve, replica: ReplicaProcess, marker: str, directive: str, status: int
+    served: Served, replica: ReplicaProcess, marker: str, directive: str, status: int
 ) -> None:
-    server = qvq_server(replica.url, "--no-history", "--idle-timeout", "1")
+    server = served(replica.url, "--no-history", "--idle-timeout", "1")
     prompt = f"{marker} [[replica {directive}]]"
     response = httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
         "model": MODEL, "messages": [{"role": "user", "content": prompt}]})
@@ -419,11 +421,10 @@ def test_the_spaces_errors_and_timeouts_have_their_statuses(
 
 
 def test_an_image_by_url_and_the_history_and_cache(
-    qvq_server: Serve, replica: ReplicaProcess, marker: str, tmp_path: Any
+    served: Served, replica: ReplicaProcess, marker: str, tmp_path: Any
 ) -> None:
     import functools
     import http.server
-    import os
     import threading
 
     Image.new("RGB", (40, 30), (0, 90, 200)).save(tmp_path / "blue.png")
@@ -432,8 +433,8 @@ def test_an_image_by_url_and_the_history_and_cache(
     threading.Thread(target=images.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{images.server_address[1]}/blue.png"
-        env = {**os.environ, "QVQ_HOME": str(tmp_path / "home")}
-        server = qvq_server(replica.url, "--cache", "--allow-private-urls", env=env)
+        server = served(replica.url, "--cache", "--allow-private-urls",
+                        home=str(tmp_path / "home"))
         messages = [{"role": "user", "content": [
             {"type": "text", "text": f"{marker} [[replica tokens=2 delay=0]]"},
             {"type": "image_url", "image_url": url}]}]
@@ -449,19 +450,19 @@ def test_an_image_by_url_and_the_history_and_cache(
         images.server_close()
 
 
-def test_health_shows_each_space_of_a_pool(qvq_replicas: Any, qvq_server: Serve) -> None:
+def test_health_shows_each_space_of_a_pool(qvq_replicas: Any, served: Served) -> None:
     spaces = qvq_replicas(2)
-    server = qvq_server(",".join(s.url for s in spaces), "--no-history")
+    server = served(",".join(s.url for s in spaces), "--no-history")
     health = httpx.get(f"{server.url}/health", timeout=30).json()
     assert [row["space"] for row in health["spaces"]] == [s.url for s in spaces]
     assert health["status"] == "ok"
 
 
 def test_every_space_of_a_pool_cooling_is_a_429_with_retry_after(
-    qvq_replicas: Any, qvq_server: Serve, marker: str
+    qvq_replicas: Any, served: Served, marker: str
 ) -> None:
     spaces = qvq_replicas(2)
-    server = qvq_server(",".join(s.url for s in spaces), "--no-history",
+    server = served(",".join(s.url for s in spaces), "--no-history",
                         "--connect-timeout", "5")
     for space in spaces:
         space.kill()

@@ -1,7 +1,8 @@
 """``qvq serve`` reads nothing a client names but what the operator offered, and caps it all.
 
-The server runs in this process (uvicorn on a thread, over a real session to the replica) and
-is asked by real clients: the openai SDK, httpx, and a raw socket where framing matters.
+The server runs in this process (the app ``qvq serve`` builds from its options, served by
+uvicorn on a thread, over a real session to the replica) and is asked by real clients: the
+openai SDK, httpx, and a raw socket where framing matters.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ import io
 import json
 import random
 import socket
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -19,58 +19,21 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import uvicorn
 from PIL import Image
 
-from qvq_gradio import Session
 from qvq_gradio.replica import ReplicaProcess
-from qvq_gradio.serve import app
 from qvq_gradio.serve.errors import FETCH_FAILED
-from qvq_gradio.serve.limits import IMAGE_REFUSED, Limits
+from qvq_gradio.serve.limits import IMAGE_REFUSED
 
+from .conftest import Served
 from .web import Web
 
 MODEL = "qwen-qvq-72b-preview"
 
 
-class InProcessServer:
-    """``app(session, ...)`` served by uvicorn on a thread, on a loopback port of its own."""
-
-    def __init__(self, space: str, **options: Any) -> None:
-        self.session = Session(space, idle_timeout=30, total_timeout=60)
-        self._sock = socket.create_server(("127.0.0.1", 0))  # listening: clients queue at once
-        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}"
-        self.base_url = f"{self.url}/v1"
-        config = uvicorn.Config(app(self.session, **options), log_level="warning",
-                                lifespan="off")
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]})
-        self._thread.start()
-
-    def close(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(30)
-        self._sock.close()
-        self.session.close()
-
-
 @pytest.fixture
-def served(replica: ReplicaProcess) -> Iterator[Callable[..., InProcessServer]]:
-    started: list[InProcessServer] = []
-
-    def make(**options: Any) -> InProcessServer:
-        server = InProcessServer(replica.url, **options)
-        started.append(server)
-        return server
-
-    yield make
-    for server in started:
-        server.close()
-
-
-@pytest.fixture
-def server(served: Callable[..., InProcessServer]) -> InProcessServer:
-    return served()
+def server(served: Callable[..., Served], replica: ReplicaProcess) -> Served:
+    return served(replica.url, "--no-history")
 
 
 def _png(size: tuple[int, int] = (40, 30)) -> bytes:
@@ -83,7 +46,7 @@ def _data_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode()
 
 
-def _chat(server: InProcessServer, content: Any, **body: Any) -> httpx.Response:
+def _chat(server: Served, content: Any, **body: Any) -> httpx.Response:
     return httpx.post(f"{server.base_url}/chat/completions", timeout=60, json={
         "model": MODEL, "messages": [{"role": "user", "content": content}], **body})
 
@@ -96,7 +59,7 @@ def _asked(replica: ReplicaProcess, marker: str) -> list[dict[str, Any]]:
 
 
 def test_an_image_named_by_path_or_another_scheme_is_one_400_whatever_is_on_disk(
-    server: InProcessServer, replica: ReplicaProcess, marker: str, tmp_path: Path
+    server: Served, replica: ReplicaProcess, marker: str, tmp_path: Path
 ) -> None:
     picture = tmp_path / "picture.png"
     picture.write_bytes(_png())
@@ -136,7 +99,7 @@ def images() -> Iterator[Web]:
 
 
 def test_urls_on_the_servers_own_network_are_refused_unfetched(
-    server: InProcessServer, replica: ReplicaProcess, marker: str, images: Web
+    server: Served, replica: ReplicaProcess, marker: str, images: Web
 ) -> None:
     port = images.server_address[1]
     for url in (f"{images.url}/picture.png", f"http://localhost:{port}/picture.png",
@@ -151,10 +114,10 @@ def test_urls_on_the_servers_own_network_are_refused_unfetched(
 
 
 def test_an_operator_may_allow_private_urls(
-    served: Callable[..., InProcessServer], replica: ReplicaProcess, marker: str,
+    served: Callable[..., Served], replica: ReplicaProcess, marker: str,
     images: Web,
 ) -> None:
-    server = served(limits=Limits(allow_private_urls=True))
+    server = served(replica.url, "--no-history", "--allow-private-urls")
     response = _chat(server, [{"type": "text", "text": f"{marker} [[replica tokens=2 delay=0]]"},
                               {"type": "image_url", "image_url": f"{images.url}/picture.png"}])
     assert response.status_code == 200, response.text
@@ -188,7 +151,7 @@ async def test_each_redirect_is_checked_again(
 # -- 2. every size capped ----------------------------------------------------------------------
 
 
-def _raw(server: InProcessServer, head: bytes, *chunks: bytes) -> tuple[int, dict[str, Any]]:
+def _raw(server: Served, head: bytes, *chunks: bytes) -> tuple[int, dict[str, Any]]:
     """Send ``head`` and ``chunks`` on a socket of our own; the response's status and JSON."""
     port = int(server.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
@@ -206,9 +169,9 @@ def _raw(server: InProcessServer, head: bytes, *chunks: bytes) -> tuple[int, dic
 
 
 def test_a_body_declared_over_the_cap_is_a_413_before_it_is_sent(
-    served: Callable[..., InProcessServer],
+    served: Callable[..., Served], replica: ReplicaProcess
 ) -> None:
-    server = served(limits=Limits(max_body_bytes=65536))
+    server = served(replica.url, "--no-history", "--max-body-bytes", "64KiB")
     # Only the headers go out: the answer must come without the body.
     status, body = _raw(server, b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                                 b"Content-Type: application/json\r\n"
@@ -218,9 +181,9 @@ def test_a_body_declared_over_the_cap_is_a_413_before_it_is_sent(
 
 
 def test_a_chunked_body_over_the_cap_is_a_413(
-    served: Callable[..., InProcessServer], replica: ReplicaProcess, marker: str
+    served: Callable[..., Served], replica: ReplicaProcess, marker: str
 ) -> None:
-    server = served(limits=Limits(max_body_bytes=65536))
+    server = served(replica.url, "--no-history", "--max-body-bytes", "64KiB")
     start = json.dumps({"model": MODEL, "messages": [{"role": "user", "content": marker}]})
     payload = start[:-3].encode() + b"x" * 100_000 + b'"}]}'
     chunks = [payload[i:i + 16384] for i in range(0, len(payload), 16384)]
@@ -238,9 +201,10 @@ def test_a_chunked_body_over_the_cap_is_a_413(
 
 
 def test_images_are_capped_in_bytes_and_in_pixels(
-    served: Callable[..., InProcessServer], replica: ReplicaProcess, marker: str
+    served: Callable[..., Served], replica: ReplicaProcess, marker: str
 ) -> None:
-    server = served(limits=Limits(max_image_bytes=50_000, max_image_pixels=1_000_000))
+    server = served(replica.url, "--no-history", "--max-image-bytes", "50000",
+                    "--max-image-pixels", "1000000")
     noise = Image.frombytes("RGB", (200, 200), random.Random(0).randbytes(200 * 200 * 3))
     out = io.BytesIO()
     noise.save(out, "PNG")
@@ -264,9 +228,9 @@ def test_images_are_capped_in_bytes_and_in_pixels(
 
 
 def test_errors_the_framework_answers_are_in_openais_shape(
-    served: Callable[..., InProcessServer],
+    served: Callable[..., Served], replica: ReplicaProcess
 ) -> None:
-    server = served(api_key="s3cret-key")
+    server = served(replica.url, "--no-history", "--api-key", "s3cret-key")
     headers = {"Authorization": "Bearer s3cret-key"}
     for method, path, status in (("GET", "/v1/chat/completions", 405),
                                  ("DELETE", "/v1/models", 405),

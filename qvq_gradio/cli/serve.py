@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from .options import BYTES, SECONDS, connect_from, space_option, token_option
 from .running import Failure
 
-__all__ = ["serve"]
+if TYPE_CHECKING:
+    from ..protocol import SessionLike
+    from ..serve.draining import Draining
+
+__all__ = ["build", "serve"]
 
 _EXAMPLES = """\b
 Examples:
@@ -75,58 +80,10 @@ def _loopback(host: str) -> bool:
 @click.option("--allow-private-urls", is_flag=True,
               help="Fetch image URLs from loopback and private addresses too (tests, a lab "
               "network); by default only public addresses are fetched.")
-def serve(
-    space: Sequence[str],
-    token: str | None,
-    proxy: str | None,
-    host: str,
-    port: int,
-    api_key: str | None,
-    reasoning: str,
-    cors_origin: Sequence[str],
-    no_history: bool,
-    cache: bool,
-    connect_timeout: float,
-    idle_timeout: float,
-    max_running: int,
-    max_waiting: int,
-    hold: float,
-    keepalive: float,
-    shutdown_grace: float,
-    max_body_bytes: int | None,
-    max_image_bytes: int | None,
-    max_image_pixels: int | None,
-    allow_private_urls: bool,
-) -> None:
+def serve(**options: Any) -> None:
     """Serve the Space as an OpenAI-compatible API (/v1/chat/completions)."""
-    if not _loopback(host) and not api_key:
-        raise click.UsageError(
-            f"refusing to listen on {host} without an API key: pass --api-key (or set "
-            "$QVQ_API_KEY), or listen on 127.0.0.1"
-        )
-    try:
-        import uvicorn  # noqa: F401  (the server runs on it)
-
-        from ..serve import app
-        from ..serve.draining import Draining, run
-        from ..serve.limits import Limits
-    except ImportError as exc:
-        raise Failure(f"qvq serve needs the serve extra: pip install 'qvq-gradio[serve]' "
-                      f"({exc.name} is missing)", 2) from None
-    from ..serve.shapes import MODELS
-
-    session = connect_from(space, token, proxy, connect_timeout, idle_timeout, None,
-                           no_history, cache)
-    draining = Draining(shutdown_grace)
-    given = {"max_body_bytes": max_body_bytes, "max_image_bytes": max_image_bytes,
-             "max_image_pixels": max_image_pixels}
-    limits = Limits(allow_private_urls=allow_private_urls,
-                    **{name: value for name, value in given.items() if value is not None})
-    application = app(
-        session, api_key=api_key, reasoning="split" if reasoning == "split" else "inline",
-        cors_origins=cors_origin, max_running=max_running, max_waiting=max_waiting,
-        hold=hold, keepalive=keepalive, close_session=True, limits=limits, draining=draining,
-    )
+    host, port = options["host"], options["port"]
+    application, draining, session = build(options)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -135,8 +92,46 @@ def serve(
     except OSError as exc:
         sock.close()
         raise Failure(f"cannot listen on {host}:{port}: {exc.strerror}", 2) from None
+    from ..serve.draining import run
+    from ..serve.shapes import MODELS
+
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
+    spaces = ", ".join(options["space"]) or "default"
     click.echo(f"qvq serve: http://{shown}:{bound}/v1  models: {', '.join(MODELS)}  "
-               f"space: {getattr(session, 'space', ', '.join(space) or 'default')}", err=True)
+               f"space: {getattr(session, 'space', spaces)}", err=True)
     run(application, sock, draining)
+
+
+def build(options: Mapping[str, Any]) -> tuple[Any, Draining, SessionLike]:
+    """What ``qvq serve`` serves, from its options (as click parsed them): the ASGI app, the
+    stop it drains by, and the session it closes at shutdown. Tests serve it in-process."""
+    if not _loopback(options["host"]) and not options["api_key"]:
+        raise click.UsageError(
+            f"refusing to listen on {options['host']} without an API key: pass --api-key (or "
+            "set $QVQ_API_KEY), or listen on 127.0.0.1"
+        )
+    try:
+        import uvicorn  # noqa: F401  (the server runs on it)
+
+        from ..serve import app
+        from ..serve.draining import Draining
+        from ..serve.limits import Limits
+    except ImportError as exc:
+        raise Failure(f"qvq serve needs the serve extra: pip install 'qvq-gradio[serve]' "
+                      f"({exc.name} is missing)", 2) from None
+    session = connect_from(options["space"], options["token"], options["proxy"],
+                           options["connect_timeout"], options["idle_timeout"], None,
+                           options["no_history"], options["cache"])
+    draining = Draining(options["shutdown_grace"])
+    caps = ("max_body_bytes", "max_image_bytes", "max_image_pixels")
+    limits = Limits(allow_private_urls=options["allow_private_urls"],
+                    **{name: options[name] for name in caps if options[name] is not None})
+    application = app(
+        session, api_key=options["api_key"],
+        reasoning="split" if options["reasoning"] == "split" else "inline",
+        cors_origins=options["cors_origin"], max_running=options["max_running"],
+        max_waiting=options["max_waiting"], hold=options["hold"],
+        keepalive=options["keepalive"], close_session=True, limits=limits, draining=draining,
+    )
+    return application, draining, session
