@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import types
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -476,14 +477,13 @@ def test_concurrent_writers_lose_no_row(tmp_path: Path) -> None:
 def test_cli_records_by_default_and_history_lists_it(
     replica: ReplicaProcess, marker: str, tmp_path: Path
 ) -> None:
-    env = {**replica_env(), "QVQ_HOME": str(tmp_path)}
+    from .test_cli import run
+
     prompt = f"{marker} [[replica tokens=2 delay=0]]"
 
-    def qvq(*args: str, extra: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "qvq_gradio", *args], capture_output=True, text=True,
-            env={**env, **(extra or {})}, timeout=120,
-        )
+    def qvq(*args: str, extra: dict[str, str] | None = None) -> Any:
+        code, out, err = run(list(args), env={"QVQ_HOME": str(tmp_path), **(extra or {})})
+        return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
     assert qvq("ask", prompt, "--space", replica.url).returncode == 0
     assert qvq("ask", f"{prompt} off", "--space", replica.url, "--no-history").returncode == 0

@@ -13,6 +13,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -328,16 +329,18 @@ def test_cli_bad_rows_exit_8_and_unusable_files_exit_2(tmp_path: Path, replica: 
     assert "no items found" in done.stderr
 
 
-def _qvq(*args: str, url: str, env: dict[str, str] | None = None) -> Any:
-    return subprocess.run(
-        [sys.executable, "-m", "qvq_gradio", *args, "--space", url, "--no-progress"]
-        if args[0] == "batch"
-        else [sys.executable, "-m", "qvq_gradio", *args],
-        capture_output=True,
-        text=True,
-        env=env or replica_env(),
-        timeout=120,
-    )
+def _qvq(*args: str, url: str, env: dict[str, str] | None = None, process: bool = False) -> Any:
+    """``qvq ARGS`` in this process (main(), its exit code and output; ``env`` adds to the
+    test's environment), or with ``process`` as a command of its own (where what it logs to
+    stderr is checked: in this process, logging goes to pytest)."""
+    from .test_cli import run
+
+    argv = [*args, "--space", url, "--no-progress"] if args[0] == "batch" else list(args)
+    if process:
+        return subprocess.run([sys.executable, "-m", "qvq_gradio", *argv], capture_output=True,
+                              text=True, env={**replica_env(), **(env or {})}, timeout=120)
+    code, out, err = run(argv, env=env)
+    return types.SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
 
 @pytest.mark.parametrize("retry", [False, True])
@@ -427,7 +430,7 @@ def test_a_csv_record_torn_mid_answer_is_dropped_and_the_run_resumes(
     # What a kill in the middle of writing a multi-line answer leaves: a quoted cell, open.
     torn = b'r9,ok,"Received prompt\nLet me look at this carefully\nand then'
     output.write_bytes(whole + torn)
-    done = _qvq("batch", str(source), "-o", str(output), url=replica.url)
+    done = _qvq("batch", str(source), "-o", str(output), url=replica.url, process=True)
     assert done.returncode == 0, done.stderr
     assert "cut short by an earlier crash" in done.stderr
     raw = output.read_bytes()
