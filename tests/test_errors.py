@@ -217,7 +217,8 @@ async def test_http_429_on_join_is_a_rate_limit(session: Session, mocker: Any) -
 async def test_failure_before_first_server_message_does_not_hang(
     session: Session, mocker: Any
 ) -> None:
-    # gradio_client's own iterator spins forever here (FACTS.md); completion comes from the Future.
+    # gradio_client's own iterator spins forever here (docs/design.md); completion comes from
+    # the Future.
     def reset(request: httpx.Request) -> httpx.Response:
         raise httpx.ConnectError("connection reset", request=request)
 

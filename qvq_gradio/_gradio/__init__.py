@@ -14,7 +14,7 @@
     hub.py        a Space's state on the Hub and what each state means
     translate.py  the one place where library errors become ours
 
-What is changed about gradio_client, and why, is measured in FACTS.md.
+What is changed about gradio_client, and why, is in docs/design.md ("What gradio_client does").
 """
 
 from __future__ import annotations

@@ -66,7 +66,7 @@ def parse_retry_after(message: str) -> float | None:
 
 def _classify_app_error(raw: str | None, space: str) -> ResponseError:
     if not raw:
-        # An error with no message is NOT a quota error (FACTS.md).
+        # An error with no message is NOT a quota error (docs/design.md, "ZeroGPU").
         return AppError("The Space raised an error without a message", space=space)
     message = clean_message(raw)
     if _QUOTA.search(message):
