@@ -6,6 +6,7 @@ huggingface_hub reads ``HF_ENDPOINT`` when imported, so each check runs in a chi
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -45,6 +46,27 @@ def qvq(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+_MANY = """
+import contextlib, io, json, sys
+from qvq_gradio.cli import main
+for args in json.loads(sys.argv[1]):
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(args)
+    print(json.dumps([code, out.getvalue(), err.getvalue()]), flush=True)
+"""
+
+
+def qvq_many(endpoint: str, *runs: list[str]) -> list[subprocess.CompletedProcess[str]]:
+    """Several ``qvq`` commands, one after the other, in one process pointed at the Hub at
+    ``endpoint`` (huggingface_hub reads ``HF_ENDPOINT`` when imported): each one's result."""
+    done = subprocess.run([sys.executable, "-c", _MANY, json.dumps(runs)], capture_output=True,
+                          text=True, env=_env(endpoint), timeout=120, check=True)
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    return [subprocess.CompletedProcess(args, code, out, err)
+            for args, (code, out, err) in zip(runs, results, strict=True)]
+
+
 def test_a_running_space_id_is_found_on_the_hub(hub: FakeHub, marker: str) -> None:
     done = qvq(hub.url, "ask", f"{marker} [[replica tokens=3 delay=0]]", "--space", "owner/good")
     assert done.returncode == 0, done.stderr
@@ -67,32 +89,31 @@ def test_asking_a_space_by_url_sends_nothing_to_the_hub(
     assert hub.requests == []
 
 
-@pytest.mark.parametrize(
-    ("stage", "says"),
-    [
-        ("PAUSED", "is paused by its owner"),
-        ("STOPPED", "is stopped"),
-        ("BUILD_ERROR", "failed to build"),
-        ("RUNTIME_ERROR", "crashed"),
-    ],
-)
-def test_a_space_that_cannot_run_says_why(hub: FakeHub, stage: str, says: str) -> None:
-    hub.spaces["owner/down"] = HubSpace("http://127.0.0.1:9", [stage])
-    done = qvq(hub.url, "ask", "hi", "--space", "owner/down")
-    assert done.returncode == 3
-    assert f"SpaceUnavailableError: owner/down {says}" in done.stderr
-    assert f"(state {stage})" in done.stderr
-    assert "Traceback" not in done.stderr
+_CANNOT_RUN = {
+    "PAUSED": "is paused by its owner",
+    "STOPPED": "is stopped",
+    "BUILD_ERROR": "failed to build",
+    "RUNTIME_ERROR": "crashed",
+}
 
 
-def test_no_such_space_and_no_access(hub: FakeHub) -> None:
-    done = qvq(hub.url, "ask", "hi", "--space", "owner/missing")
-    assert done.returncode == 3
-    assert "There is no Space owner/missing on the Hub" in done.stderr
+def test_a_space_that_cannot_run_says_why_and_no_such_space_or_no_access(hub: FakeHub) -> None:
+    for stage in _CANNOT_RUN:
+        hub.spaces[f"owner/{stage.lower()}"] = HubSpace("http://127.0.0.1:9", [stage])
     hub.spaces["owner/private"] = HubSpace("http://127.0.0.1:9", status=401)
-    done = qvq(hub.url, "ask", "hi", "--space", "owner/private")
-    assert done.returncode == 4
-    assert "AuthenticationError" in done.stderr and "owner/private" in done.stderr
+    *cannot_run, missing, private = qvq_many(
+        hub.url, *(["ask", "hi", "--space", f"owner/{stage.lower()}"] for stage in _CANNOT_RUN),
+        ["ask", "hi", "--space", "owner/missing"], ["ask", "hi", "--space", "owner/private"],
+    )
+    for (stage, says), done in zip(_CANNOT_RUN.items(), cannot_run, strict=True):
+        assert done.returncode == 3
+        assert f"SpaceUnavailableError: owner/{stage.lower()} {says}" in done.stderr
+        assert f"(state {stage})" in done.stderr
+        assert "Traceback" not in done.stderr
+    assert missing.returncode == 3
+    assert "There is no Space owner/missing on the Hub" in missing.stderr
+    assert private.returncode == 4
+    assert "AuthenticationError" in private.stderr and "owner/private" in private.stderr
 
 
 def test_an_unreachable_hub_is_a_connection_error_naming_the_space() -> None:
@@ -108,9 +129,11 @@ def test_an_unreachable_hub_is_a_connection_error_naming_the_space() -> None:
 
 @pytest.mark.parametrize("bad", ["not-a-url", "ftp://example.com/x", "a/b/c"])
 def test_a_space_that_is_neither_url_nor_id_is_bad_input(bad: str) -> None:
-    done = qvq("http://127.0.0.1:9", "ask", "hi", "--space", bad)
-    assert done.returncode == 2
-    assert "SpaceNameError" in done.stderr and "is not a Space" in done.stderr
+    from .test_cli import run
+
+    code, _, err = run(["ask", "hi", "--space", bad])  # refused before any network call
+    assert code == 2
+    assert "SpaceNameError" in err and "is not a Space" in err
 
 
 @pytest.mark.parametrize("stages", [["SLEEPING", "RUNNING"], ["BUILDING", "BUILDING", "RUNNING"]])
@@ -136,15 +159,15 @@ def test_a_waking_space_is_reported_and_waited_for(
 
 
 def test_spaces_table_checks_every_space(hub: FakeHub) -> None:
-    done = qvq(hub.url, "spaces", "--space", "owner/good", "--space", "owner/missing")
+    done, alone = qvq_many(hub.url, ["spaces", "--space", "owner/good", "--space",
+                                     "owner/missing"], ["spaces", "--space", "owner/missing"])
     assert done.returncode == 0, done.stderr
     header, good, missing = done.stdout.splitlines()[:3]
     assert header.split()[:3] == ["SPACE", "REACHABLE", "GRADIO"]
     assert good.startswith("owner/good") and "[image, text]" in good and " yes " in good
     assert missing.startswith("owner/missing") and " no " in missing
     assert "There is no Space owner/missing" in done.stderr
-    done = qvq(hub.url, "spaces", "--space", "owner/missing")
-    assert done.returncode == 3
+    assert alone.returncode == 3
 
 
 @pytest.mark.anyio
@@ -176,11 +199,12 @@ def test_a_batch_checks_the_space_first_and_a_sleeping_one_counts_as_ready(
     hub.spaces["owner/asleep"] = HubSpace(host, ["SLEEPING", "RUNNING"])
     source = tmp_path / "in.jsonl"
     source.write_text(f'{{"id": "a", "prompt": "{marker} [[replica tokens=2 delay=0]]"}}\n')
-    paused = qvq(hub.url, "batch", str(source), "-o", str(tmp_path / "p.jsonl"),
-                 "--space", "owner/paused")
+    paused, asleep = qvq_many(
+        hub.url, ["batch", str(source), "-o", str(tmp_path / "p.jsonl"), "--space",
+                  "owner/paused"],
+        ["batch", str(source), "-o", str(tmp_path / "s.jsonl"), "--space", "owner/asleep"],
+    )
     assert paused.returncode == 3 and "is paused by its owner" in paused.stderr
     assert len(paused.stderr.strip().splitlines()) == 1 and not (tmp_path / "p.jsonl").exists()
-    asleep = qvq(hub.url, "batch", str(source), "-o", str(tmp_path / "s.jsonl"),
-                 "--space", "owner/asleep")
     assert asleep.returncode == 0, asleep.stderr
     assert '"status": "ok"' in (tmp_path / "s.jsonl").read_text()
