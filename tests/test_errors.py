@@ -34,7 +34,7 @@ from qvq_gradio.replica import ReplicaProcess
 
 from .conftest import ended
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.adapter]
 
 TOKEN = "hf_replicaSecretToken0123456789abcdef"
 

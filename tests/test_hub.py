@@ -21,6 +21,8 @@ from .conftest import replica_env
 from .hub import FakeHub, HubSpace
 from .test_stream import expected_text
 
+pytestmark = pytest.mark.adapter
+
 
 @pytest.fixture
 def hub(replica: ReplicaProcess) -> Iterator[FakeHub]:

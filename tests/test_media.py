@@ -34,7 +34,10 @@ from qvq_gradio.replica import ReplicaProcess
 from .conftest import ended
 from .media_corpus import CORPUS, RED, Case, Expect, encoded, photo
 
-pytestmark = pytest.mark.filterwarnings("error::qvq_gradio.MultipleImagesWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("error::qvq_gradio.MultipleImagesWarning"),
+    pytest.mark.adapter,  # uploads go through gradio_client
+]
 
 # -- a local image server for the URL cases --------------------------------------------------------
 

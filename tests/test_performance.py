@@ -29,7 +29,7 @@ from .faults import FaultProxy
 from .test_reliability import _free_port
 from .test_stream import expected_text
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.adapter]
 
 
 @pytest.fixture(scope="module")

@@ -38,7 +38,7 @@ from .faults import FaultProxy
 from .test_stream import expected_text
 from .web import Web, page
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.adapter]
 
 # Long enough that waiting for it would fail every hang guard below.
 FOREVER = 600.0

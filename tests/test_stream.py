@@ -22,7 +22,7 @@ from qvq_gradio.replica import REASONING_WORDS, ReplicaProcess, answer_head
 
 from .conftest import Factory, ended
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.adapter]
 
 
 def expected_text(prompt: str, tokens: int, image: dict[str, Any] | None = None) -> str:
