@@ -30,29 +30,23 @@ import copy
 import datetime
 import itertools
 import logging
-import math
 import statistics
 import threading
 import time
-from collections import deque
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Any
 
 import anyio
 from typing_extensions import Unpack
 
-from ._backoff import backoff
+from .cooling import BACKOFF_CAP, BACKOFF_FIRST, FAILOVER, Health, State
 from .errors import (
     AuthenticationError,
-    ConnectTimeoutError,
-    GPUUnavailableError,
     QuotaExceededError,
-    RateLimitError,
     ResponseError,
     SpaceConnectionError,
-    SpaceUnavailableError,
 )
 from .events import Event, Finished, SpaceChanged, TextDelta
 from .options import AskOptions
@@ -66,26 +60,12 @@ __all__ = ["Pool", "SpaceStatus", "connect"]
 
 log = logging.getLogger("qvq_gradio")
 
-#: Errors that mean "this Space could not take the question": before the first token, the
-#: question moves to another Space.
-FAILOVER = (
-    SpaceConnectionError,
-    ConnectTimeoutError,
-    RateLimitError,
-    GPUUnavailableError,
-    QuotaExceededError,
-    SpaceUnavailableError,
-)
-_BACKOFF_FIRST = 1.0  # seconds of cooling after a first failure; doubles per failure in a row
-_BACKOFF_CAP = 120.0
-_QUOTA_DEFAULT = 60.0  # a quota error that does not say when to retry
+# The backoff each Space's health starts with (read when the pool is made).
+_BACKOFF_FIRST = BACKOFF_FIRST
+_BACKOFF_CAP = BACKOFF_CAP
 # A Space cooling after a failure other than quota is asked for its config this often (and
 # this long at most), so one back within seconds is used within seconds, whatever the backoff.
-_PROBE_EVERY = 2.0
 _PROBE_TIMEOUT = 2.0
-_TTFT_SAMPLES = 100
-
-State = Literal["ok", "cooling", "disabled"]
 
 
 @dataclass(frozen=True)
@@ -107,28 +87,12 @@ class SpaceStatus:
 class _Member:
     session: Session
     limit: int
+    health: Health
     in_flight: int = 0
-    answered: int = 0
-    failed: int = 0
-    failures_in_row: int = 0
-    until: float = 0.0  # time.monotonic() when cooling ends
-    #: Outages so far: a failure of a question sent before the current outage began is part
-    #: of it (the questions in flight fail together), not one more failure in a row.
-    outage: int = 0
-    probe_at: float = 0.0  # time.monotonic() when a cooling Space is next asked for its config
-    probing: bool = False
-    disabled: bool = False
-    last_error: ResponseError | None = None
-    ttft: deque[float] = field(default_factory=lambda: deque(maxlen=_TTFT_SAMPLES))
 
     @property
     def space(self) -> str:
         return self.session.space
-
-    def state(self, now: float) -> State:
-        if self.disabled:
-            return "disabled"
-        return "cooling" if self.until > now else "ok"
 
 
 class Pool(Asking):
@@ -159,7 +123,9 @@ class Pool(Asking):
         names = parse_spaces(spaces)
         self.wait = wait
         self._members = [
-            _Member(Session(name, **session_options), max_in_flight_per_space) for name in names
+            _Member(Session(name, **session_options), max_in_flight_per_space,
+                    Health(first=_BACKOFF_FIRST, cap=_BACKOFF_CAP))
+            for name in names
         ]
         self._lock = threading.Lock()  # guards member counters; never held across an await
         self._turn = itertools.count()
@@ -235,16 +201,18 @@ class Pool(Asking):
 
     def status(self) -> list[SpaceStatus]:
         """Each Space's state, load, counts, last error and median time to first token."""
-        now, wall = time.monotonic(), time.time()
+        wall = time.time()
         rows = []
         with self._lock:
             for m in self._members:
-                state = m.state(now)
+                health = m.health
+                state = health.state()
                 until = (
-                    datetime.datetime.fromtimestamp(wall + m.until - now, datetime.timezone.utc)
+                    datetime.datetime.fromtimestamp(wall + health.left(), datetime.timezone.utc)
                     if state == "cooling"
                     else None
                 )
+                error = health.last_error
                 rows.append(
                     SpaceStatus(
                         space=m.space,
@@ -252,12 +220,12 @@ class Pool(Asking):
                         until=until,
                         in_flight=m.in_flight,
                         limit=m.limit,
-                        answered=m.answered,
-                        failed=m.failed,
-                        last_error=None
-                        if m.last_error is None
-                        else f"{type(m.last_error).__name__}: {m.last_error}",
-                        median_time_to_first_token=statistics.median(m.ttft) if m.ttft else None,
+                        answered=health.answered,
+                        failed=health.failed,
+                        last_error=None if error is None else f"{type(error).__name__}: {error}",
+                        median_time_to_first_token=(
+                            statistics.median(health.ttft) if health.ttft else None
+                        ),
                     )
                 )
         return rows
@@ -266,58 +234,37 @@ class Pool(Asking):
         """Record a failure of a question sent during ``outage`` (the member's outage count
         when it was sent)."""
         with self._lock:
-            member.failed += 1
-            member.last_error = error
-            if isinstance(error, AuthenticationError):
-                member.disabled = True
-                log.warning(
-                    "%s refused our credentials; the pool will not use it again: %s",
-                    member.space,
-                    error,
-                )
-            elif isinstance(error, FAILOVER) and outage == member.outage:
-                member.outage += 1
-                member.failures_in_row += 1
-                now = time.monotonic()
-                if isinstance(error, QuotaExceededError):
-                    pause = error.retry_after or _QUOTA_DEFAULT
-                    member.probe_at = math.inf  # its config says nothing of its quota
-                else:
-                    pause = backoff(member.failures_in_row, first=_BACKOFF_FIRST, cap=_BACKOFF_CAP)
-                    member.probe_at = now + min(_PROBE_EVERY, pause)
-                member.until = now + pause
-                log.info("%s cools down for %.1f s: %s", member.space, pause, error)
+            pause = member.health.failure(error, outage)
+        if isinstance(error, AuthenticationError):
+            log.warning(
+                "%s refused our credentials; the pool will not use it again: %s",
+                member.space,
+                error,
+            )
+        elif pause is not None:
+            log.info("%s cools down for %.1f s: %s", member.space, pause, error)
         self._notify()
 
-    def _probe_due(self, now: float) -> None:
+    def _probe_due(self) -> None:
         """Ask each cooling Space whose probe is due for its config, in the background: one
         that answers is used again at once (caller holds the lock)."""
         for member in self._members:
-            if member.disabled or member.probing or member.until <= now:
-                continue
-            if member.probe_at > now:
-                continue
-            member.probing = True
-            threading.Thread(
-                target=self._probe, args=(member, member.outage), name="qvq-probe", daemon=True
-            ).start()
+            if member.health.take_probe():
+                threading.Thread(
+                    target=self._probe, args=(member, member.health.outage), name="qvq-probe",
+                    daemon=True,
+                ).start()
 
     def _probe(self, member: _Member, outage: int) -> None:
         back = member.session.probe_blocking(_PROBE_TIMEOUT)
         with self._lock:
-            member.probing = False
-            if back and member.outage == outage and member.until > time.monotonic():
-                log.info("%s answers again; the pool uses it", member.space)
-                member.until = 0.0
-            else:
-                member.probe_at = time.monotonic() + _PROBE_EVERY
+            found = member.health.probed(back, outage)
+        if found:  # a question waiting for it sees it at its next look (every probe_every)
+            log.info("%s answers again; the pool uses it", member.space)
 
     def _succeeded(self, member: _Member, ttft: float | None) -> None:
         with self._lock:
-            member.answered += 1
-            member.failures_in_row = 0
-            if ttft is not None:
-                member.ttft.append(ttft)
+            member.health.success(ttft)
 
     # -- routing ----------------------------------------------------------------------------
 
@@ -332,10 +279,9 @@ class Pool(Asking):
         while True:
             if self._closed:
                 raise SpaceConnectionError("the Pool was closed", space=self.space)
-            now = time.monotonic()
             with self._lock:
-                self._probe_due(now)
-                live = [m for m in self._members if m.state(now) == "ok"]
+                self._probe_due()
+                live = [m for m in self._members if m.health.state() == "ok"]
                 free = [m for m in live if m.in_flight < m.limit]
                 if free:
                     turn = next(self._turn)
@@ -347,18 +293,19 @@ class Pool(Asking):
                     )
                     chosen.in_flight += 1
                     return chosen
-                waiting = [m for m in self._members if not m.disabled]
+                waiting = [m for m in self._members if not m.health.disabled]
             if not waiting:
                 raise self._error_of(None)
             if live:  # all full: wait for a slot
                 await self._wait_change(None)
                 continue
-            first = min(waiting, key=lambda m: m.until)
+            first = min(waiting, key=lambda m: m.health.until)
             if not self.wait:
                 raise self._error_of(first)
-            log.info("every Space cools; waiting %.1f s for %s", first.until - now, first.space)
+            left = first.health.left()
+            log.info("every Space cools; waiting %.1f s for %s", left, first.space)
             # Until it recovers, or the next probe could have found one back.
-            await self._wait_change(min(first.until - now, _PROBE_EVERY))
+            await self._wait_change(min(left, first.health.probe_every))
 
     async def _wait_change(self, at_most: float | None) -> None:
         """Until a slot frees or a Space's health changes (or ``at_most`` seconds)."""
@@ -369,12 +316,12 @@ class Pool(Asking):
 
     def _error_of(self, member: _Member | None) -> ResponseError:
         if member is None:  # every Space disabled
-            errors = [m.last_error for m in self._members if m.last_error is not None]
+            errors = [m.health.last_error for m in self._members if m.health.last_error]
             return copy.copy(errors[-1]) if errors else SpaceConnectionError(
                 "no Space of the pool can be used", space=self.space
             )
-        left = max(member.until - time.monotonic(), 0.0)
-        error = member.last_error
+        left = member.health.left()
+        error = member.health.last_error
         raised: ResponseError
         if isinstance(error, QuotaExceededError):
             raised = QuotaExceededError(error.message, retry_after=left, space=error.space)
@@ -410,7 +357,7 @@ class Pool(Asking):
         reason: ResponseError | None = None
         while True:
             member = await self._take()
-            outage = member.outage
+            outage = member.health.outage
             try:
                 yield SpaceChanged(
                     member.space,

@@ -2,7 +2,7 @@
 
     base      errors, secrets, events, options, answer, prompt, media, fetch, imaging, helpers
     _gradio   the adapter: the only code that imports gradio_client
-    core      spaces, history, pipeline, job, session, pool, health, protocol
+    core      spaces, history, pipeline, job, session, pool, health, cooling, protocol
     shells    batch, sync, notebook, provider, gpt4free, cli, serve, pytest_plugin
     replica   the offline Space: imports nothing of the client
 
@@ -24,7 +24,9 @@ BASE = {
 }
 #: Input code: reads what the caller gave; knows nothing of Spaces.
 INPUT = {"prompt", "media", "fetch", "imaging", "options", "answer", "events"}
-CORE = {"spaces", "history", "pipeline", "job", "session", "pool", "health", "protocol"}
+CORE = {
+    "spaces", "history", "pipeline", "job", "session", "pool", "health", "cooling", "protocol",
+}
 SHELLS = {
     "batch", "sync", "notebook", "provider", "gpt4free", "cli", "serve", "pytest_plugin",
     "__main__", "__init__",
