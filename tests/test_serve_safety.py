@@ -242,3 +242,14 @@ def test_errors_the_framework_answers_are_in_openais_shape(
     assert refused.status_code == 401
     message = refused.json()["error"]["message"]
     assert "***" not in message and "Authorization" in message
+
+
+def test_a_bug_of_ours_is_an_openai_shaped_500(
+    served: Callable[..., Served], replica: ReplicaProcess, mocker: Any
+) -> None:
+    """A failure no real component produces: the session raising something that is not ours."""
+    server = served(replica.url, "--no-history")
+    mocker.patch("qvq_gradio.session.Session.events", side_effect=ZeroDivisionError("boom"))
+    response = _chat(server, "hello")
+    assert response.status_code == 500
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}

@@ -208,8 +208,10 @@ def app(
         Route("/v1/responses", server.responses, methods=["POST"]),
         Route("/health", server.health, methods=["GET"]),
     ]
-    served: Any = Starlette(routes=routes, lifespan=lifespan,
-                            exception_handlers={HTTPException: _framework_error})
+    served: Any = Starlette(routes=routes, lifespan=lifespan, exception_handlers={
+        HTTPException: _framework_error,
+        Exception: _framework_error,  # our bug: a 500 in OpenAI's shape (uvicorn logs it)
+    })
     if api_key:
         served = _RequireKey(served, api_key)
     if cors_origins:
