@@ -12,6 +12,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -24,10 +25,11 @@ from .test_stream import expected_text
 pytestmark = pytest.mark.adapter
 
 
-@pytest.fixture
-def hub(replica: ReplicaProcess) -> Iterator[FakeHub]:
+@pytest.fixture(scope="module")
+def hub(qvq_replica: ReplicaProcess) -> Iterator[FakeHub]:
+    """One stand-in Hub for the module (each test names Spaces of its own)."""
     with FakeHub() as fake:
-        fake.spaces["owner/good"] = HubSpace(replica.url)
+        fake.spaces["owner/good"] = HubSpace(qvq_replica.url)
         yield fake
 
 
@@ -48,29 +50,61 @@ def qvq(endpoint: str, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-_MANY = """
+_RUNNER = """
 import contextlib, io, json, sys
 from qvq_gradio.cli import main
-for args in json.loads(sys.argv[1]):
+for line in sys.stdin:
+    command = json.loads(line)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(args)
+        if "argv" in command:
+            code = main(command["argv"])
+        else:
+            exec(command["python"], {})
+            code = 0
     print(json.dumps([code, out.getvalue(), err.getvalue()]), flush=True)
 """
 
 
-def qvq_many(endpoint: str, *runs: list[str]) -> list[subprocess.CompletedProcess[str]]:
-    """Several ``qvq`` commands, one after the other, in one process pointed at the Hub at
-    ``endpoint`` (huggingface_hub reads ``HF_ENDPOINT`` when imported): each one's result."""
-    done = subprocess.run([sys.executable, "-c", _MANY, json.dumps(runs)], capture_output=True,
-                          text=True, env=_env(endpoint), timeout=120, check=True)
-    results = [json.loads(line) for line in done.stdout.splitlines()]
-    return [subprocess.CompletedProcess(args, code, out, err)
-            for args, (code, out, err) in zip(runs, results, strict=True)]
+class HubCommands:
+    """One process pointed at the stand-in Hub (huggingface_hub reads ``HF_ENDPOINT`` when
+    imported) that runs ``qvq`` commands, and Python, one after the other, for the module."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._proc = subprocess.Popen([sys.executable, "-c", _RUNNER], stdin=subprocess.PIPE,
+                                      stdout=subprocess.PIPE, text=True, env=_env(endpoint))
+
+    def _send(self, command: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.write(json.dumps(command) + "\n")
+        self._proc.stdin.flush()
+        code, out, err = json.loads(self._proc.stdout.readline())
+        return subprocess.CompletedProcess(command, code, out, err)
+
+    def qvq(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return self._send({"argv": list(args)})
+
+    def python(self, code: str) -> subprocess.CompletedProcess[str]:
+        return self._send({"python": code})
+
+    def close(self) -> None:
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._proc.stdin.close()
+        self._proc.wait(60)
+        self._proc.stdout.close()
 
 
-def test_a_running_space_id_is_found_on_the_hub(hub: FakeHub, marker: str) -> None:
-    done = qvq(hub.url, "ask", f"{marker} [[replica tokens=3 delay=0]]", "--space", "owner/good")
+@pytest.fixture(scope="module")
+def hub_cli(hub: FakeHub) -> Iterator[HubCommands]:
+    runner = HubCommands(hub.url)
+    yield runner
+    runner.close()
+
+
+def test_a_running_space_id_is_found_on_the_hub(hub_cli: HubCommands, marker: str) -> None:
+    done = hub_cli.qvq("ask", f"{marker} [[replica tokens=3 delay=0]]", "--space", "owner/good")
     assert done.returncode == 0, done.stderr
     assert marker in done.stdout and "Final Answer" in done.stdout
 
@@ -82,13 +116,14 @@ def test_asking_a_space_by_url_sends_nothing_to_the_hub(
     # "AI agents" from the Hub before the first request to the Space.
     env = {**_env(hub.url), "HF_HOME": str(tmp_path / "hf-home")}
     prompt = f"{marker} [[replica tokens=3 delay=0]]"
+    before = len(hub.requests)  # the module's Hub: other tests' requests came before
     done = subprocess.run(
         [sys.executable, "-m", "qvq_gradio", "ask", prompt, "--space", replica.url],
         capture_output=True, text=True, env=env, timeout=120, check=False,
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == expected_text(prompt, 3).strip()
-    assert hub.requests == []
+    assert hub.requests[before:] == []
 
 
 _CANNOT_RUN = {
@@ -99,14 +134,16 @@ _CANNOT_RUN = {
 }
 
 
-def test_a_space_that_cannot_run_says_why_and_no_such_space_or_no_access(hub: FakeHub) -> None:
+def test_a_space_that_cannot_run_says_why_and_no_such_space_or_no_access(
+    hub: FakeHub, hub_cli: HubCommands
+) -> None:
     for stage in _CANNOT_RUN:
         hub.spaces[f"owner/{stage.lower()}"] = HubSpace("http://127.0.0.1:9", [stage])
     hub.spaces["owner/private"] = HubSpace("http://127.0.0.1:9", status=401)
-    *cannot_run, missing, private = qvq_many(
-        hub.url, *(["ask", "hi", "--space", f"owner/{stage.lower()}"] for stage in _CANNOT_RUN),
-        ["ask", "hi", "--space", "owner/missing"], ["ask", "hi", "--space", "owner/private"],
-    )
+    cannot_run = [hub_cli.qvq("ask", "hi", "--space", f"owner/{stage.lower()}")
+                  for stage in _CANNOT_RUN]
+    missing = hub_cli.qvq("ask", "hi", "--space", "owner/missing")
+    private = hub_cli.qvq("ask", "hi", "--space", "owner/private")
     for (stage, says), done in zip(_CANNOT_RUN.items(), cannot_run, strict=True):
         assert done.returncode == 3
         assert f"SpaceUnavailableError: owner/{stage.lower()} {says}" in done.stderr
@@ -140,29 +177,26 @@ def test_a_space_that_is_neither_url_nor_id_is_bad_input(bad: str) -> None:
 
 @pytest.mark.parametrize("stages", [["SLEEPING", "RUNNING"], ["BUILDING", "BUILDING", "RUNNING"]])
 def test_a_waking_space_is_reported_and_waited_for(
-    hub: FakeHub, marker: str, stages: list[str]
+    hub: FakeHub, hub_cli: HubCommands, marker: str, stages: list[str]
 ) -> None:
-    hub.spaces["owner/waking"] = HubSpace(hub.spaces["owner/good"].host, stages)
+    name = f"owner/waking-{len(stages)}"
+    hub.spaces[name] = HubSpace(hub.spaces["owner/good"].host, stages)
     script = (
         "from qvq_gradio.sync import events\n"
-        f"for e in events('{marker} [[replica tokens=2 delay=0]]', "
-        "space='owner/waking'):\n"
+        f"for e in events('{marker} [[replica tokens=2 delay=0]]', space='{name}'):\n"
         "    print(type(e).__name__, getattr(e, 'state', ''))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, env=_env(hub.url),
-        timeout=120,
-    )
+    done = hub_cli.python(script)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.split("\n")
     assert lines[0] == f"SpaceWaking {stages[0]}"
     assert "TextDelta " in lines and lines[-2] == "Finished "
-    assert hub.spaces["owner/waking"].runtime_calls >= len(stages) - (stages[0] == "SLEEPING")
+    assert hub.spaces[name].runtime_calls >= len(stages) - (stages[0] == "SLEEPING")
 
 
-def test_spaces_table_checks_every_space(hub: FakeHub) -> None:
-    done, alone = qvq_many(hub.url, ["spaces", "--space", "owner/good", "--space",
-                                     "owner/missing"], ["spaces", "--space", "owner/missing"])
+def test_spaces_table_checks_every_space(hub_cli: HubCommands) -> None:
+    done = hub_cli.qvq("spaces", "--space", "owner/good", "--space", "owner/missing")
+    alone = hub_cli.qvq("spaces", "--space", "owner/missing")
     assert done.returncode == 0, done.stderr
     header, good, missing = done.stdout.splitlines()[:3]
     assert header.split()[:3] == ["SPACE", "REACHABLE", "GRADIO"]
@@ -194,18 +228,17 @@ async def test_the_environments_token_goes_to_hugging_face_only(
 
 
 def test_a_batch_checks_the_space_first_and_a_sleeping_one_counts_as_ready(
-    hub: FakeHub, marker: str, tmp_path: Path
+    hub: FakeHub, hub_cli: HubCommands, marker: str, tmp_path: Path
 ) -> None:
     host = hub.spaces["owner/good"].host
     hub.spaces["owner/paused"] = HubSpace(host, ["PAUSED"])
     hub.spaces["owner/asleep"] = HubSpace(host, ["SLEEPING", "RUNNING"])
     source = tmp_path / "in.jsonl"
     source.write_text(f'{{"id": "a", "prompt": "{marker} [[replica tokens=2 delay=0]]"}}\n')
-    paused, asleep = qvq_many(
-        hub.url, ["batch", str(source), "-o", str(tmp_path / "p.jsonl"), "--space",
-                  "owner/paused"],
-        ["batch", str(source), "-o", str(tmp_path / "s.jsonl"), "--space", "owner/asleep"],
-    )
+    paused = hub_cli.qvq("batch", str(source), "-o", str(tmp_path / "p.jsonl"), "--space",
+                         "owner/paused")
+    asleep = hub_cli.qvq("batch", str(source), "-o", str(tmp_path / "s.jsonl"), "--space",
+                         "owner/asleep")
     assert paused.returncode == 3 and "is paused by its owner" in paused.stderr
     assert len(paused.stderr.strip().splitlines()) == 1 and not (tmp_path / "p.jsonl").exists()
     assert asleep.returncode == 0, asleep.stderr
