@@ -6,7 +6,9 @@
   (each with those command-line options of ``qvq replica``) and stops them after the test;
   ``.kill()`` ends one as a crash would (its port refuses, its connections are cut).
 * ``qvq_replica_host`` — the one child process that serves them all (Gradio is imported once;
-  a replica starts in milliseconds), with ``.start(ReplicaConfig(...), port=0)``.
+  a replica starts in milliseconds), with ``.start(ReplicaConfig(...), port=0)``. One per test
+  process by default; with ``qvq_replica_host = shared`` in the pytest configuration, one for
+  the whole run, shared by pytest-xdist's workers (started when the run starts).
 * ``qvq_server`` — a factory: ``qvq_server(replica.url, "--api-key", "k")`` runs ``qvq serve``
   over that Space in a child process (the ``serve`` extra) and stops it after the test;
   ``.base_url`` is what an OpenAI client takes (``http://127.0.0.1:PORT/v1``).
@@ -21,10 +23,12 @@ and nothing else in your test run is affected (this module imports no Gradio).
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
@@ -43,6 +47,8 @@ __all__ = [
     "replica_environment",
 ]
 
+_SHARED: pytest.StashKey[tuple[ReplicaHost, str]] = pytest.StashKey()
+
 # Variables that would make the replica (or gradio_client in it) reach the network or a token.
 _DROPPED = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "QVQ_SPACE")
 
@@ -54,13 +60,48 @@ def replica_environment() -> dict[str, str]:
     return env
 
 
+#: Set for the test processes of a run whose replica host is shared: the host's socket.
+_SHARED_ENV = "QVQ_REPLICA_HOST_SOCKET"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addini(
+        "qvq_replica_host",
+        "'process': a replica host per test process (default); 'shared': one for the run, "
+        "shared by pytest-xdist's workers",
+        default="process",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if config.getini("qvq_replica_host") != "shared" or hasattr(config, "workerinput"):
+        return
+    from .replica.host import ReplicaHost  # needs the replica extra; ImportError says which
+
+    directory = tempfile.mkdtemp(prefix="qvq-replica-host-")
+    path = os.path.join(directory, "host.sock")
+    host = ReplicaHost(env=replica_environment(), share=path)
+    config.stash[_SHARED] = (host, directory)
+    os.environ[_SHARED_ENV] = path  # the workers, started after this, inherit it
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    shared = config.stash.get(_SHARED, None)
+    if shared is not None:
+        host, directory = shared
+        os.environ.pop(_SHARED_ENV, None)
+        host.close()
+        shutil.rmtree(directory, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def qvq_replica_host() -> Iterator[ReplicaHost]:
     """The child process that serves every replica of the test session (Gradio imported
     once): ``qvq_replica_host.start(config, port=0)`` gives a replica of its own."""
     from .replica.host import ReplicaHost  # needs the replica extra; ImportError says which
 
-    host = ReplicaHost(env=replica_environment())
+    shared = os.environ.get(_SHARED_ENV)
+    host = ReplicaHost.connect(shared) if shared else ReplicaHost(env=replica_environment())
     try:
         yield host
     finally:

@@ -12,7 +12,12 @@ of :class:`~.control.ReplicaProcess`:
 
 What only a real process can show (a process that must exit while a client holds a stream,
 signals) is for :class:`~.control.ReplicaProcess`. The host ends when its stdin closes: when
-the :class:`ReplicaHost` is closed, or its parent dies.
+the :class:`ReplicaHost` that started it is closed, or its parent dies.
+
+Other processes may share a host (the test processes of one ``pytest -n`` run):
+``ReplicaHost(share=PATH)`` also takes commands on a Unix socket at ``PATH``, and
+``ReplicaHost.connect(PATH)`` gives a host object speaking over it (closing that object ends
+its connection, not the host).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import dataclasses
 import json
 import logging
 import os
+import socket
 import subprocess
 import sys
 import threading
@@ -38,31 +44,61 @@ __all__ = ["HostedReplica", "ReplicaHost"]
 class ReplicaHost:
     """The host process (started at once), and the replicas it serves."""
 
-    def __init__(self, *, env: dict[str, str] | None = None, python: str | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        env: dict[str, str] | None = None,
+        python: str | None = None,
+        share: str | None = None,
+    ) -> None:
         self._python = python or os.environ.get("QVQ_REPLICA_PYTHON") or sys.executable
         self._lock = threading.Lock()
-        self._proc = subprocess.Popen(
-            [self._python, "-m", "qvq_gradio.replica.host"],
+        self._sock: socket.socket | None = None
+        command = [self._python, "-m", "qvq_gradio.replica.host"]
+        self._proc: subprocess.Popen[str] | None = subprocess.Popen(
+            [*command, *(["--share", share] if share else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
         )
+        assert self._proc.stdin is not None
+        assert self._proc.stdout is not None
+        self._send, self._receive = self._proc.stdin, self._proc.stdout
+        self._pid = self._proc.pid
+        if share:
+            self.call(op="ping")  # listening once it answers
+
+    @classmethod
+    def connect(cls, path: str) -> ReplicaHost:
+        """The host another process started with ``share=path``, over its socket."""
+        host = cls.__new__(cls)
+        host._lock = threading.Lock()
+        host._proc = None
+        host._sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        host._sock.connect(path)
+        host._send, host._receive = host._sock.makefile("w"), host._sock.makefile("r")
+        host._pid = int(host.call(op="ping")["pid"])
+        return host
 
     @property
     def pid(self) -> int:
-        return self._proc.pid
+        return self._pid
 
     def alive(self) -> bool:
-        return self._proc.poll() is None
+        if self._proc is not None:
+            return self._proc.poll() is None
+        try:
+            os.kill(self._pid, 0)
+        except OSError:
+            return False
+        return True
 
     def call(self, **command: Any) -> dict[str, Any]:
         """Send one command; its reply (``RuntimeError`` when the host failed to do it)."""
-        assert self._proc.stdin is not None
-        assert self._proc.stdout is not None
         with self._lock:
-            self._proc.stdin.write(json.dumps(command) + "\n")
-            self._proc.stdin.flush()
-            line = self._proc.stdout.readline()
+            self._send.write(json.dumps(command) + "\n")
+            self._send.flush()
+            line = self._receive.readline()
         if not line:
-            raise RuntimeError(f"the replica host exited (code {self._proc.poll()})")
+            raise RuntimeError("the replica host has gone")
         reply: dict[str, Any] = json.loads(line)
         if "error" in reply:
             raise RuntimeError(f"the replica host could not {command['op']}: {reply['error']}")
@@ -75,17 +111,18 @@ class ReplicaHost:
         return HostedReplica(self, int(reply["id"]), str(reply["url"]))
 
     def close(self) -> None:
-        """End the host and every replica in it."""
-        if self._proc.stdin is not None and not self._proc.stdin.closed:
-            with contextlib.suppress(OSError):
-                self._proc.stdin.close()
-        try:
-            self._proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self._proc.kill()
-            self._proc.wait()
-        if self._proc.stdout is not None:
-            self._proc.stdout.close()
+        """End the host and every replica in it (for a connection: end the connection)."""
+        with contextlib.suppress(OSError):
+            self._send.close()
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        self._receive.close()
+        if self._sock is not None:
+            self._sock.close()
 
 
 class HostedReplica(_Control):
@@ -178,7 +215,28 @@ def _config(fields: dict[str, Any]) -> ReplicaConfig:
     return ReplicaConfig(**fields)
 
 
-async def _host(replies: Any) -> None:
+async def _do(command: dict[str, Any], served: dict[int, _Served]) -> dict[str, Any]:
+    """One command's reply."""
+    try:
+        if command["op"] == "start":
+            replica = _Served(_config(command["config"]), int(command["port"]))
+            await replica.started()
+            served[id(replica)] = replica
+            return {"id": id(replica), "url": replica.url}
+        if command["op"] == "kill":
+            served.pop(command["id"]).kill()
+        elif command["op"] == "stop":
+            await served.pop(command["id"]).stop()
+        elif command["op"] == "ping":
+            return {"pid": os.getpid()}
+        else:
+            raise ValueError(f"unknown op {command['op']!r}")
+    except Exception as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {}
+
+
+async def _host(replies: Any, share: str | None) -> None:
     loop = asyncio.get_running_loop()
     lines: asyncio.Queue[str | None] = asyncio.Queue()
 
@@ -189,25 +247,20 @@ async def _host(replies: Any) -> None:
 
     threading.Thread(target=read, name="replica-host-commands", daemon=True).start()
     served: dict[int, _Served] = {}
+
+    async def client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.closing(writer):
+            while line := await reader.readline():
+                reply = await _do(json.loads(line), served)
+                writer.write((json.dumps(reply) + "\n").encode())
+                await writer.drain()
+
+    listener = await asyncio.start_unix_server(client, share) if share else None
     while (line := await lines.get()) is not None:
-        command = json.loads(line)
-        try:
-            reply: dict[str, Any] = {}
-            if command["op"] == "start":
-                replica = _Served(_config(command["config"]), int(command["port"]))
-                await replica.started()
-                served[id(replica)] = replica
-                reply = {"id": id(replica), "url": replica.url}
-            elif command["op"] == "kill":
-                served.pop(command["id"]).kill()
-            elif command["op"] == "stop":
-                await served.pop(command["id"]).stop()
-            else:
-                raise ValueError(f"unknown op {command['op']!r}")
-        except Exception as exc:
-            reply = {"error": f"{type(exc).__name__}: {exc}"}
-        replies.write(json.dumps(reply) + "\n")
+        replies.write(json.dumps(await _do(json.loads(line), served)) + "\n")
         replies.flush()
+    if listener is not None:
+        listener.close()
     for replica in served.values():  # the parent is gone: end every replica, as a crash would
         replica.kill()
     if served:
@@ -220,7 +273,8 @@ def main() -> None:
     replies = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     logging.getLogger("uvicorn.error").addFilter(_quiet_shutdown)
-    asyncio.run(_host(replies))
+    share = sys.argv[2] if sys.argv[1:2] == ["--share"] else None
+    asyncio.run(_host(replies, share))
     os._exit(0)  # not waiting on Gradio's worker threads: every replica ends with the host
 
 
