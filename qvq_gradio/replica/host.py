@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import json
 import logging
 import os
@@ -215,14 +216,18 @@ def _config(fields: dict[str, Any]) -> ReplicaConfig:
     return ReplicaConfig(**fields)
 
 
+_numbers = itertools.count(1)  # a replica's number: never one an ended replica had
+
+
 async def _do(command: dict[str, Any], served: dict[int, _Served]) -> dict[str, Any]:
     """One command's reply."""
     try:
         if command["op"] == "start":
             replica = _Served(_config(command["config"]), int(command["port"]))
             await replica.started()
-            served[id(replica)] = replica
-            return {"id": id(replica), "url": replica.url}
+            number = next(_numbers)
+            served[number] = replica
+            return {"id": number, "url": replica.url}
         if command["op"] == "kill":
             served.pop(command["id"]).kill()
         elif command["op"] == "stop":
