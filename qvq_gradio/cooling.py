@@ -119,7 +119,8 @@ class Health:
         """Whether a probe is due now; if so it is taken (until :meth:`probed`)."""
         now = self.clock()
         due = not (self.disabled or self.probing or self.until <= now or self.probe_at > now)
-        self.probing = self.probing or due
+        if due:
+            self.probing = True
         return due
 
     def probed(self, back: bool, outage: int) -> bool:

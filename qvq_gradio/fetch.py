@@ -29,14 +29,15 @@ from ._tls import shared_ssl_context
 from .errors import MediaDownloadError
 from .imaging import ImageOptions
 
-__all__ = ["MAX_REDIRECTS", "download", "is_public", "shown_url"]
+__all__ = ["MAX_REDIRECTS", "download", "is_public", "public_url"]
 
 #: Redirects followed before a fetch gives up (httpx's own default is 20).
 MAX_REDIRECTS: Final = 10
 
 
-def shown_url(url: str) -> str:
-    """A URL for messages: no query string or credentials (signed URLs carry secrets there)."""
+def public_url(url: str) -> str:
+    """``url`` without user info, query string or fragment: what may be shown, stored or
+    logged (a signed URL's signature lives in its query)."""
     parts = urllib.parse.urlsplit(url)
     try:
         port = f":{parts.port}" if parts.port is not None else ""
@@ -78,11 +79,10 @@ async def _request(client: httpx.AsyncClient, url: httpx.URL, pin: bool) -> http
         return client.build_request("GET", url)
     address = await _public_address(url)
     extensions = {"sni_hostname": url.host} if url.scheme == "https" else {}
-    request = client.build_request(
+    return client.build_request(
         "GET", url.copy_with(host=address), headers={"Host": url.netloc.decode("ascii")},
         extensions=extensions,
     )
-    return request
 
 
 @asynccontextmanager
@@ -93,7 +93,7 @@ async def _final_response(
     target = httpx.URL(url)
     for _ in range(MAX_REDIRECTS + 1):
         if target.scheme not in ("http", "https"):
-            raise MediaDownloadError(f"{shown_url(url)} redirects to a {target.scheme}: URL")
+            raise MediaDownloadError(f"{public_url(url)} redirects to a {target.scheme}: URL")
         request = await _request(client, target, not options.allow_private_urls)
         response = await client.send(request, stream=True)
         try:
@@ -105,14 +105,14 @@ async def _final_response(
             return
         finally:
             await response.aclose()
-    raise MediaDownloadError(f"{shown_url(url)} redirects more than {MAX_REDIRECTS} times")
+    raise MediaDownloadError(f"{public_url(url)} redirects more than {MAX_REDIRECTS} times")
 
 
 async def download(url: str, options: ImageOptions, proxy: str | None = None) -> bytes:
     """Fetch an image URL: HTTP errors, non-image content, oversize and slowness are errors."""
     verify = await anyio.to_thread.run_sync(shared_ssl_context)
     limit = options.max_download_bytes
-    shown = shown_url(url)
+    shown = public_url(url)
     try:
         with anyio.fail_after(options.download_timeout):
             async with (

@@ -47,7 +47,7 @@ from PIL import Image
 
 from ._secrets import register_url
 from .errors import ImageTooLargeError, MediaError, MediaTypeError
-from .fetch import download
+from .fetch import download, public_url
 from .imaging import ImageOptions, Source, compose_grid, normalise, open_image
 
 __all__ = [
@@ -129,16 +129,6 @@ def _url_name(url: str) -> str:
 
 
 # -- reading ------------------------------------------------------------------------------------
-
-
-def public_url(url: str) -> str:
-    """``url`` without user info, query string or fragment: what may be stored or logged (a
-    signed URL's signature lives in its query)."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port is not None:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _capped(data: bytes, limit: int | None, what: str) -> bytes:
@@ -321,7 +311,8 @@ def _file_name(name: str | None, fmt: str) -> str:
     return f"{stem}.{'jpg' if fmt == 'JPEG' else fmt.lower()}"
 
 
-def _write(upload: Upload, data: bytes, name: str) -> None:
+def _write(upload: Upload, data: bytes, name: str, sha256: str | None = None) -> None:
+    """``data`` into the upload's private file (``sha256``: its digest, when known)."""
     # mkdtemp makes the directory 0700; the file is created 0600. The directory is recorded
     # on the Upload before anything is written, so whoever holds the Upload can remove it.
     upload.directory = Path(tempfile.mkdtemp(prefix="qvq-gradio-"))
@@ -330,24 +321,23 @@ def _write(upload: Upload, data: bytes, name: str) -> None:
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
     upload.target = str(path)
-    upload.sha256, upload.size = hashlib.sha256(data).hexdigest(), len(data)
+    upload.sha256, upload.size = sha256 or hashlib.sha256(data).hexdigest(), len(data)
 
 
 def _normalise_to(upload: Upload, source: Source, name: str | None, options: ImageOptions) -> None:
     result = normalise(source, options)
     upload.name = name
-    if result.passthrough and isinstance(source, Path):
-        upload.target = str(source)  # the user's own file, uploaded as it is: nothing to copy
-        original = upload.originals[0] if upload.originals else _original(
-            MediaItem("path", source, name), source
-        )
-        upload.sha256, upload.size = original.sha256, original.size
+    if result.passthrough:  # one image, sent as the user gave it: described (and hashed) already
+        (original,) = upload.originals
+        if isinstance(source, Path):
+            upload.target = str(source)  # the user's own file: nothing to copy
+            upload.sha256, upload.size = original.sha256, original.size
+        else:
+            assert isinstance(source, bytes)
+            _write(upload, source, _file_name(name, result.format), original.sha256)
         return
-    data = result.data
-    if data is None:  # passthrough of encoded bytes
-        assert isinstance(source, bytes)
-        data = source
-    _write(upload, data, _file_name(name, result.format))
+    assert result.data is not None
+    _write(upload, result.data, _file_name(name, result.format))
 
 
 def _grid_to(upload: Upload, sources: list[Source], options: ImageOptions) -> None:

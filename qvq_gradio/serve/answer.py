@@ -15,7 +15,7 @@ has begun, an error chunk and ``[DONE]``.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from contextlib import aclosing, asynccontextmanager
 from typing import Any, Protocol
 
@@ -50,8 +50,10 @@ Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
 
 
-def error_response(error: APIError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers())
+def error_response(error: APIError, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    """``error`` as OpenAI gives it; ``headers``: more of them (a 405's ``Allow``)."""
+    return JSONResponse(error.body(), status_code=error.status,
+                        headers={**error.headers(), **(headers or {})})
 
 
 class Slots:

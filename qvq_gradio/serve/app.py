@@ -153,8 +153,7 @@ async def _framework_error(request: Request, exc: Exception) -> Response:
     else:
         detail = exc.detail if isinstance(exc, HTTPException) else "Internal server error"
         error = APIError(status, str(detail))
-    headers = exc.headers if isinstance(exc, HTTPException) else None
-    return JSONResponse(error.body(), status_code=error.status, headers=headers)
+    return error_response(error, exc.headers if isinstance(exc, HTTPException) else None)
 
 
 def app(
@@ -191,7 +190,7 @@ def app(
     if reasoning not in ("split", "inline"):
         raise ValueError(f"reasoning must be 'split' or 'inline', got {reasoning!r}")
     server = _Server(session, reasoning, max_running, max_waiting, hold, keepalive,
-                     limits or Limits(), draining or Draining(10.0))
+                     limits or Limits(), draining or Draining())
 
     @asynccontextmanager
     async def lifespan(_: Starlette) -> AsyncIterator[None]:

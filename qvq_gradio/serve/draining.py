@@ -15,13 +15,15 @@ import math
 import signal
 import socket
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Final
 
 import anyio
 
 from .errors import APIError
 
 __all__ = ["Draining", "run", "shutting_down"]
+#: Seconds the answers in flight get to finish once the server begins to stop.
+DEFAULT_GRACE: Final = 10.0
 # uvicorn's own limit, past ours: it cancels tasks still running then (it should never need to).
 _BACKSTOP = 5
 
@@ -36,7 +38,7 @@ class Draining:
     """The stop, as the answers see it: :meth:`stopping` (waiting requests end) and
     :meth:`expired` (running answers end), ``grace`` seconds apart."""
 
-    def __init__(self, grace: float) -> None:
+    def __init__(self, grace: float = DEFAULT_GRACE) -> None:
         self.grace = grace
         self.deadline = math.inf  # anyio time at which running answers are ended
         self._begun: anyio.Event | None = None
