@@ -39,7 +39,16 @@ from .errors import (
     TotalTimeoutError,
     UnknownModelError,
 )
-from .events import Event, Finished, QueueUpdate, SpaceChanged, SpaceWaking, TextDelta
+from .events import (
+    Event,
+    Finished,
+    QueueUpdate,
+    ReasoningDelta,
+    ShapeFound,
+    SpaceChanged,
+    SpaceWaking,
+    TextDelta,
+)
 
 if TYPE_CHECKING:
     from .imaging import ImageOptions
@@ -122,9 +131,11 @@ __all__ = [
     "QuotaExceededError",
     "Qwen_QVQ_72B",
     "RateLimitError",
+    "ReasoningDelta",
     "ResponseError",
     "Session",
     "SessionLike",
+    "ShapeFound",
     "SpaceChanged",
     "SpaceConnectionError",
     "SpaceNameError",

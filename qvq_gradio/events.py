@@ -6,10 +6,20 @@ of each :class:`TextDelta`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TypeAlias
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
 
-__all__ = ["Event", "Finished", "QueueUpdate", "SpaceChanged", "SpaceWaking", "TextDelta"]
+__all__ = [
+    "Event",
+    "Finished",
+    "QueueUpdate",
+    "ReasoningDelta",
+    "ShapeFound",
+    "SpaceChanged",
+    "SpaceWaking",
+    "TextDelta",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +57,16 @@ class SpaceWaking:
 
 
 @dataclass(frozen=True, slots=True)
+class ShapeFound:
+    """How ``space`` is asked, before its first text: ``qvq`` (QVQ's ``/generate``, whose
+    whole text, reasoning included, is answer text), ``chat`` (a ChatInterface) or ``blocks``
+    (Qwen's stateful demo); see :meth:`qvq_gradio.Session.describe_shape`."""
+
+    space: str
+    shape: str
+
+
+@dataclass(frozen=True, slots=True)
 class TextDelta:
     """New answer text; the concatenation of all deltas is the Space's final text."""
 
@@ -54,8 +74,18 @@ class TextDelta:
 
 
 @dataclass(frozen=True, slots=True)
+class ReasoningDelta:
+    """New thinking: what a reasoning model's Space shows apart from its answer (a chat message
+    titled as thinking, or text inside ``<think>...</think>``). QVQ's own Space shows none: its
+    whole text, reasoning included, comes as :class:`TextDelta`."""
+
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
-    """The answer is complete. Times are seconds from the start of the stream.
+    """The answer is complete. Times are seconds from the start of the stream. ``text`` is the
+    answer's text (for QVQ's Space, its whole text), ``reasoning`` the thinking shown apart.
 
     ``cached``: answered from the answer history (``cache=True``) without asking the Space.
     """
@@ -66,6 +96,14 @@ class Finished:
     time_to_first_token: float | None
     queue_wait: float | None
     cached: bool = False
+    #: The thinking (the concatenation of the :class:`ReasoningDelta` events), "" if none.
+    reasoning: str = ""
+    #: How the Space was asked: its shape (``qvq``, ``chat``, ``blocks``) and which of the
+    #: caller's parameters (system prompt, temperature, ...) reached one of its inputs.
+    shape: str | None = None
+    applied: Mapping[str, Any] = field(default_factory=dict)
 
 
-Event: TypeAlias = QueueUpdate | SpaceChanged | SpaceWaking | TextDelta | Finished
+Event: TypeAlias = (
+    QueueUpdate | SpaceChanged | SpaceWaking | ShapeFound | ReasoningDelta | TextDelta | Finished
+)

@@ -13,7 +13,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._gradio import check_endpoint, describe, queue_status, translate_error
+from ._gradio import describe, queue_status, translate_error
 from .errors import QVQError
 from .session import Session
 
@@ -28,7 +28,8 @@ class SpaceCheck:
     reachable: bool
     gradio_version: str | None = None
     protocol: str | None = None
-    generate_ok: bool | None = None  #: ``/generate`` takes ``[image, text]``
+    generate_ok: bool | None = None  #: the Space has an endpoint we can ask (a chat shape)
+    shape: str | None = None  #: how it is asked (see ``Session.describe_shape``)
     queue_size: int | None = None
     round_trip: float | None = None  #: seconds for one request once connected
     error: str | None = None  #: "ErrorType: message" when something failed
@@ -43,8 +44,9 @@ async def probe(space: str, **session_options: Any) -> SpaceCheck:
     try:
         async with Session(space, **session_options) as session:
             client = await session.client()
+            shape: str | None = None
             try:
-                check_endpoint(client.config, session.space)
+                shape = await session.describe_shape()
                 generate_ok = True
             except QVQError:
                 generate_ok = False
@@ -59,6 +61,7 @@ async def probe(space: str, **session_options: Any) -> SpaceCheck:
                 gradio_version=version,
                 protocol=protocol,
                 generate_ok=generate_ok,
+                shape=shape,
                 queue_size=queue_size,
                 round_trip=round_trip,
             )

@@ -77,11 +77,13 @@ def history_enabled() -> bool:
     return os.environ.get(HISTORY_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
-def cache_key(space: str, prompt: str, image: str | None) -> str:
+def cache_key(space: str, prompt: str, image: str | None, request: str = "") -> str:
     """The identity of a request: same Space, same prompt text, same image (``image``: the
     uploaded bytes' sha256, or for a URL passed through to the Space a hash of that URL; see
-    :attr:`qvq_gradio.media.Upload.identity`)."""
-    parts = (space.rstrip("/"), prompt, image or "")
+    :attr:`qvq_gradio.media.Upload.identity`), and the rest of what may reach the Space
+    (``request``: the sampling parameters and shape asked for, "" when none: the key is then
+    the one of a request before those existed)."""
+    parts = (space.rstrip("/"), prompt, image or "", *((request,) if request else ()))
     return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
@@ -107,6 +109,12 @@ class HistoryRow:
     #: each image as the user gave it: ``{"name", "size", "sha256"}`` (the ``image_*`` fields
     #: describe what was uploaded: a resized copy, or several images as one grid)
     images: list[dict[str, Any]]
+    #: the thinking the Space showed apart from the answer ("" if none)
+    reasoning: str = ""
+    #: the Space's shape (``qvq``, ``chat``, ``blocks``; None for rows from before shapes)
+    shape: str | None = None
+    #: the caller's parameters that reached an input of the Space (system prompt, sampling)
+    applied: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -162,15 +170,23 @@ def _v2(db: sqlite3.Connection) -> None:
     )
 
 
+def _v3(db: sqlite3.Connection) -> None:
+    """The thinking shown apart, the Space's shape, and the parameters that reached it."""
+    db.execute("ALTER TABLE answers ADD COLUMN reasoning TEXT")
+    db.execute("ALTER TABLE answers ADD COLUMN shape TEXT")
+    db.execute("ALTER TABLE answers ADD COLUMN applied TEXT")
+
+
 #: The schema's migrations, in order; ``PRAGMA user_version`` counts those applied.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
 #: ``error_type`` of an answer stopped before it ended (Ctrl-C, a closed pipe, a client that
 #: left): kept with the text that had come, never a cache hit (only rows without an error are).
 STOPPED = "Stopped"
 
 _COLUMNS = (
     "id, time, space, prompt, image_sha256, image_size, image_name, text, final_answer, "
-    "elapsed, time_to_first_token, queue_wait, error_type, error_message, from_cache, images"
+    "elapsed, time_to_first_token, queue_wait, error_type, error_message, from_cache, images, "
+    "reasoning, shape, applied"
 )
 
 
@@ -257,11 +273,16 @@ class History:
         image_key: str | None = None,
         images: Sequence[Mapping[str, Any]] = (),
         stopped: bool = False,
+        reasoning: str = "",
+        shape: str | None = None,
+        applied: Mapping[str, Any] | None = None,
+        request: str = "",
     ) -> int:
         """Add one row; its id. Credentials are redacted from every text. ``image_key`` is the
         image's identity for the cache (default: ``image_sha256``). ``images``: each image as
         the user gave it. ``stopped``: the answer was stopped before it ended (``text`` is what
-        had come); such a row is never a cache hit."""
+        had come); such a row is never a cache hit. ``reasoning``: the thinking shown apart;
+        ``shape`` and ``applied``: how the Space was asked; ``request``: see :func:`cache_key`."""
         error_type: str | None
         error_message: str | None
         if stopped:
@@ -285,15 +306,19 @@ class History:
             error_type,
             error_message,
             int(from_cache),
-            cache_key(space, prompt, image_key or image_sha256),
+            cache_key(space, prompt, image_key or image_sha256, request),
             json.dumps([dict(image) for image in images]) if images else None,
+            redact(reasoning) or None,
+            shape,
+            redact(json.dumps(dict(applied), sort_keys=True)) if applied else None,
         )
         with self._lock:
             cursor = self._connect().execute(
                 "INSERT INTO answers (time, space, prompt, image_sha256, image_size, "
                 "image_name, image, text, final_answer, elapsed, time_to_first_token, "
-                "queue_wait, error_type, error_message, from_cache, cache_key, images) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "queue_wait, error_type, error_message, from_cache, cache_key, images, "
+                "reasoning, shape, applied) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             return int(cursor.lastrowid or 0)
@@ -354,4 +379,6 @@ def _row(values: tuple[Any, ...]) -> HistoryRow:
     fields: dict[str, Any] = dict(zip(_COLUMNS.split(", "), values, strict=True))
     fields["from_cache"] = bool(fields["from_cache"])
     fields["images"] = json.loads(fields["images"]) if fields["images"] else []
+    fields["reasoning"] = fields["reasoning"] or ""
+    fields["applied"] = json.loads(fields["applied"]) if fields["applied"] else None
     return HistoryRow(**fields)

@@ -34,18 +34,13 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 
-from ._gradio import (
-    API_NAME,
-    JobHandle,
-    QVQClient,
-    Update,
-    endpoint_signature,
-    translate_error,
-)
+from ._gradio import JobHandle, QVQClient, Update, endpoint_signature, translate_error
+from ._gradio.shapes import Call, Shape, Unreadable
 from ._threads import ElasticExecutor
 from ._wakeups import wakeups
 from .errors import IdleTimeoutError, ProtocolError, TotalTimeoutError
-from .events import Event, QueueUpdate, TextDelta
+from .events import Event, QueueUpdate, ReasoningDelta, TextDelta
+from .thinking import Said
 
 __all__ = ["CLOSE_WAIT", "Background", "Redeployed", "SpaceJob", "new_text"]
 
@@ -94,16 +89,8 @@ class _Waker:
         self._event = anyio.Event()
 
 
-def new_text(previous: str, output: Any, space: str) -> str:
+def new_text(previous: str, output: str, space: str) -> str:
     """The delta from ``previous`` to the cumulative ``output``."""
-    if output is None:
-        output = ""
-    if not isinstance(output, str):
-        raise ProtocolError(
-            f"The Space sent {type(output).__name__} where text was expected",
-            text=previous,
-            space=space,
-        )
     if not output.startswith(previous):
         raise ProtocolError(
             "The Space rewrote text it had already sent", text=previous, space=space
@@ -153,10 +140,12 @@ class _Timing:
 class SpaceJob:
     """One job on the Space, on a Gradio session of its own."""
 
-    def __init__(self, handle: JobHandle, space: str) -> None:
+    def __init__(self, handle: JobHandle, space: str, shape: Shape) -> None:
         self.handle = handle
         self.space = space
-        self.answer = ""
+        self.shape = shape
+        self.answer = ""  #: the answer's text so far
+        self.reasoning = ""  #: the thinking so far
         self.started: float | None = None  #: when the Space began generating (anyio time)
         self.first_token: float | None = None
         self._progress = 0.0  #: when text last arrived (or generation started), anyio time
@@ -164,22 +153,25 @@ class SpaceJob:
         self._released = False
 
     @classmethod
-    def submit(
-        cls,
-        client: QVQClient,
-        image: str | None,
-        text: str,
-        limits: httpx.Timeout,
-        space: str,
-        alone: bool = False,
+    def open(
+        cls, client: QVQClient, limits: httpx.Timeout, space: str, shape: Shape, alone: bool
     ) -> SpaceJob:
-        """Hand the job to gradio_client's executor (it never blocks: the job's own thread
-        uploads and joins the queue; the stream is read by :meth:`follow`). ``alone``: no
-        other question is in flight (see :meth:`~qvq_gradio._gradio.JobHandle.submit`)."""
+        """A job on a Gradio session of its own, nothing sent yet (no I/O). ``alone``: no
+        other question is in flight (see :meth:`~qvq_gradio._gradio.JobHandle.open`)."""
+        return cls(JobHandle.open(client, limits, alone), space, shape)
+
+    async def start(self, call: Call) -> None:
+        """Make the call's steps (in a worker thread, each waited for), then hand the job to
+        gradio_client's executor (it never blocks: the job's own thread uploads and joins the
+        queue; the stream is read by :meth:`follow`)."""
         try:
-            return cls(JobHandle.submit(client, image, text, limits, alone), space)
+            if call.steps:
+                await anyio.to_thread.run_sync(
+                    self.handle.run_steps, call.steps, abandon_on_cancel=True
+                )
+            self.handle.start(call)
         except Exception as exc:
-            raise translate_error(exc, space=space) from exc
+            raise translate_error(exc, space=self.space) from exc
 
     @property
     def done(self) -> bool:
@@ -239,10 +231,9 @@ class SpaceJob:
                 await self._wait(waker, timing)
             if verify is not None:
                 await self._confirm(verify, signature, waker, timing)
-            delta = new_text(self.answer, handle.result(self.space), self.space)
-            if delta:
-                self._add(delta, anyio.current_time())
-                yield TextDelta(delta)
+            said = self._read(handle.result(self.space), final=True)
+            for event in self._deltas(said, anyio.current_time()):
+                yield event
         finally:
             handle.hand_over.detach()
 
@@ -270,10 +261,27 @@ class SpaceJob:
         if update.started and self.started is None:
             self.started = self._progress = update.at
         if update.has_output:
-            delta = new_text(self.answer, update.output, self.space)
-            if delta:
-                self._add(delta, update.at)
-                events.append(TextDelta(delta))
+            events.extend(self._deltas(self._read(update.output, final=False), update.at))
+        return events
+
+    def _read(self, output: Any, *, final: bool) -> Said:
+        try:
+            return self.shape.read(output, final=final, text_started=bool(self.answer))
+        except Unreadable as exc:
+            raise ProtocolError(str(exc), text=self.answer, space=self.space) from None
+
+    def _deltas(self, said: Said, at: float) -> list[Event]:
+        """The news in ``said`` (cumulative) since the last read: thinking, then text."""
+        events: list[Event] = []
+        thought = new_text(self.reasoning, said.reasoning, self.space)
+        if thought:
+            self.reasoning = said.reasoning
+            self._add("", at)
+            events.append(ReasoningDelta(thought))
+        delta = new_text(self.answer, said.text, self.space)
+        if delta:
+            self._add(delta, at)
+            events.append(TextDelta(delta))
         return events
 
     def _wake_by(self, timing: _Timing) -> float:
@@ -316,7 +324,7 @@ class SpaceJob:
         except Exception as exc:  # the job's own outcome will say what went wrong
             log.debug("could not re-read the Space's config: %r", exc)
             return
-        if endpoint_signature(config, API_NAME) != signature:
+        if endpoint_signature(config, self.shape.api_name) != signature:
             raise Redeployed()
 
     def abort(self) -> None:

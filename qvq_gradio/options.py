@@ -19,7 +19,7 @@ from typing import Any, Final, TypedDict, cast
 from .errors import OptionError
 from .imaging import ImageOptions
 
-__all__ = ["ASK_OPTIONS", "AskOptions", "ask_options", "check_timeout"]
+__all__ = ["ASK_OPTIONS", "SAMPLING", "AskOptions", "ask_options", "check_timeout"]
 
 
 class AskOptions(TypedDict, total=False):
@@ -35,12 +35,25 @@ class AskOptions(TypedDict, total=False):
     connect_timeout: float
     #: How images are normalised (:class:`~qvq_gradio.ImageOptions`).
     image_options: ImageOptions | None
+    #: Sampling parameters, sent to the Space's input of that meaning when it has one (a
+    #: ChatInterface's "Temperature" slider, say) and not sent otherwise; what was applied is
+    #: recorded in the history. QVQ's Space has no such inputs.
+    temperature: float | None
+    max_tokens: int | None
+    top_p: float | None
 
 
 #: The names of :class:`AskOptions`, in declaration order.
 ASK_OPTIONS: Final = tuple(AskOptions.__annotations__)
 _OPTIONAL_TIMEOUTS: Final = ("idle_timeout", "total_timeout")
 
+
+#: The sampling parameters among them, as (name, lowest, highest, integer).
+SAMPLING: Final = (
+    ("temperature", 0.0, 100.0, False),
+    ("max_tokens", 1, 10_000_000, True),
+    ("top_p", 0.0, 1.0, False),
+)
 
 #: Other names accepted for an option (the provider's and gpt4free's spelling).
 ALIASES: Final = {"timeout": "total_timeout"}
@@ -73,6 +86,16 @@ def ask_options(given: Mapping[str, Any], *, where: str) -> AskOptions:
     for name in ("idle_timeout", "total_timeout", "connect_timeout"):
         if name in given:
             check_timeout(name, given[name], optional=name in _OPTIONAL_TIMEOUTS)
+    for name, low, high, integer in SAMPLING:
+        value = given.get(name)
+        if value is None:
+            continue
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not (
+            low <= value <= high and math.isfinite(value)
+        ):
+            kind = "a whole number" if integer else "a number"
+            raise OptionError(f"{name} must be {kind} from {low} to {high}, got {value!r}")
     image_options = given.get("image_options")
     if image_options is not None and not isinstance(image_options, ImageOptions):
         raise TypeError(

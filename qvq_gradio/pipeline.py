@@ -25,7 +25,7 @@ import anyio
 import anyio.to_thread
 
 from .errors import MessagesError, ResponseError, TotalTimeoutError
-from .events import Event, Finished, TextDelta
+from .events import Event, Finished, ReasoningDelta, ShapeFound, TextDelta
 from .history import History, cache_key
 from .imaging import ImageOptions
 from .media import MediaItem, Upload, classify, prepare_upload
@@ -39,11 +39,14 @@ log = logging.getLogger("qvq_gradio")
 
 @dataclass(frozen=True)
 class Question:
-    """One question, checked: the prompt as sent, its images (not yet read), its options."""
+    """One question, checked: the prompt flattened (as QVQ's Space takes it), its images (not
+    yet read), its options, and the ``(role, text)`` turns it was flattened from (a Space
+    shape that takes a system prompt or a history reads them)."""
 
     text: str
     items: list[MediaItem]
     options: AskOptions
+    turns: tuple[tuple[str, str], ...] = ()
 
     @classmethod
     def of(
@@ -62,7 +65,7 @@ class Question:
         items = [
             classify(item) for item in (*([] if image is None else [image]), *media, *built.images)
         ]
-        return cls(built.text, items, checked)
+        return cls(built.text, items, checked, built.turns)
 
 
 async def prepare(
@@ -89,17 +92,26 @@ async def cached(
     upload: Upload | None,
     start: float,
     ask: Callable[[], AsyncGenerator[Event, None]],
+    request: str = "",
 ) -> AsyncGenerator[Event, None]:
-    """The recorded answer to an identical request as one delta, else ``ask()``'s stream
-    (``start``: when the question was asked, anyio time)."""
-    key = cache_key(space, text, upload.identity if upload is not None else None)
+    """The recorded answer to an identical request as one delta (its thinking as another),
+    else ``ask()``'s stream (``start``: when the question was asked, anyio time; ``request``:
+    see :func:`~qvq_gradio.history.cache_key`)."""
+    key = cache_key(space, text, upload.identity if upload is not None else None, request)
     hit = await anyio.to_thread.run_sync(history.cached, key)
     if hit is not None:
+        if hit.shape:
+            yield ShapeFound(space, hit.shape)
+        if hit.reasoning:
+            yield ReasoningDelta(hit.reasoning)
         if hit.text:
             yield TextDelta(hit.text)
         now = anyio.current_time() - start
-        finished = Finished(hit.text, space, now, now, None, cached=True)
-        await _record(history, space, text, upload, finished, None)
+        finished = Finished(
+            hit.text, space, now, now, None, cached=True, reasoning=hit.reasoning,
+            shape=hit.shape, applied=hit.applied or {},
+        )
+        await _record(history, space, text, upload, finished, None, request=request)
         yield finished
         return
     events = ask()
@@ -114,6 +126,7 @@ async def recorded(
     text: str,
     upload: Upload | None,
     events: AsyncGenerator[Event, None],
+    request: str = "",
 ) -> AsyncGenerator[Event, None]:
     """``events``, with the answer (or the error that ended them) added to the history; an
     answer stopped before it ended (the consumer left: Ctrl-C, a closed pipe, a client gone)
@@ -127,15 +140,17 @@ async def recorded(
                     came.append(event.text)
                 elif isinstance(event, Finished):
                     ended = True
-                    await _record(history, space, text, upload, event, None)
+                    await _record(history, space, text, upload, event, None, request=request)
                 yield event
     except ResponseError as error:
         ended = True
-        await _record(history, space, text, upload, None, error)
+        await _record(history, space, text, upload, None, error, request=request)
         raise
     finally:
         if not ended:
-            await _record(history, space, text, upload, None, None, stopped="".join(came))
+            await _record(
+                history, space, text, upload, None, None, stopped="".join(came), request=request
+            )
 
 
 async def _record(
@@ -147,6 +162,7 @@ async def _record(
     error: ResponseError | None,
     *,
     stopped: str | None = None,
+    request: str = "",
 ) -> None:
     """One row: an answer, an error, or (``stopped``: the text that had come) a stop."""
     image: bytes | None = None
@@ -171,6 +187,10 @@ async def _record(
         image_key=upload.identity if upload is not None else None,
         images=[dataclasses.asdict(o) for o in upload.originals] if upload is not None else (),
         stopped=stopped is not None,
+        reasoning=finished.reasoning if finished is not None else "",
+        shape=finished.shape if finished is not None else None,
+        applied=finished.applied if finished is not None else None,
+        request=request,
     )
     with anyio.CancelScope(shield=True):
         try:

@@ -1,7 +1,9 @@
-"""Messages in, one prompt string (and the images the messages carried) out. Pure code.
+"""Messages in, the question's structure out: its system prompt, its turns, its images, and
+the one prompt string a single text box takes. Pure code.
 
-The Space takes a single text box, so a conversation is flattened: a single user message is
-sent as-is; anything longer becomes ``Role: content`` lines ending with ``Assistant:``.
+QVQ's Space takes a single text box, so a conversation is flattened: a single user message is
+sent as-is; anything longer becomes ``Role: content`` lines ending with ``Assistant:``
+(:func:`flatten`). A Space shape that takes a system prompt or a history gets them apart.
 """
 
 from __future__ import annotations
@@ -12,7 +14,15 @@ from typing import Any, TypeAlias
 
 from .errors import MessagesError
 
-__all__ = ["ROLES", "Message", "Messages", "Prompt", "build_prompt", "validate_messages"]
+__all__ = [
+    "ROLES",
+    "Message",
+    "Messages",
+    "Prompt",
+    "build_prompt",
+    "flatten",
+    "validate_messages",
+]
 
 Message: TypeAlias = dict[str, Any]
 #: A conversation: ``[{"role": "user", "content": "..."}, ...]``; ``Messages([...])`` works.
@@ -25,10 +35,19 @@ _IMAGE_PART_TYPES = ("image_url", "image", "input_image")
 
 @dataclass(frozen=True, slots=True)
 class Prompt:
-    """The text to send and the images found inside the messages, in order."""
+    """The text to send (flattened) and the images found inside the messages, in order; the
+    structure it was flattened from: ``turns`` are the ``(role, text)`` of every message, the
+    system ones included."""
 
     text: str
     images: list[Any] = field(default_factory=list)
+    turns: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def system(self) -> str | None:
+        """The system messages' text (joined by a blank line), None without one."""
+        texts = [text for role, text in self.turns if role == "system"]
+        return "\n\n".join(texts) if texts else None
 
 
 def _image_of(part: Mapping[str, Any], where: str) -> Any:
@@ -122,11 +141,16 @@ def build_prompt(messages: object) -> Prompt:
     """
     images: list[Any] = []
     pairs = _parse(messages, images)
-    if len(pairs) == 1:
-        text = pairs[0][1]
-    else:
-        lines = [f"{role.capitalize()}: {content}" for role, content in pairs]
-        text = "\n".join([*lines, "Assistant:"])
+    text = flatten(pairs)
     if not text.strip():
         raise MessagesError("the prompt is empty; the user message has no text")
-    return Prompt(text=text, images=images)
+    return Prompt(text=text, images=images, turns=tuple(pairs))
+
+
+def flatten(turns: Sequence[tuple[str, str]]) -> str:
+    """One text for ``turns``: a lone message's own text, else ``Role: text`` lines ending
+    with ``Assistant:``."""
+    if len(turns) == 1:
+        return turns[0][1]
+    lines = [f"{role.capitalize()}: {content}" for role, content in turns]
+    return "\n".join([*lines, "Assistant:"])

@@ -20,6 +20,7 @@ second: threads stuck in a read are woken or abandoned (they are daemons).
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import math
 import threading
@@ -41,11 +42,13 @@ from ._gradio import (
     EventStreams,
     QVQClient,
     answers_config,
-    check_endpoint,
+    endpoint_signature,
+    file_arg,
     space_state,
     translate_error,
     unavailable,
 )
+from ._gradio.shapes import Asked, Shape, check_shape, detect
 from ._tls import shared_ssl_context
 from .errors import (
     ConnectTimeoutError,
@@ -55,11 +58,11 @@ from .errors import (
     SpaceConnectionError,
     TotalTimeoutError,
 )
-from .events import Event, Finished, SpaceWaking
+from .events import Event, Finished, ShapeFound, SpaceWaking
 from .history import HistoryOption, default_path, open_history
 from .imaging import ImageOptions
 from .job import CLOSE_WAIT, Background, Redeployed, SpaceJob
-from .options import AskOptions, check_timeout
+from .options import SAMPLING, AskOptions, check_timeout
 from .pipeline import Question, cached, prepare, recorded
 from .prompt import Messages
 from .protocol import Asking
@@ -69,6 +72,7 @@ __all__ = ["Session"]
 
 log = logging.getLogger("qvq_gradio")
 
+SAMPLING_NAMES: Final = tuple(name for name, *_ in SAMPLING)
 # httpx read timeout under gradio_client while nothing bounds a stream more tightly. The event
 # stream carries a heartbeat every 15 s, so a silent minute means the connection is dead.
 _READ_TIMEOUT: Final = 60.0
@@ -126,6 +130,15 @@ def _build_client(
     return client
 
 
+def _request(sampling: Mapping[str, Any], shape: str | None) -> str:
+    """What of a request besides its text and images may change what the Space is sent (see
+    :func:`~qvq_gradio.history.cache_key`): "" when nothing, so that a request as made
+    before those options existed keeps its key."""
+    if not sampling and shape is None:
+        return ""
+    return json.dumps({"sampling": dict(sampling), "shape": shape}, sort_keys=True)
+
+
 class Session(Asking):
     """A connection to the QVQ Space, shared by any number of concurrent streams.
 
@@ -154,6 +167,8 @@ class Session(Asking):
         cache: answer a request identical to a recorded one (same Space, prompt text and
             uploaded image bytes) from the history, without touching the Space; the answer
             streams out as one delta and ``Finished.cached`` is True. Needs ``history``.
+        shape: how the Space is asked (``qvq``, ``chat``, ``blocks``, or ``chat:/endpoint``);
+            default: found from the Space's own API (see :meth:`describe_shape`).
         space_cache: keep the Space's config and API description on disk (``spaces/`` beside
             the history database), so that a new process submits its first question without
             reading them first; that question is checked against the live config, read
@@ -181,6 +196,7 @@ class Session(Asking):
         history: HistoryOption = None,
         cache: bool = False,
         space_cache: bool = False,
+        shape: str | None = None,
     ) -> None:
         check_timeout("connect_timeout", connect_timeout, optional=False)
         check_timeout("idle_timeout", idle_timeout, optional=True)
@@ -203,6 +219,8 @@ class Session(Asking):
             raise ValueError("cache=True needs history (True, a path or a History)")
         self.cache = cache
         self.space_cache = space_cache
+        self.shape = check_shape(shape)
+        self._shape: tuple[QVQClient, Shape] | None = None  #: the shape found, per client
         self._client: QVQClient | None = None
         self._state_lock = threading.Lock()  # guards _client and _closed; never held long
         self._connect_lock = threading.Lock()  # one connection attempt at a time
@@ -328,7 +346,26 @@ class Session(Asking):
             if state in WAKING:
                 return
         client = await self.client()
-        check_endpoint(client.config, self.space)
+        self._shape_of(client)
+
+    def _shape_of(self, client: QVQClient) -> Shape:
+        """The shape of the app ``client`` found (read once per client)."""
+        found = self._shape
+        if found is not None and found[0] is client:
+            return found[1]
+        try:
+            shape = detect(client.config, getattr(client, "_info", None), self.space, self.shape)
+        except ProtocolError:
+            client.forget_description()
+            raise
+        self._shape = (client, shape)
+        return shape
+
+    async def describe_shape(self) -> str:
+        """How this session asks the Space: its shape, endpoint and what reaches which input,
+        in one line (``qvq status`` shows it). Connects if needed; raises what a question
+        would meet when the Space is no chat."""
+        return self._shape_of(await self.client()).describe()
 
     async def api_info(self) -> dict[str, Any]:
         """The Space's API as gradio_client describes it (named endpoints and parameters)."""
@@ -409,20 +446,28 @@ class Session(Asking):
             question.items, options, proxy=self.config.proxy, total=limits.total, space=self.space
         )
         text = question.text
-        if upload is not None and upload.note:
-            text = f"{upload.note}\n{text}"
-        target = upload.target if upload is not None else None
+        note = upload.note if upload is not None else None
+        if note:
+            text = f"{note}\n{text}"
+        sampling = {
+            name: question.options[name]  # type: ignore[literal-required]
+            for name in SAMPLING_NAMES
+            if question.options.get(name) is not None
+        }
+        asked = Asked(question.text, question.turns, sampling, note)
+        files = [file_arg(upload.target)] if upload is not None else []
+        request = _request(sampling, self.shape)
 
         def ask() -> AsyncGenerator[Event, None]:
-            events = self._answer(text, target, start, limits)
+            events = self._answer(asked, files, start, limits)
             if self.history is None:
                 return events
-            return recorded(self.history, self.space, text, upload, events)
+            return recorded(self.history, self.space, text, upload, events, request)
 
         try:
             events = ask()
             if self.cache and self.history is not None:
-                events = cached(self.history, self.space, text, upload, start, ask)
+                events = cached(self.history, self.space, text, upload, start, ask, request)
             async with aclosing(events):
                 async for event in events:
                     yield event
@@ -438,7 +483,7 @@ class Session(Asking):
                     await anyio.to_thread.run_sync(upload.close)
 
     async def _answer(
-        self, text: str, image: str | None, start: float, limits: _Limits
+        self, asked: Asked, files: list[Any], start: float, limits: _Limits
     ) -> AsyncGenerator[Event, None]:
         """Wake the Space if needed, then ask it: again once if it was redeployed meanwhile."""
         if self._client is None and not self.space.startswith(("http://", "https://")):
@@ -448,13 +493,13 @@ class Session(Asking):
                     yield event
         for attempt in (1, 2):
             client = await self._get_client(limits.deadline(start), limits.connect)
+            shape = self._shape_of(client)
+            signature = endpoint_signature(client.config, shape.api_name) or ()
+            call = shape.call(asked, files)  # bad input for this shape raises: nothing sent
+            job = self._submit(client, shape, limits)
             try:
-                signature = check_endpoint(client.config, self.space)
-            except ProtocolError:
-                client.forget_description()
-                raise
-            job = self._submit(client, text, image, limits)
-            try:
+                yield ShapeFound(self.space, shape.name)
+                await job.start(call)
                 events = self._follow(job, client, signature, start, limits)
                 async with aclosing(events):
                     async for event in events:
@@ -468,6 +513,9 @@ class Session(Asking):
                         None if job.first_token is None else job.first_token - start
                     ),
                     queue_wait=None if job.started is None else job.started - start,
+                    reasoning=job.reasoning,
+                    shape=shape.name,
+                    applied=dict(call.applied),
                 )
                 return
             except Redeployed:
@@ -490,15 +538,13 @@ class Session(Asking):
             finally:
                 self._release(job)  # never awaits: cancels go to the background
 
-    def _submit(
-        self, client: QVQClient, text: str, image: str | None, limits: _Limits
-    ) -> SpaceJob:
-        """A job for the question on the Space, tracked until released (a closing session
-        cancels it)."""
+    def _submit(self, client: QVQClient, shape: Shape, limits: _Limits) -> SpaceJob:
+        """A job for the question on the Space (not started), tracked until released (a
+        closing session cancels it)."""
         timeout = self._job_timeout(limits.idle, limits.connect)
         with self._state_lock:
-            alone = not self._jobs  # then it joins where it is followed (see SpaceJob.submit)
-        job = SpaceJob.submit(client, image, text, timeout, self.space, alone)
+            alone = not self._jobs  # then it joins where it is followed (see SpaceJob.open)
+        job = SpaceJob.open(client, timeout, self.space, shape, alone)
         with self._state_lock:
             closed = self._closed
             if not closed:

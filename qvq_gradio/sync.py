@@ -117,6 +117,7 @@ class SyncSession:
         history: HistoryOption = None,
         cache: bool = False,
         space_cache: bool = False,
+        shape: str | None = None,
     ) -> None:
         self.session = Session(
             space,
@@ -131,6 +132,7 @@ class SyncSession:
             history=history,
             cache=cache,
             space_cache=space_cache,
+            shape=shape,
         )
 
     @classmethod

@@ -183,8 +183,10 @@ def test_debug_shows_the_traceback(replica: ReplicaProcess, marker: str) -> None
 def test_info_shows_the_api(replica: ReplicaProcess) -> None:
     code, out, _ = run(["info", "--space", replica.url])
     assert code == 0
-    assert out.splitlines()[:3] == [
+    assert out.splitlines()[:4] == [
         f"Space: {replica.url}",
+        "Shape: qvq: /generate (Image, Textbox -> textbox) (the conversation flattened into "
+        "the text)",
         "Endpoint /generate",
         "  image: filepath  [Image 'Image']",
     ]

@@ -109,4 +109,4 @@ def test_a_database_of_the_first_schema_migrates_in_place(tmp_path: Path) -> Non
                                                                 "sha256": "ff"}])
         assert store.search("r")[0].images == [{"name": "x.png", "size": 1, "sha256": "ff"}]
     version = sqlite3.connect(database).execute("PRAGMA user_version").fetchone()[0]
-    assert version == len(MIGRATIONS) == 2
+    assert version == len(MIGRATIONS) == 3

@@ -200,7 +200,7 @@ def test_spaces_table_checks_every_space(hub_cli: HubCommands) -> None:
     assert done.returncode == 0, done.stderr
     header, good, missing = done.stdout.splitlines()[:3]
     assert header.split()[:3] == ["SPACE", "REACHABLE", "GRADIO"]
-    assert good.startswith("owner/good") and "[image, text]" in good and " yes " in good
+    assert good.startswith("owner/good") and " qvq " in good and " yes " in good
     assert missing.startswith("owner/missing") and " no " in missing
     assert "There is no Space owner/missing" in done.stderr
     assert alone.returncode == 3

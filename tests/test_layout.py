@@ -1,6 +1,7 @@
 """The layering of the package, read from its imports (every import, deferred ones included).
 
-    base      errors, secrets, events, options, answer, prompt, media, fetch, imaging, helpers
+    base      errors, secrets, events, options, answer, prompt, media, fetch, imaging,
+              thinking, helpers
     _gradio   the adapter: the only code that imports gradio_client
     core      spaces, history, pipeline, job, session, pool, health, cooling, protocol
     shells    batch, sync, notebook, provider, gpt4free, cli, serve, pytest_plugin
@@ -20,10 +21,10 @@ PACKAGE = Path(__file__).resolve().parent.parent / "qvq_gradio"
 
 BASE = {
     "errors", "_secrets", "events", "options", "answer", "prompt", "media", "fetch", "imaging",
-    "_backoff", "_threads", "_tls", "_wakeups",
+    "_backoff", "_threads", "_tls", "_wakeups", "thinking",
 }
 #: Input code: reads what the caller gave; knows nothing of Spaces.
-INPUT = {"prompt", "media", "fetch", "imaging", "options", "answer", "events"}
+INPUT = {"prompt", "media", "fetch", "imaging", "options", "answer", "events", "thinking"}
 CORE = {
     "spaces", "history", "pipeline", "job", "session", "pool", "health", "cooling", "protocol",
 }

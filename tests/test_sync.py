@@ -148,7 +148,8 @@ def test_every_surface_takes_the_one_options_type(name: str) -> None:
     # No surface spells an option out again beside **options.
     assert not set(inspect.signature(func).parameters) & set(ASK_OPTIONS)
     assert ASK_OPTIONS == (
-        "media", "idle_timeout", "total_timeout", "connect_timeout", "image_options"
+        "media", "idle_timeout", "total_timeout", "connect_timeout", "image_options",
+        "temperature", "max_tokens", "top_p",
     )
 
 

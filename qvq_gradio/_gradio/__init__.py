@@ -10,7 +10,8 @@
     freshness.py  when the config must be read again (heartbeat, errors, age), not per job
     description.py  the Space's config and API info kept on disk, for a cold start
     handle.py     JobHandle: submit, Future, event id, upstream cancel
-    endpoint.py   /generate's signature in a Gradio config, and the check that it is QVQ's
+    endpoint.py   an endpoint's signature in a Gradio config (what a redeploy changes)
+    shapes/       how a Space is asked and read, found from its API (QVQ, chat, blocks)
     hub.py        a Space's state on the Hub and what each state means
     translate.py  the one place where library errors become ours
 
@@ -22,7 +23,7 @@ from __future__ import annotations
 from .client import JobClient, QVQClient, StreamWatch, answers_config, describe, queue_status
 from .description import DescriptionCache
 from .endpoint import API_NAME, check_endpoint, endpoint_signature
-from .handle import JobHandle
+from .handle import JobHandle, file_arg
 from .hub import SPACE_STATES, WAKING, space_state, unavailable
 from .reader import Update
 from .streams import EventStreams
@@ -44,6 +45,7 @@ __all__ = [
     "clean_message",
     "describe",
     "endpoint_signature",
+    "file_arg",
     "parse_retry_after",
     "queue_status",
     "space_state",

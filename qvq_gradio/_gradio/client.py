@@ -55,6 +55,7 @@ import httpx
 from anyio.lowlevel import EventLoopToken
 from gradio_client import Client
 from gradio_client import utils as gc_utils
+from gradio_client.client import Endpoint
 from gradio_client.exceptions import ValidationError
 from gradio_client.utils import QueueError
 
@@ -474,6 +475,29 @@ class JobClient(QVQClient):
             await response.aclose()
         return response
 
+    def for_steps(self) -> QVQClient:
+        """A view on this job's Gradio session that calls endpoints the ordinary way
+        (gradio_client reads their streams): for calls made and waited for before the job,
+        whose state the job then finds on the Space (see :mod:`.shapes.blocks`). Call
+        :meth:`JobClient.release` on it afterwards."""
+        view = QVQClient.__new__(StepClient)
+        view.__dict__.update(self.__dict__)
+        view.stream_open = False
+        view.streaming_future = None
+        view.pending_messages_per_event = {}
+        view.pending_event_ids = set()
+        view.pending_lock = threading.Lock()
+        view.stream_epoch = 0
+        view.pending_event_epoch = {}
+        view.stream_executor = ElasticExecutor(1, name="qvq-sse")
+        view.endpoints = {
+            dependency.get("id", index): Endpoint(
+                view, dependency.get("id", index), dependency, view.protocol
+            )
+            for index, dependency in enumerate(view.config["dependencies"])
+        }
+        return view
+
     def close(self) -> None:
         # The heartbeat watcher belongs to the parent client: a view has nothing to stop.
         self._kill_heartbeat.set()
@@ -493,6 +517,19 @@ class JobClient(QVQClient):
 
     def __del__(self) -> None:
         # The worker pools belong to the parent client: never shut them down from a view.
+        pass
+
+
+class StepClient(QVQClient):
+    """A job's session, calling endpoints the ordinary way (see :meth:`JobClient.for_steps`)."""
+
+    def close(self) -> None:
+        self._kill_heartbeat.set()
+
+    def release(self) -> None:
+        self.stream_executor.shutdown(wait=False)
+
+    def __del__(self) -> None:
         pass
 
 

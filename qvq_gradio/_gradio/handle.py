@@ -17,15 +17,15 @@ import httpx
 from gradio_client import handle_file
 
 from .client import JobClient, QVQClient
-from .endpoint import API_NAME
 from .handover import HandOver
 from .reader import Update, read_updates
+from .shapes import Call, Step
 from .translate import translate_error
 
-__all__ = ["JobHandle"]
+__all__ = ["JobHandle", "file_arg"]
 
 
-def _file_arg(image: str | None) -> Any:
+def file_arg(image: str | None) -> Any:
     """``handle_file(image)`` without its existence check (a stat, which would block the event
     loop): our image is a file the pipeline has just written, or a public URL."""
     if not image:
@@ -43,27 +43,33 @@ class JobHandle:
         self._job: Any = None
 
     @classmethod
-    def submit(
-        cls,
-        client: QVQClient,
-        image: str | None,
-        text: str,
-        limits: httpx.Timeout,
-        alone: bool = False,
-    ) -> JobHandle:
-        """Submit ``[image, text]`` to ``/generate``: gradio_client's executor runs the job
-        (upload, join) in a thread of its own; this returns at once, without I/O. A question
-        asked ``alone`` (none other in flight) joins on the calling event loop, where its
-        stream will be read: the stream then takes the join's connection (see
-        :mod:`.client`)."""
-        # A Gradio session of its own: cancelling this job stops no other stream.
-        handle = cls(client.for_one_job(limits, join_here=alone))
+    def open(cls, client: QVQClient, limits: httpx.Timeout, alone: bool = False) -> JobHandle:
+        """A handle on a Gradio session of its own (cancelling its job stops no other
+        stream), nothing sent yet. A question asked ``alone`` (none other in flight) joins on
+        the calling event loop, where its stream will be read: the stream then takes the
+        join's connection (see :mod:`.client`)."""
+        return cls(client.for_one_job(limits, join_here=alone))
+
+    def run_steps(self, steps: tuple[Step, ...]) -> None:
+        """Make ``steps`` on this handle's Gradio session, each waited for (blocking: a worker
+        thread), before the streamed call; their outputs are not needed."""
+        if not steps:
+            return
+        view = self._view.for_steps()
         try:
-            handle._job = handle._view.submit(_file_arg(image), text, api_name=API_NAME)
+            for step in steps:
+                view.predict(*step.args, api_name=step.api_name)
+        finally:
+            view.release()
+
+    def start(self, call: Call) -> None:
+        """Submit ``call``: gradio_client's executor runs the job (upload, join) in a thread of
+        its own; this returns at once, without I/O."""
+        try:
+            self._job = self._view.submit(*call.args, api_name=call.api_name)
         except BaseException:
-            handle.release()
+            self.release()
             raise
-        return handle
 
     @property
     def future(self) -> concurrent.futures.Future[Any]:
@@ -72,7 +78,8 @@ class JobHandle:
 
     @property
     def done(self) -> bool:
-        return bool(self._job.future.done())
+        """The job has ended (or was never submitted: its steps failed, or were abandoned)."""
+        return self._job is None or bool(self._job.future.done())
 
     @property
     def hand_over(self) -> HandOver:

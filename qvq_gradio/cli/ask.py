@@ -16,7 +16,14 @@ from ..errors import ProtocolError
 from ..events import Finished, QueueUpdate, SpaceWaking, TextDelta
 from ..session import Session
 from ..spaces import SPACE_ENV
-from .options import asking_options, connect_from, rounded, spaces_of, token_option
+from .options import (
+    asking_options,
+    connect_from,
+    rounded,
+    shape_option,
+    spaces_of,
+    token_option,
+)
 from .running import Failure, closing, emit, run, say
 from .status import StatusLine
 
@@ -79,6 +86,7 @@ def ask(
     token: str | None,
     proxy: str | None,
     system: str | None,
+    shape: str | None,
     connect_timeout: float,
     idle_timeout: float,
     total_timeout: float | None,
@@ -100,7 +108,8 @@ def ask(
     status = StatusLine(sys.stderr)
 
     session = connect_from(
-        space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache
+        space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache,
+        shape,
     )
 
     async def work() -> Finished:
@@ -176,22 +185,31 @@ Examples:
 )
 @token_option
 @click.option("--proxy", help="HTTP(S) proxy URL.")
+@shape_option
 @click.option("--json", "as_json", is_flag=True, help="Print the API description as JSON.")
-def info(space: str | None, token: str | None, proxy: str | None, as_json: bool) -> None:
+def info(
+    space: str | None, token: str | None, proxy: str | None, shape: str | None, as_json: bool
+) -> None:
     """Show which Space is used and its API, without running a job."""
     named = spaces_of([space] if space else [])
     if len(named) > 1:
         raise click.UsageError("info shows one Space; use 'qvq spaces' for several")
 
-    async def work() -> tuple[str, dict[str, Any]]:
-        async with Session(named[0], token=token, proxy=proxy) as session:
-            return session.space, await session.api_info()
+    async def work() -> tuple[str, str, dict[str, Any]]:
+        async with Session(named[0], token=token, proxy=proxy, shape=shape) as session:
+            api = await session.api_info()
+            try:
+                found = await session.describe_shape()
+            except ProtocolError as error:
+                found = f"none: {error}"
+            return session.space, found, api
 
-    where, api = run(work)
+    where, found, api = run(work)
     if as_json:
-        say(json.dumps({"space": where, "api": api}, indent=2))
+        say(json.dumps({"space": where, "shape": found, "api": api}, indent=2))
         return
     say(f"Space: {where}")
+    say(f"Shape: {found}")
     for name, endpoint in api.get("named_endpoints", {}).items():
         say(f"Endpoint {name}")
         for param in endpoint.get("parameters", []):

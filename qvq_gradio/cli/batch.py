@@ -84,6 +84,7 @@ def batch(
     token: str | None,
     proxy: str | None,
     system: str | None,
+    shape: str | None,
     connect_timeout: float,
     idle_timeout: float,
     total_timeout: float | None,
@@ -108,7 +109,8 @@ def batch(
             for i in batches.read_input(source, prompt=prompt)
         )
     session = connect_from(
-        space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache
+        space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache,
+        shape,
     )
     show = sys.stderr.isatty() if progress is None else progress
     bar = batches.TqdmProgress(disable=not show)

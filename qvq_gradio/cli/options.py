@@ -80,6 +80,14 @@ token_option = click.option(
 )
 
 
+shape_option = click.option(
+    "--shape",
+    type=click.Choice(["qvq", "chat", "blocks"]),
+    default=None,
+    help="How the Space is asked [default: found from its API; 'qvq info' shows it].",
+)
+
+
 def spaces_of(given: Sequence[str]) -> list[str]:
     """The Spaces named by --space (repeated, or comma-separated), else $QVQ_SPACE."""
     return parse_spaces(list(given) or None)
@@ -98,6 +106,7 @@ def asking_options(command: Callable[..., Any]) -> Callable[..., Any]:
             token_option,
             click.option("--proxy", help="HTTP(S) proxy URL for every request."),
             click.option("--system", help="A system message sent before the prompt."),
+            shape_option,
             click.option(
                 "--connect-timeout",
                 type=SECONDS,
@@ -142,6 +151,7 @@ def connect_from(
     total_timeout: float | None,
     no_history: bool,
     cache: bool,
+    shape: str | None = None,
 ) -> SessionLike:
     record = not no_history and history_enabled()
     if cache and not record:
@@ -159,6 +169,7 @@ def connect_from(
         total_timeout=total_timeout,
         history=history,
         cache=cache,
+        shape=shape,
         # A command is a new process: the Space's description kept on disk saves two round
         # trips before the first question is sent (checked against the live config).
         space_cache=True,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from .options import BYTES, SECONDS, connect_from, space_option, token_option
+from .options import BYTES, SECONDS, connect_from, shape_option, space_option, token_option
 from .running import Failure
 
 if TYPE_CHECKING:
@@ -39,6 +39,7 @@ def _loopback(host: str) -> bool:
 @click.command("serve", epilog=_EXAMPLES)
 @space_option
 @token_option
+@shape_option
 @click.option("--proxy", help="HTTP(S) proxy URL for every request to the Space.")
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535),
@@ -122,7 +123,7 @@ def build(options: Mapping[str, Any]) -> tuple[Any, Draining, SessionLike]:
                       f"({exc.name} is missing)", 2) from None
     session = connect_from(options["space"], options["token"], options["proxy"],
                            options["connect_timeout"], options["idle_timeout"], None,
-                           options["no_history"], options["cache"])
+                           options["no_history"], options["cache"], options["shape"])
     draining = Draining(options["shutdown_grace"])
     caps = ("max_body_bytes", "max_image_bytes", "max_image_pixels")
     limits = Limits(allow_private_urls=options["allow_private_urls"],

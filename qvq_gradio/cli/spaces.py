@@ -48,7 +48,7 @@ def spaces(
         for check in checks:
             say(json.dumps({**dataclasses.asdict(check), "usable": check.usable}))
     else:
-        rows = [("SPACE", "REACHABLE", "GRADIO", "PROTOCOL", "/generate", "QUEUE", "RTT")]
+        rows = [("SPACE", "REACHABLE", "GRADIO", "PROTOCOL", "SHAPE", "QUEUE", "RTT")]
         for check in checks:
             rows.append(
                 (
@@ -56,7 +56,8 @@ def spaces(
                     "yes" if check.reachable else "no",
                     check.gradio_version or "-",
                     check.protocol or "-",
-                    {True: "[image, text]", False: "WRONG", None: "-"}[check.generate_ok],
+                    (check.shape or "-").split(":")[0] if check.generate_ok is not False
+                    else "NO CHAT",
                     "-" if check.queue_size is None else str(check.queue_size),
                     "-" if check.round_trip is None else f"{check.round_trip * 1000:.0f} ms",
                 )

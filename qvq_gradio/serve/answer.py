@@ -23,7 +23,7 @@ import anyio
 from starlette.responses import JSONResponse, Response
 
 from ..errors import QVQError
-from ..events import Finished, QueueUpdate, TextDelta
+from ..events import Finished, QueueUpdate, ReasoningDelta, ShapeFound, TextDelta
 from .draining import Draining, shutting_down
 from .errors import APIError, api_error
 from .writers import Writer
@@ -200,6 +200,10 @@ class Answer(Response):
             async for event in self._events:
                 if isinstance(event, TextDelta):
                     shape.feed(event.text)
+                elif isinstance(event, ReasoningDelta):
+                    shape.thought(event.text)
+                elif isinstance(event, ShapeFound):
+                    shape.shaped(event.shape)
                 elif isinstance(event, Finished):
                     body = json.dumps(shape.whole(event, self._prompt)).encode()
                     with anyio.CancelScope(shield=True):
@@ -216,10 +220,15 @@ class Answer(Response):
         shape = self._shape
         try:
             async for event in self._events:
-                if isinstance(event, TextDelta):
+                if isinstance(event, (TextDelta, ReasoningDelta)):
                     if not out.ready:
                         await out.start()
-                    await out.write(shape.delta(event.text))
+                    if isinstance(event, TextDelta):
+                        await out.write(shape.delta(event.text))
+                    else:
+                        await out.write(shape.thinking(event.text))
+                elif isinstance(event, ShapeFound):
+                    shape.shaped(event.shape)
                 elif isinstance(event, QueueUpdate):
                     self._queue = event
                 elif isinstance(event, Finished):

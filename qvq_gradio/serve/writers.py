@@ -33,21 +33,59 @@ _MARK = "\x00delta\x00"  # stands for a chunk's delta while the rest of it is en
 
 
 class Writer:
-    """How one API writes an answer: its chunks (streaming) or its whole body."""
+    """How one API writes an answer: its chunks (streaming) or its whole body.
+
+    QVQ's text (the ``qvq`` shape: reasoning and answer in one text) is split by a
+    :class:`~.reasoning.Splitter`; another shape's thinking comes apart (:meth:`thought`) and
+    its text is the content. ``inline`` puts the thinking into the content, inside
+    ``<think>...</think>``.
+    """
 
     def __init__(self, model: str, reasoning: Reasoning) -> None:
         self.model = model
         self.split = reasoning == "split"
         self.splitter = Splitter()
+        self.qvq = True  #: the text is QVQ's (until a shape or thinking says otherwise)
+        self._thought = ""  # another shape's thinking given out (split)
+        self._said = ""  # another shape's content given out
+        self._thinking = False  # inline: a <think> block is open
+
+    def shaped(self, shape: str) -> None:
+        """The Space's shape is known (before its first text)."""
+        self.qvq = shape == "qvq"
 
     def parts(self, text: str) -> tuple[str, str]:
-        if not self.split:
-            self.splitter.text += text
-            return "", text
-        got = self.splitter.feed(text)
-        return got.reasoning, got.content
+        if self.qvq:
+            if not self.split:
+                self.splitter.text += text
+                return "", text
+            got = self.splitter.feed(text)
+            return got.reasoning, got.content
+        return "", self._content(self._close_thinking() + text)
+
+    def thought(self, text: str) -> tuple[str, str]:
+        """What a piece of thinking adds: to the reasoning (split) or the content (inline)."""
+        self.qvq = False
+        if self.split:
+            self._thought += text
+            return text, ""
+        opening = "" if self._thinking else "<think>\n"
+        self._thinking = True
+        return "", self._content(opening + text)
+
+    def _close_thinking(self) -> str:
+        if not self._thinking:
+            return ""
+        self._thinking = False
+        return "\n</think>\n\n"
+
+    def _content(self, text: str) -> str:
+        self._said += text
+        return text
 
     def rest(self) -> tuple[str, str]:
+        if not self.qvq:
+            return "", self._content(self._close_thinking())
         if not self.split:
             return "", ""
         got = self.splitter.finish()
@@ -58,10 +96,16 @@ class Writer:
 
     def answer(self) -> tuple[str, str]:
         """(reasoning, content) of the whole answer (after the last delta)."""
+        if not self.qvq:
+            self.rest()
+            return self._thought, self._said
         if not self.split:
             return "", self.splitter.text
         self.splitter.finish()
         return self.splitter.reasoning, self.splitter.content
+
+    def thinking(self, text: str) -> bytes:
+        raise NotImplementedError
 
     def opening(self) -> bytes:
         raise NotImplementedError
@@ -114,6 +158,9 @@ class ChatWriter(Writer):
 
     def delta(self, text: str) -> bytes:
         return self._parts_delta(*self.parts(text))
+
+    def thinking(self, text: str) -> bytes:
+        return self._parts_delta(*self.thought(text))
 
     def closing(self, done: Finished, prompt: str) -> bytes:
         out = self._parts_delta(*self.rest()) + self._chunk({}, "stop")
@@ -227,6 +274,9 @@ class ResponsesWriter(Writer):
 
     def delta(self, text: str) -> bytes:
         return self._stream_parts(*self.parts(text))
+
+    def thinking(self, text: str) -> bytes:
+        return self._stream_parts(*self.thought(text))
 
     def closing(self, done: Finished, prompt: str) -> bytes:
         out = self._stream_parts(*self.rest()) + self._open_message()
