@@ -134,6 +134,21 @@ Examples:
     show_default=True,
     help="The app's functions: as the QVQ Space, or changed as by a redeploy.",
 )
+@click.option(
+    "--shape",
+    type=click.Choice(["qvq", "chat", "blocks"]),
+    default="qvq",
+    show_default=True,
+    help="The kind of Space: QVQ's /generate, a multimodal ChatInterface, or Qwen's stateful "
+    "Blocks demo (add_file, add_text, predict).",
+)
+@click.option(
+    "--think",
+    type=click.Choice(["none", "tags", "title"]),
+    default="none",
+    show_default=True,
+    help="How a chat shows its thinking: not apart, in <think> tags, or in a titled message.",
+)
 def replica_command(
     host: str,
     port: int,
@@ -147,6 +162,8 @@ def replica_command(
     quota_budget: int | None,
     quota_retry: float,
     layout: str,
+    shape: str,
+    think: str,
 ) -> None:
     """Serve the bundled replica of the QVQ Space (for offline tests)."""
     replica = need_replica()
@@ -154,6 +171,7 @@ def replica_command(
         replica, tokens=tokens, delay=delay, concurrency=concurrency, fail=fail,
         fail_after=fail_after, max_queue=max_queue, require_token=require_token,
         quota_budget=quota_budget, quota_retry=quota_retry, layout=layout,
+        shape=shape, think=think,
     )
 
     def ready(url: str) -> None:

@@ -16,19 +16,19 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from .config import TOGETHER_WAIT, ReplicaConfig
-from .log import RequestLog
+from .log import RequestLog, RequestRecord
 from .quota import Quota, quota_message
 from .receipt import answer_head, describe_image, other_function, other_function_text, word
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
 
-__all__ = ["build_app"]
+__all__ = ["Answers", "build_app", "gradio"]
 
 _RECORDED_HEADERS = ("x-ip-token", "x-zerogpu-token")
 
 
-def _gradio() -> Any:
+def gradio() -> Any:
     with warnings.catch_warnings():
         # Gradio imports tqdm.auto, which warns in notebooks without ipywidgets.
         warnings.simplefilter("ignore")
@@ -37,7 +37,7 @@ def _gradio() -> Any:
 
 
 def _error(message: str) -> BaseException:
-    return _gradio().Error(message, print_exception=False)  # type: ignore[no-any-return]
+    return gradio().Error(message, print_exception=False)  # type: ignore[no-any-return]
 
 
 # -- failure modes: each raises (or hangs) when its moment comes ----------------------------------
@@ -112,27 +112,38 @@ class _Groups:
 # -- the answer -----------------------------------------------------------------------------------
 
 
-def _generate_fn(
-    base: ReplicaConfig, log: RequestLog, quota: Quota
-) -> Callable[..., AsyncIterator[str]]:
-    """The function served as ``/generate``: a generator of the whole answer so far."""
-    gr = _gradio()
-    groups = _Groups()
+class Answers:
+    """How the replica answers, whatever its shape: a record per request in the log, the
+    failure modes at their moments, then the receipt and the words (see :meth:`stream`)."""
 
-    async def generate(image: str | None, text: str, request: Any) -> AsyncIterator[str]:
-        record = log.start(text)
+    def __init__(self, base: ReplicaConfig, log: RequestLog, quota: Quota) -> None:
+        self.base = base
+        self.log = log
+        self.quota = quota
+        self._groups = _Groups()
+
+    def start(self, text: str, request: Any) -> RequestRecord:
+        record = self.log.start(text)
         record.headers = {
             name: request.headers[name] for name in _RECORDED_HEADERS if name in request.headers
         }
-        log.joined(record, getattr(request, "session_hash", None))
+        self.log.joined(record, getattr(request, "session_hash", None))
+        return record
+
+    async def stream(
+        self, record: RequestRecord, text: str, images: list[str], request: Any
+    ) -> AsyncIterator[str]:
+        """The whole answer so far, update by update; the record says how it ended."""
+        gr = gradio()
         try:
-            settings = base.with_directives(text)
-            if image:
-                record.image = await asyncio.to_thread(describe_image, image)
+            settings = self.base.with_directives(text)
+            for image in images:
+                record.images.append(await asyncio.to_thread(describe_image, image))
+            record.image = record.images[0] if record.images else None
             record.tokens_planned = settings.tokens
             if settings.together is not None:
-                await groups.arrive(*settings.together)
-            _before_first_token(settings, quota, request)
+                await self._groups.arrive(*settings.together)
+            _before_first_token(settings, self.quota, request)
             out = answer_head(text, record.image)
             record.yielded_at = time.monotonic()
             yield out
@@ -162,7 +173,17 @@ def _generate_fn(
             if record.state == "running":
                 record.state = "cancelled"
             record.ended = time.monotonic()
-            log.update()
+            self.log.update()
+
+
+def _generate_fn(answers: Answers) -> Callable[..., AsyncIterator[str]]:
+    """The function served as ``/generate``: a generator of the whole answer so far."""
+    gr = gradio()
+
+    async def generate(image: str | None, text: str, request: Any) -> AsyncIterator[str]:
+        record = answers.start(text, request)
+        async for out in answers.stream(record, text, [image] if image else [], request):
+            yield out
 
     # Gradio finds the request parameter by its annotation; with postponed annotations that is
     # a string naming a local import, so give it the class itself.
@@ -171,7 +192,7 @@ def _generate_fn(
 
 
 def _blocks(base: ReplicaConfig, generate: Callable[..., AsyncIterator[str]]) -> Any:
-    gr = _gradio()
+    gr = gradio()
     with gr.Blocks(title="QVQ-72B replica", analytics_enabled=False) as blocks:
         gr.Markdown("# QVQ-72B replica\nA local stand-in for the QVQ-72B Space.")
         image_in = gr.Image(type="filepath", label="Image")
@@ -274,10 +295,17 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
     """The replica as an ASGI app (FastAPI with the Gradio app mounted at ``/``)."""
     from fastapi import FastAPI
 
-    gr = _gradio()
+    gr = gradio()
     base = config or ReplicaConfig()
     log = RequestLog()
-    generate = _generate_fn(base, log, Quota(base.quota_budget, base.quota_retry))
+    answers = Answers(base, log, Quota(base.quota_budget, base.quota_retry))
+    if base.shape == "qvq":
+        blocks = _blocks(base, _generate_fn(answers))
+    else:
+        from .shapes import blocks_demo, chat_interface
+
+        blocks = (chat_interface if base.shape == "chat" else blocks_demo)(answers)
+        blocks.queue(default_concurrency_limit=base.concurrency, max_size=base.max_queue)
     app = FastAPI()
     _control_routes(app, base, log)
-    return _CancelWatch(gr.mount_gradio_app(app, _blocks(base, generate), path="/"), log)
+    return _CancelWatch(gr.mount_gradio_app(app, blocks, path="/"), log)

@@ -7,12 +7,27 @@ import re
 from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
-__all__ = ["FAIL_MODES", "LAYOUTS", "TOGETHER_WAIT", "FailMode", "Layout", "ReplicaConfig"]
+__all__ = [
+    "FAIL_MODES",
+    "LAYOUTS",
+    "SHAPES",
+    "THINK_MODES",
+    "TOGETHER_WAIT",
+    "FailMode",
+    "Layout",
+    "ReplicaConfig",
+    "Shape",
+]
 
 FailMode = Literal["before", "mid", "quota", "hang", "echo-token"]
 FAIL_MODES: tuple[str, ...] = ("before", "mid", "quota", "hang", "echo-token")
 Layout = Literal["qvq", "reordered", "text-only"]
 LAYOUTS: tuple[str, ...] = ("qvq", "reordered", "text-only")
+Shape = Literal["qvq", "chat", "blocks"]
+SHAPES: tuple[str, ...] = ("qvq", "chat", "blocks")
+#: How a chat replica shows its thinking: not apart, in ``<think>`` tags, or (Gradio 6) in a
+#: message titled "Thinking" (Gradio 5 falls back to tags).
+THINK_MODES: tuple[str, ...] = ("none", "tags", "title")
 
 TOGETHER_WAIT = 30.0  #: seconds a ``together`` group waits for its members at most
 
@@ -31,6 +46,9 @@ class ReplicaConfig:
     final: bool = True  #: end with a ``**Final Answer**`` section
     max_queue: int | None = None  #: queue size beyond which joins get HTTP 503
     layout: Layout = "qvq"  #: the app's functions (see the module docstring)
+    #: Which kind of Space it stands in for: QVQ's, a ChatInterface, Qwen's Blocks demo.
+    shape: Shape = "qvq"
+    think: str = "none"  #: a chat's thinking (see :data:`THINK_MODES`)
     #: A ZeroGPU-like quota: after this many requests, requests fail with a quota error for
     #: ``quota_retry`` seconds (the message says so), then the budget starts again.
     quota_budget: int | None = None
@@ -61,6 +79,10 @@ class ReplicaConfig:
                     if not name or not count.isdigit():
                         raise ValueError(f"together must be NAME:N, got {value!r}")
                     changes["together"] = (name, int(count))
+                elif key == "think":
+                    if value not in THINK_MODES:
+                        raise ValueError(f"think must be one of {THINK_MODES}, got {value!r}")
+                    changes["think"] = value
                 elif key == "final":  # final=no: no Final Answer section (endless reasoning)
                     changes["final"] = value not in ("no", "0", "false")
                 else:

@@ -37,6 +37,10 @@ class RequestRecord:
     session: str | None = None  #: the Gradio session it ran in
     #: A ``/cancel`` for its session reached the replica: a real upstream cancel, not a stall.
     cancel_requested: bool = False
+    #: A chat replica's other inputs as received (system prompt, sampling, history length)
+    params: dict[str, Any] = field(default_factory=dict)
+    #: Every image received (a chat takes several), each as ``image`` describes one
+    images: list[dict[str, Any]] = field(default_factory=list)
 
 
 class RequestLog:

@@ -55,14 +55,15 @@ def check_shape(shape: str | None) -> str | None:
     return shape
 
 
-def _messages_format(config: Mapping[str, Any]) -> bool:
-    """Whether the app's chatbot takes messages (Gradio 6 always; Gradio 5 when asked)."""
+def _chatbot_format(config: Mapping[str, Any]) -> str:
+    """How the app's chatbot takes its value: ``tuples`` (Gradio 5's default), ``messages``
+    (Gradio 5, when asked) or ``blocks`` (Gradio 6: messages whose content is a list)."""
     if str(config.get("version", "")).split(".")[0] not in ("", "3", "4", "5"):
-        return True
+        return "blocks"
     for component in config.get("components", []):
         if component.get("type") == "chatbot":
-            return (component.get("props") or {}).get("type") == "messages"
-    return False
+            return str((component.get("props") or {}).get("type") or "tuples")
+    return "tuples"
 
 
 def _refusal(found: list[Endpoint], space: str, wanted: str | None) -> ProtocolError:
@@ -98,7 +99,7 @@ def detect(
     if name in ("", "blocks") and BlocksShape.fits(by_name):
         return BlocksShape(
             by_name["/predict"], by_name["/add_text"], by_name.get("/add_file"),
-            _messages_format(config),
+            _chatbot_format(config),
         )
     if name == "blocks":
         raise _refusal(found, space, "blocks")

@@ -49,12 +49,14 @@ class BlocksShape(Shape):
         )
 
     def __init__(
-        self, predict: Endpoint, add_text: Endpoint, add_file: Endpoint | None, messages: bool
+        self, predict: Endpoint, add_text: Endpoint, add_file: Endpoint | None, chatbot: str
     ) -> None:
         super().__init__(predict)
         self.add_text = add_text
         self.add_file = add_file
-        self.messages = messages  #: the chatbot's format: messages (else tuples)
+        #: the chatbot's format: ``tuples``, ``messages``, or ``blocks`` (Gradio 6's messages,
+        #: their content a list)
+        self.chatbot = chatbot
 
     def call(self, asked: Asked, files: Sequence[Any]) -> Call:
         if files and self.add_file is None:
@@ -73,9 +75,11 @@ class BlocksShape(Shape):
         ]
         text = _filled(self.add_text, {"chatbot": [], "textbox": message})
         steps.append(Step(self.add_text.api_name, text))
-        chatbot: list[Any] = (
-            [{"role": "user", "content": message}] if self.messages else [[message, None]]
-        )
+        chatbot: list[Any] = [[message, None]]
+        if self.chatbot == "messages":
+            chatbot = [{"role": "user", "content": message}]
+        elif self.chatbot == "blocks":
+            chatbot = [{"role": "user", "content": [{"type": "text", "text": message}]}]
         return Call(self.api_name, _filled(self.endpoint, {"chatbot": chatbot}), tuple(steps))
 
     def read(self, value: Any, *, final: bool, text_started: bool) -> Said:
@@ -85,5 +89,5 @@ class BlocksShape(Shape):
         steps = "/add_file per image, " if self.add_file is not None else ""
         return (
             f"blocks: {steps}{self.add_text.api_name}, then {self.endpoint} on one session "
-            f"({'messages' if self.messages else 'tuples'}; earlier turns flattened)"
+            f"({self.chatbot}; earlier turns flattened)"
         )
