@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import concurrent.futures
-from typing import Any
 
 import httpx
 import pytest

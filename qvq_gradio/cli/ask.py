@@ -13,7 +13,7 @@ import click
 
 from ..answer import extract_final_answer
 from ..errors import ProtocolError
-from ..events import Finished, QueueUpdate, SpaceWaking, TextDelta
+from ..events import Finished, QueueUpdate, ReasoningDelta, SpaceWaking, TextDelta
 from ..session import Session
 from ..spaces import SPACE_ENV
 from .options import (
@@ -79,6 +79,12 @@ Examples:
     help="Print one JSON object (text, final answer, timings, Space) at the end.",
 )
 @click.option("--final-only", is_flag=True, help="Print only QVQ's extracted final answer.")
+@click.option("--temperature", type=click.FloatRange(0, 100), default=None,
+              help="Sent to the Space's temperature input, if it has one.")
+@click.option("--max-tokens", type=click.IntRange(1), default=None,
+              help="Sent to the Space's max-tokens input, if it has one.")
+@click.option("--top-p", type=click.FloatRange(0, 1), default=None,
+              help="Sent to the Space's top_p input, if it has one.")
 def ask(
     prompt: str | None,
     images: tuple[str, ...],
@@ -94,6 +100,9 @@ def ask(
     cache: bool,
     as_json: bool,
     final_only: bool,
+    temperature: float | None,
+    max_tokens: int | None,
+    top_p: float | None,
 ) -> None:
     """Ask PROMPT (or '-' / piped stdin) and stream the answer to stdout."""
     stdin = sys.stdin
@@ -105,12 +114,16 @@ def ask(
         {"role": "user", "content": text},
     ]
     streaming = not (as_json or final_only)
+    given = {"temperature": temperature, "max_tokens": max_tokens, "top_p": top_p}
+    sampling: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     status = StatusLine(sys.stderr)
 
     session = connect_from(
         space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache,
         shape,
     )
+
+    thinking = _Thinking(sys.stdout.isatty())
 
     async def work() -> Finished:
         finished: Finished | None = None
@@ -119,17 +132,21 @@ def ask(
             if status.live:
                 spinner.start_soon(status.spin)
             try:
-                events = session.events(messages, media=media)
+                events = session.events(messages, media=media, **sampling)
                 async with aclosing(events):  # stopping early (a closed stdout) cancels now
                     async for event in events:
                         if isinstance(event, QueueUpdate):
                             status.queued(event)
                         elif isinstance(event, SpaceWaking):
                             status.waking(event)
+                        elif isinstance(event, ReasoningDelta):
+                            status.clear()
+                            if streaming:
+                                emit(thinking.more(event.text))
                         elif isinstance(event, TextDelta):
                             status.clear()
                             if streaming:
-                                emit(event.text)
+                                emit(thinking.end() + event.text)
                         elif isinstance(event, Finished):
                             finished = event
             except Exception as exc:  # re-raised below, not wrapped in the task group's group
@@ -156,7 +173,10 @@ def ask(
                     # --final-only: the final answer is the text, as without --json
                     "text": final if final_only else finished.text,
                     "final_answer": final,
+                    "reasoning": finished.reasoning,
                     "space": finished.space,
+                    "shape": finished.shape,
+                    "applied": dict(finished.applied),
                     "from_cache": finished.cached,
                     "elapsed": rounded(finished.elapsed),
                     "time_to_first_token": rounded(finished.time_to_first_token),
@@ -169,7 +189,27 @@ def ask(
         assert final is not None
         say(final)
     else:
-        say()
+        say(thinking.end())
+
+
+class _Thinking:
+    """A Space's thinking shown before its answer: dimmed on a terminal, plain when piped,
+    a blank line between the two."""
+
+    def __init__(self, terminal: bool) -> None:
+        self.terminal = terminal
+        self.open = False
+
+    def more(self, text: str) -> str:
+        start = "" if self.open else ("\x1b[2m" if self.terminal else "")
+        self.open = True
+        return start + text
+
+    def end(self) -> str:
+        if not self.open:
+            return ""
+        self.open = False
+        return ("\x1b[0m" if self.terminal else "") + "\n\n"
 
 
 @click.command(

@@ -1,6 +1,6 @@
 """The replica in the other shapes a chat Space takes (``--shape chat`` / ``blocks``).
 
-``chat``: a multimodal ``ChatInterface`` with a system prompt, a temperature and a max-tokens
+``chat``: a multimodal ``ChatInterface`` (a text-only one with ``--layout text-only``) with a system prompt, a temperature and a max-tokens
 input (Gradio 5 names its endpoint ``/chat``, Gradio 6 ``/respond``). Its answer is the same
 receipt and words as QVQ's; with ``think=tags`` (or the directive) the words come inside
 ``<think>...</think>`` and the answer after them, with ``think=title`` (Gradio 6) in a message
@@ -58,8 +58,9 @@ def chat_interface(answers: Answers) -> Any:
         max_tokens: int,
         request: Any,
     ) -> AsyncIterator[Any]:
-        text = message.get("text", "") if isinstance(message, dict) else str(message)
-        files = [_path(f) for f in (message.get("files") or [])] if isinstance(message, dict) else []
+        given = message if isinstance(message, dict) else {"text": str(message)}
+        text = str(given.get("text") or "")
+        files = [_path(f) for f in (given.get("files") or [])]
         think = answers.base.with_directives(text).think
         record = answers.start(text, request)
         record.params = {
@@ -74,7 +75,7 @@ def chat_interface(answers: Answers) -> Any:
     respond.__annotations__["request"] = gr.Request
     return gr.ChatInterface(
         respond,
-        multimodal=True,
+        multimodal=answers.base.layout != "text-only",
         title="Chat replica",
         additional_inputs=[
             gr.Textbox("You are a helpful assistant.", label="System prompt"),

@@ -1,0 +1,288 @@
+"""Space shapes: a ChatInterface and Qwen's stateful Blocks demo asked through every surface,
+against the replica standing in for each (``--shape chat`` / ``blocks``); thinking apart."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import openai
+import pytest
+from PIL import Image
+
+from qvq_gradio import (
+    Finished,
+    MediaError,
+    ProtocolError,
+    ReasoningDelta,
+    Session,
+    ShapeFound,
+    TextDelta,
+)
+from qvq_gradio.history import History
+from qvq_gradio.replica.host import HostedReplica
+from qvq_gradio.thinking import Said, split_thinking
+
+from .conftest import Served
+from .test_cli import run
+
+pytestmark = [pytest.mark.anyio, pytest.mark.adapter]
+
+Start = Callable[..., HostedReplica]
+
+
+async def _replica(start_replica: Start, *options: str) -> HostedReplica:
+    return await anyio.to_thread.run_sync(lambda: start_replica(*options))
+
+
+async def _events(session: Session, prompt: Any, **options: Any) -> list[Any]:
+    return [event async for event in session.events(prompt, **options)]
+
+
+def _request(replica: HostedReplica, marker: str) -> dict[str, Any]:
+    found = [r for r in replica.requests() if marker in r["prompt"]]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture
+def picture(tmp_path: Path) -> str:
+    path = tmp_path / "red.png"
+    Image.new("RGB", (64, 48), "red").save(path)
+    return str(path)
+
+
+# -- <think> tags, split as the text grows ----------------------------------------------------
+
+
+def test_thinking_splits_as_the_text_grows() -> None:
+    text = "<think>\nLet me see.\n</think>\n\nThe answer is 4."
+    seen = [split_thinking(text[:i]) for i in range(len(text) + 1)]
+    for before, after in itertools.pairwise(seen):  # each read grows the last
+        assert after.reasoning.startswith(before.reasoning)
+        assert after.text.startswith(before.text)
+    assert seen[-1] == Said("Let me see.", "The answer is 4.")
+    assert split_thinking("<thi") == Said()  # a tag split across reads is held back
+    assert split_thinking("<thi", final=True) == Said(text="<thi")
+    assert split_thinking("<think>still thinking</thi") == Said("still thinking")
+
+
+def test_a_lone_closing_tag_and_a_literal_tag() -> None:
+    assert split_thinking("I reckon.</think>Four.") == Said("I reckon.", "Four.")
+    assert split_thinking("Four. Close it with `</think>`.", text_started=True) == Said(
+        text="Four. Close it with `</think>`."
+    )
+    code = "Use this:\n```\n<think>x</think>\n```"
+    assert split_thinking(code, text_started=True) == Said(text=code)
+
+
+# -- a ChatInterface --------------------------------------------------------------------------
+
+
+async def test_a_chat_space_gets_the_system_prompt_and_sampling_at_its_inputs(
+    start_replica: Start, marker: str, picture: str
+) -> None:
+    replica = await _replica(start_replica, "--shape", "chat")
+    messages = [
+        {"role": "system", "content": "Answer in French."},
+        {"role": "user", "content": f"{marker} [[replica tokens=3 delay=0]]"},
+    ]
+    async with Session(replica.url) as session:
+        events = await _events(session, messages, image=picture, temperature=0.2, top_p=0.9)
+    assert events[0] == ShapeFound(replica.url, "chat")
+    finished = events[-1]
+    assert isinstance(finished, Finished) and finished.shape == "chat"
+    # The Space has a system prompt and a temperature input, no top_p one: not sent.
+    assert dict(finished.applied) == {"system": "Answer in French.", "temperature": 0.2}
+    request = _request(replica, marker)
+    assert request["params"] == {
+        "system": "Answer in French.", "temperature": 0.2, "max_tokens": 1024, "history": 0
+    }
+    # The message is the user's alone (the system prompt went to its input), the image a file.
+    assert request["prompt"] == f"{marker} [[replica tokens=3 delay=0]]"
+    assert [(i["width"], i["height"]) for i in request["images"]] == [(64, 48)]
+    assert finished.text == "".join(e.text for e in events if isinstance(e, TextDelta))
+
+
+@pytest.mark.parametrize("think", ["tags", "title"])
+async def test_a_chat_spaces_thinking_comes_apart(
+    start_replica: Start, marker: str, think: str
+) -> None:
+    replica = await _replica(start_replica, "--shape", "chat", "--think", think)
+    prompt = f"{marker} [[replica tokens=4 delay=0]]"
+    async with Session(replica.url) as session:
+        events = await _events(session, prompt)
+        answer = await session.ask(f"{prompt} again")
+    thinking = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    assert thinking.startswith("Received prompt") and "Let me look at" in thinking
+    assert text == "\\boxed{4}" == answer  # ask() and stream() give the answer's text
+    finished = events[-1]
+    assert (finished.reasoning, finished.text) == (thinking, text)
+
+
+async def test_earlier_turns_are_flattened_where_the_chat_hides_its_history(
+    start_replica: Start, marker: str
+) -> None:
+    replica = await _replica(start_replica, "--shape", "chat")
+    messages = [
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": f"{marker} And times 3? [[replica tokens=1 delay=0]]"},
+    ]
+    async with Session(replica.url) as session:
+        await session.ask(messages)
+    request = _request(replica, marker)
+    assert request["prompt"] == (
+        "User: What is 2 + 2?\nAssistant: 4\n"
+        f"User: {marker} And times 3? [[replica tokens=1 delay=0]]\nAssistant:"
+    )
+    assert request["params"]["history"] == 0
+
+
+async def test_shape_chooses_and_a_space_without_that_shape_is_refused_before_sending(
+    start_replica: Start, marker: str
+) -> None:
+    replica = await _replica(start_replica, "--shape", "chat")
+    async with Session(replica.url, shape="blocks") as session:
+        with pytest.raises(ProtocolError, match=r"no blocks endpoint: its endpoints are .*/"):
+            await session.ask(f"{marker} [[replica tokens=1 delay=0]]")
+    async with Session(replica.url, shape="qvq") as session:
+        with pytest.raises(ProtocolError, match="no qvq endpoint"):
+            await session.ask(f"{marker} [[replica tokens=1 delay=0]]")
+    assert not [r for r in replica.requests() if marker in r["prompt"]]
+
+
+async def test_a_non_chat_space_is_refused_naming_its_endpoints(start_replica: Start) -> None:
+    replica = await _replica(start_replica, "--layout", "text-only")
+    async with Session(replica.url, shape="chat") as session:
+        with pytest.raises(ProtocolError, match=r"no chat endpoint: its endpoints are /generate"):
+            await session.describe_shape()
+
+
+# -- Qwen's stateful Blocks demo ---------------------------------------------------------------
+
+
+async def test_the_blocks_chain_asks_with_the_image_and_many_never_share_a_conversation(
+    start_replica: Start, marker: str, picture: str
+) -> None:
+    replica = await _replica(start_replica, "--shape", "blocks")
+    async with Session(replica.url) as session:
+        assert (await session.describe_shape()).startswith("blocks: /add_file per image")
+        async with anyio.create_task_group() as tasks:
+            for i in range(4):
+                tasks.start_soon(
+                    session.ask, f"{marker}-{i} [[replica tokens=2 delay=0.02]]", picture
+                )
+        events = await _events(session, f"{marker}-x [[replica tokens=2 delay=0]]")
+    for i in range(4):
+        request = _request(replica, f"{marker}-{i}")
+        # One Gradio session per question: its state holds its own image and text only.
+        assert request["params"] == {"history": 2}
+        assert request["prompt"] == f"{marker}-{i} [[replica tokens=2 delay=0.02]]"
+        assert [(i["width"], i["height"]) for i in request["images"]] == [(64, 48)]
+    assert _request(replica, f"{marker}-x")["images"] == []
+    finished = events[-1]
+    assert finished.shape == "blocks" and finished.text.startswith("Received prompt")
+
+
+async def test_stopping_a_blocks_answer_cancels_it_on_the_space(
+    start_replica: Start, marker: str
+) -> None:
+    replica = await _replica(start_replica, "--shape", "blocks")
+    async with Session(replica.url) as session:
+        stream = session.stream(f"{marker} [[replica tokens=500 delay=0.05]]")
+        await stream.__anext__()
+        await stream.aclose()
+    record = await anyio.to_thread.run_sync(lambda: replica.wait_ended(marker))
+    assert record["state"] == "cancelled" and record["tokens_generated"] < 500
+
+
+async def test_a_text_only_chat_refuses_images_before_sending(
+    start_replica: Start, marker: str, picture: str
+) -> None:
+    replica = await _replica(start_replica, "--shape", "chat", "--layout", "text-only")
+    async with Session(replica.url) as session:
+        with pytest.raises(MediaError, match="cannot be sent images"):
+            await session.ask(f"{marker} [[replica tokens=1 delay=0]]", image=picture)
+    assert not replica.requests()
+
+
+# -- every surface ------------------------------------------------------------------------------
+
+
+def test_serve_sends_a_chat_spaces_thinking_as_reasoning(
+    start_replica: Start, served: Callable[..., Served], marker: str
+) -> None:
+    replica = start_replica("--shape", "chat", "--think", "tags")
+    server = served(replica.url, "--no-history")
+    inline = served(replica.url, "--no-history", "--reasoning", "inline")
+    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        reply = client.chat.completions.create(
+            model="qvq-72b", messages=[{"role": "user", "content": f"{marker} [[replica tokens=3]]"}]
+        )
+        message = reply.choices[0].message.model_dump()
+        assert message["content"] == "\\boxed{3}"
+        assert message["reasoning_content"].startswith("Received prompt")
+        assert message["reasoning"] == message["reasoning_content"]
+        stream = client.chat.completions.create(
+            model="qvq-72b", stream=True,
+            messages=[{"role": "user", "content": f"{marker}-s [[replica tokens=3]]"}],
+        )
+        deltas = [chunk.choices[0].delta.model_dump() for chunk in stream if chunk.choices]
+    content = "".join(d.get("content") or "" for d in deltas)
+    thinking = "".join(d.get("reasoning_content") or "" for d in deltas)
+    assert content == "\\boxed{3}" and "Let me look" in thinking
+    with openai.OpenAI(base_url=inline.base_url, api_key="x", max_retries=0) as client:
+        reply = client.chat.completions.create(
+            model="qvq-72b", messages=[{"role": "user", "content": f"{marker}-i [[replica tokens=3]]"}]
+        )
+    text = reply.choices[0].message.content or ""
+    assert text.startswith("<think>\nReceived prompt") and text.endswith("</think>\n\n\\boxed{3}")
+
+
+def test_cli_ask_shows_the_thinking_then_the_answer(
+    start_replica: Start, marker: str, tmp_path: Path
+) -> None:
+    replica = start_replica("--shape", "chat", "--think", "title")
+    code, out, _ = run(
+        ["ask", f"{marker} [[replica tokens=3 delay=0]]", "--space", replica.url, "--no-history"]
+    )
+    assert code == 0
+    thinking, _, answer = out.rpartition("\n\n")
+    assert thinking.startswith("Received prompt") and answer.strip() == "\\boxed{3}"
+    code, out, _ = run(["ask", f"{marker}-j [[replica tokens=3 delay=0]]", "--space",
+                        replica.url, "--no-history", "--json"])
+    shown = json.loads(out)
+    assert shown["text"] == "\\boxed{3}" and shown["reasoning"].startswith("Received prompt")
+    assert shown["shape"] == "chat"
+    code, out, _ = run(["info", "--space", replica.url])
+    assert out.splitlines()[1].startswith("Shape: chat: /respond") or out.splitlines()[
+        1
+    ].startswith("Shape: chat: /chat")
+
+
+async def test_history_keeps_the_thinking_and_the_cache_keys_on_the_parameters(
+    start_replica: Start, marker: str, tmp_path: Path
+) -> None:
+    replica = await _replica(start_replica, "--shape", "chat", "--think", "tags")
+    prompt = f"{marker} [[replica tokens=2 delay=0]]"
+    with History(tmp_path / "history.db") as history:
+        async with Session(replica.url, history=history, cache=True) as session:
+            first = (await _events(session, prompt, temperature=0.0))[-1]
+            again = (await _events(session, prompt, temperature=0.0))[-1]
+            warmer = (await _events(session, prompt, temperature=1.0))[-1]
+            plain = (await _events(session, prompt))[-1]
+        rows = list(reversed(await anyio.to_thread.run_sync(history.search, marker)))
+    assert (first.cached, again.cached, warmer.cached, plain.cached) == (
+        False, True, False, False
+    )
+    assert (again.reasoning, again.text) == (first.reasoning, first.text)
+    assert len([r for r in replica.requests() if marker in r["prompt"]]) == 3
+    row = rows[0]
+    assert row.shape == "chat" and row.applied == {"temperature": 0.0}
+    assert row.reasoning == first.reasoning and row.text == "\\boxed{2}"
