@@ -48,7 +48,7 @@ from .errors import (
     ResponseError,
     SpaceConnectionError,
 )
-from .events import Event, Finished, SpaceChanged, TextDelta
+from .events import Event, Finished, ReasoningDelta, SpaceChanged, TextDelta
 from .options import AskOptions
 from .pipeline import Question
 from .prompt import Messages
@@ -370,7 +370,9 @@ class Pool(Asking):
                     events = member.session.events_for(question)
                     async with aclosing(events):  # a consumer that stops early cancels now
                         async for event in events:
-                            if first is None and isinstance(event, TextDelta):
+                            if first is None and isinstance(
+                                event, (TextDelta, ReasoningDelta)
+                            ):
                                 first = time.monotonic() - started
                             if isinstance(event, Finished):
                                 # Counted before it is handed over: ask() stops reading here.

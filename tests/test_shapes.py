@@ -223,7 +223,8 @@ def test_serve_sends_a_chat_spaces_thinking_as_reasoning(
     inline = served(replica.url, "--no-history", "--reasoning", "inline")
     with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
         reply = client.chat.completions.create(
-            model="qvq-72b", messages=[{"role": "user", "content": f"{marker} [[replica tokens=3]]"}]
+            model="qvq-72b",
+            messages=[{"role": "user", "content": f"{marker} [[replica tokens=3]]"}],
         )
         message = reply.choices[0].message.model_dump()
         assert message["content"] == "\\boxed{3}"
@@ -239,7 +240,8 @@ def test_serve_sends_a_chat_spaces_thinking_as_reasoning(
     assert content == "\\boxed{3}" and "Let me look" in thinking
     with openai.OpenAI(base_url=inline.base_url, api_key="x", max_retries=0) as client:
         reply = client.chat.completions.create(
-            model="qvq-72b", messages=[{"role": "user", "content": f"{marker}-i [[replica tokens=3]]"}]
+            model="qvq-72b",
+            messages=[{"role": "user", "content": f"{marker}-i [[replica tokens=3]]"}],
         )
     text = reply.choices[0].message.content or ""
     assert text.startswith("<think>\nReceived prompt") and text.endswith("</think>\n\n\\boxed{3}")

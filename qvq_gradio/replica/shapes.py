@@ -1,10 +1,11 @@
 """The replica in the other shapes a chat Space takes (``--shape chat`` / ``blocks``).
 
-``chat``: a multimodal ``ChatInterface`` (a text-only one with ``--layout text-only``) with a system prompt, a temperature and a max-tokens
-input (Gradio 5 names its endpoint ``/chat``, Gradio 6 ``/respond``). Its answer is the same
-receipt and words as QVQ's; with ``think=tags`` (or the directive) the words come inside
-``<think>...</think>`` and the answer after them, with ``think=title`` (Gradio 6) in a message
-titled "Thinking". What reached the other inputs is logged (``params``).
+``chat``: a multimodal ``ChatInterface`` (a text-only one with ``--layout text-only``) with
+a system prompt, a temperature and a max-tokens input (Gradio 5 names its endpoint ``/chat``,
+Gradio 6 ``/respond``). Its answer is the same receipt and words as QVQ's; with
+``think=tags`` (or the directive) the words come inside ``<think>...</think>`` and the answer
+after them, with ``think=title`` (Gradio 6) in a message titled "Thinking". What reached the
+other inputs is logged (``params``).
 
 ``blocks``: Qwen's own ``web_demo_mm.py`` demo: a chatbot, a text box, a ``gr.State`` task
 history; ``/add_file`` and ``/add_text`` add to the state, a streaming ``/predict`` answers the
