@@ -32,7 +32,7 @@ raised ("" before the first token), so nothing received is lost.
 
 Messages never contain a token (:mod:`qvq_gradio._secrets` redacts them, and the exceptions
 chained to ours). Errors coming from gradio_client, httpx and the Hub client are translated in
-exactly one place, :func:`qvq_gradio._gradio.translate.translate_error`, always
+exactly one place, :func:`qvq_gradio.upstreams.gradio.translate.translate_error`, always
 ``raise ... from exc``.
 """
 

@@ -13,9 +13,9 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._gradio import describe, queue_status, translate_error
 from .errors import QVQError
 from .session import Session
+from .upstreams.gradio import describe, queue_status, translate_error
 
 __all__ = ["SpaceCheck", "probe", "probe_all"]
 

@@ -1,133 +1,43 @@
-"""The session: one cached gradio_client ``Client`` and the async streams over it.
+"""The session: the question pipeline over one upstream (a Space).
 
 A question runs through the stages of :mod:`qvq_gradio.pipeline`, all without blocking the
 event loop:
 
 1. the image (if any) is normalised in a worker thread; input errors stop here, nothing sent;
 2. the answer history is asked first when caching, and records the answer when kept;
-3. a Space given as ``owner/name`` is looked up on the Hub (and waited for while it wakes);
-4. the ``Client`` is created once per session, lazily, in a worker thread, under
-   ``connect_timeout`` (and again after the Space was redeployed);
-5. the job's life (submit, follow, verify, cancel) is :class:`~qvq_gradio.job.SpaceJob`'s; a
-   job that finds the Space redeployed is asked once more on a new client.
+3. the upstream answers: for a Space, :class:`~qvq_gradio.upstreams.gradio.GradioUpstream`
+   (wake, connect, find its shape, submit, follow, retry once after a redeploy).
 
-When the consumer stops early (``break``, ``aclose()``, task cancellation, a timeout) the job is
-cancelled upstream, in the background so the caller never waits on it, and the temporary image
-file is removed. Closing the session never waits on a dead connection for more than about a
-second: threads stuck in a read are woken or abandoned (they are daemons).
+When the consumer stops early (``break``, ``aclose()``, task cancellation, a timeout) the
+answer is stopped upstream and the temporary image file is removed.
 """
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import math
-import threading
-import time
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass
 from typing import Any, Final
 
 import anyio
 import anyio.to_thread
-import httpx
 from typing_extensions import Unpack
 
-from ._gradio import (
-    SPACE_STATES,
-    WAKING,
-    DescriptionCache,
-    EventStreams,
-    QVQClient,
-    answers_config,
-    endpoint_signature,
-    file_arg,
-    space_state,
-    translate_error,
-    unavailable,
-)
-from ._gradio.shapes import Asked, Shape, check_shape, detect
-from ._tls import shared_ssl_context
-from .errors import (
-    ConnectTimeoutError,
-    IdleTimeoutError,
-    ProtocolError,
-    ResponseError,
-    SpaceConnectionError,
-    TotalTimeoutError,
-)
-from .events import Event, Finished, ShapeFound, SpaceWaking
+from .errors import ProtocolError, ResponseError, SpaceConnectionError
+from .events import Event
 from .history import HistoryOption, default_path, open_history
 from .imaging import ImageOptions
-from .job import CLOSE_WAIT, Background, Redeployed, SpaceJob
 from .options import SAMPLING, AskOptions, check_timeout
 from .pipeline import Question, cached, prepare, recorded
 from .prompt import Messages
 from .protocol import Asking
-from .spaces import SpaceConfig, checked_space, on_hugging_face
+from .spaces import SpaceConfig
+from .upstreams import Limits, Request, Upstream
+from .upstreams.gradio.upstream import GradioUpstream
 
 __all__ = ["Session"]
 
-log = logging.getLogger("qvq_gradio")
-
 SAMPLING_NAMES: Final = tuple(name for name, *_ in SAMPLING)
-# httpx read timeout under gradio_client while nothing bounds a stream more tightly. The event
-# stream carries a heartbeat every 15 s, so a silent minute means the connection is dead.
-_READ_TIMEOUT: Final = 60.0
-# A job's read timeout exceeds its idle timeout by this much: the idle timeout the user set is
-# the one that fires on a silent stream, as an IdleTimeoutError with the text so far.
-_READ_MARGIN: Final = 15.0
-# How often to look again at the Hub while a Space starts.
-_HUB_POLL: Final = 2.0
-# What closing keeps of CLOSE_WAIT for idle worker threads to end.
-_SETTLE: Final = 0.25
-
-
-@dataclass(frozen=True)
-class _Limits:
-    """One question's time limits (seconds; None: no limit)."""
-
-    idle: float | None
-    total: float | None
-    connect: float
-
-    def deadline(self, start: float) -> float:
-        return start + self.total if self.total is not None else math.inf
-
-
-def _build_client(
-    config: SpaceConfig,
-    connect_timeout: float,
-    max_workers: int,
-    descriptions: DescriptionCache | None = None,
-    streams: EventStreams | None = None,
-) -> QVQClient:
-    # While connecting, every request (config, API info) must answer within connect_timeout.
-    httpx_kwargs: dict[str, Any] = {"timeout": httpx.Timeout(connect_timeout)}
-    if config.proxy:
-        httpx_kwargs["proxy"] = config.proxy
-    # A token the user did not give (``$HF_TOKEN``, the saved login) goes to Hugging Face's
-    # hosts only: False keeps gradio_client from reading one for any other address.
-    token: str | bool | None = config.token
-    if token is None and not on_hugging_face(config.space):
-        token = False
-    client = QVQClient(
-        config.space,
-        token=token,
-        max_workers=max_workers,
-        verbose=False,
-        headers=dict(config.headers) or None,
-        download_files=False,
-        httpx_kwargs=httpx_kwargs,
-        ssl_verify=shared_ssl_context(),
-        descriptions=descriptions,
-        streams=streams,
-    )
-    # From now on: streams, uploads and joins, which may legitimately take longer.
-    client.httpx_kwargs["timeout"] = httpx.Timeout(_READ_TIMEOUT, connect=connect_timeout)
-    return client
 
 
 def _request(sampling: Mapping[str, Any], shape: str | None) -> str:
@@ -140,13 +50,17 @@ def _request(sampling: Mapping[str, Any], shape: str | None) -> str:
 
 
 class Session(Asking):
-    """A connection to the QVQ Space, shared by any number of concurrent streams.
+    """Questions to one Space (or any upstream), shared by any number of concurrent streams:
+    the pipeline (check, prepare images, cache, record) over a
+    :class:`~qvq_gradio.upstreams.gradio.GradioUpstream` it builds, or an upstream given.
 
     Use it as ``async with Session() as s:`` or call :meth:`aclose` (or :meth:`close` from
     synchronous code) when done; it cancels open jobs and stops gradio_client's threads.
 
     Args:
-        space: a Space URL or ``owner/name`` id; default ``$QVQ_SPACE``, else the seed's Space.
+        space: a Space URL or ``owner/name`` id; default ``$QVQ_SPACE``, else the seed's Space;
+            or an :class:`~qvq_gradio.upstreams.Upstream` to ask (then the Space's own
+            settings below are its own, not given here).
         token: Hugging Face token (sent as ``X-HF-Authorization``), sent to any Space given;
             default: ``$HF_TOKEN`` or the locally saved token, sent only to Hugging Face's
             hosts (a Space id, ``*.hf.space``, ``huggingface.co``). Logged-in users get more
@@ -183,7 +97,7 @@ class Session(Asking):
 
     def __init__(
         self,
-        space: str | None = None,
+        space: str | Upstream | None = None,
         *,
         token: str | None = None,
         proxy: str | None = None,
@@ -201,194 +115,108 @@ class Session(Asking):
         check_timeout("connect_timeout", connect_timeout, optional=False)
         check_timeout("idle_timeout", idle_timeout, optional=True)
         check_timeout("total_timeout", total_timeout, optional=True)
-        if max_workers < 1:
-            raise ValueError(f"max_workers must be at least 1, got {max_workers!r}")
-        self.config = SpaceConfig(
-            space=checked_space(space),
-            token=token,
-            proxy=proxy,
-            headers=tuple(sorted((headers or {}).items())),
-        )
+        self.upstream: Upstream
+        if isinstance(space, Upstream):
+            self.upstream = space
+        else:
+            self.upstream = GradioUpstream(
+                space,
+                token=token,
+                proxy=proxy,
+                headers=headers,
+                connect_timeout=connect_timeout,
+                max_workers=max_workers,
+                shape=shape,
+                descriptions=default_path().parent / "spaces" if space_cache else None,
+            )
         self.connect_timeout = connect_timeout
         self.idle_timeout = idle_timeout
         self.total_timeout = total_timeout
-        self.max_workers = max_workers
         self.image_options = image_options or ImageOptions()
         self.history, self._own_history = open_history(history)
         if cache and self.history is None:
             raise ValueError("cache=True needs history (True, a path or a History)")
         self.cache = cache
-        self.space_cache = space_cache
-        self.shape = check_shape(shape)
-        self._shape: tuple[QVQClient, Shape] | None = None  #: the shape found, per client
-        self._client: QVQClient | None = None
-        self._state_lock = threading.Lock()  # guards _client and _closed; never held long
-        self._connect_lock = threading.Lock()  # one connection attempt at a time
-        self._jobs: set[SpaceJob] = set()
-        self._background = Background()
-        # The event streams' kept-alive connections: the session's, kept across redeploys.
-        self._streams = EventStreams(max_workers)
-        self._closed = False
+        self.shape = getattr(self.upstream, "shape", None)
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else "open"
-        return f"<Session {self.config.space} token={'***' if self.config.token else None} {state}>"
+        state = "closed" if self.upstream.closed else "open"
+        config = self.config
+        token = "***" if config is not None and config.token else None
+        return f"<Session {self.space} token={token} {state}>"
 
     @property
     def space(self) -> str:
-        return self.config.space
+        return self.upstream.name
+
+    @property
+    def config(self) -> SpaceConfig | None:
+        """The Space's connection settings (None for an upstream that is no Space)."""
+        config = getattr(self.upstream, "config", None)
+        return config if isinstance(config, SpaceConfig) else None
+
+    def _gradio(self) -> GradioUpstream:
+        if not isinstance(self.upstream, GradioUpstream):
+            raise TypeError(f"{self.upstream!r} is not a Gradio Space")
+        return self.upstream
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Cancel open jobs and stop every thread this session started."""
+        """Stop open answers and every thread this session started."""
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(self.close)
 
     def close(self) -> None:
-        """Blocking form of :meth:`aclose`, for synchronous code.
-
-        Cancels open jobs upstream (waiting at most about a second for that), then stops the
-        client's threads. It never waits on a dead connection: threads stuck reading one are
-        woken (their sockets shut down) or abandoned (they are daemons).
-        """
-        with self._state_lock:
-            self._closed = True
-            client, self._client = self._client, None
-            jobs = list(self._jobs)
-            self._jobs.clear()
-        # About a second in all: most of it for cancels still going out, the rest for idle
-        # worker threads to end; whatever is stuck after that is abandoned.
-        deadline = time.monotonic() + CLOSE_WAIT
-        for job in jobs:
-            job.release(self._background)
-        self._background.close(CLOSE_WAIT - _SETTLE)
-        for job in jobs:
-            job.abort()
-        self._streams.close(max(deadline - time.monotonic(), _SETTLE))
-        if client is not None:
-            client.shutdown(max(deadline - time.monotonic(), _SETTLE))
+        """Blocking form of :meth:`aclose`, for synchronous code: open answers are cancelled
+        upstream (waiting at most about a second for that), threads stopped, the history it
+        opened closed."""
+        self.upstream.close()
         if self.history is not None and self._own_history:
             self.history.close()
 
-    # -- the client ---------------------------------------------------------------------------
+    # -- the Space ------------------------------------------------------------------------
 
-    def _client_blocking(self) -> QVQClient:
-        with self._connect_lock:
-            with self._state_lock:
-                if self._closed:
-                    raise RuntimeError("this Session is closed")
-                if self._client is not None:
-                    return self._client
-            log.debug("connecting to %s", self.config.space)
-            descriptions = (
-                DescriptionCache(default_path().parent / "spaces") if self.space_cache else None
-            )
-            client = _build_client(
-                self.config, self.connect_timeout, self.max_workers, descriptions, self._streams
-            )
-            with self._state_lock:
-                if not self._closed:
-                    self._client = client
-                    return client
-            client.shutdown(_SETTLE)  # closed while we were connecting
-            raise RuntimeError("this Session is closed")
-
-    def _forget(self, client: QVQClient) -> None:
-        """Drop ``client`` (the Space was redeployed): the next question connects anew."""
-        with self._state_lock:
-            if self._client is client:
-                self._client = None
-        client.close()  # its jobs still running keep its pools; idle threads end on their own
-
-    async def client(self) -> QVQClient:
-        """The session's ``gradio_client.Client`` (created on first use, then reused)."""
-        return await self._get_client(math.inf, self.connect_timeout)
-
-    async def _get_client(self, deadline: float, connect_timeout: float) -> QVQClient:
-        client = self._client
-        if client is not None:
-            return client
-        budget = min(connect_timeout, deadline - anyio.current_time())
-        with anyio.move_on_after(max(budget, 0.0)) as scope:
-            try:
-                # Abandoned on timeout: the thread finishes on its own (httpx connect timeout)
-                # and a late client is kept for the next stream.
-                return await anyio.to_thread.run_sync(self._client_blocking, abandon_on_cancel=True)
-            except RuntimeError:
-                raise
-            except Exception as exc:
-                raise translate_error(exc, space=self.space, connecting=True) from exc
-        assert scope.cancelled_caught
-        if budget < connect_timeout:
-            raise TotalTimeoutError("total_timeout ran out while connecting", space=self.space)
-        raise ConnectTimeoutError(
-            f"The Space did not answer within {connect_timeout:g} s", space=self.space
-        )
+    async def client(self) -> Any:
+        """The Space's ``gradio_client.Client`` (created on first use, then reused)."""
+        return await self._gradio().client()
 
     def probe_blocking(self, timeout: float) -> bool:
-        """Whether the Space answers a cheap request again (its config), blocking; False when
-        the session has no client yet (nothing known to ask)."""
-        client = self._client
-        return client is not None and answers_config(client, timeout)
+        """Whether the upstream answers a cheap request again (blocking)."""
+        return self.upstream.probe_blocking(timeout)
 
     async def ready(self) -> None:
         """Check, without asking anything, that the Space can take a question: raises the
-        error a question would meet (unreachable, not a Gradio app, no ``/generate``, paused).
+        error a question would meet (unreachable, not a Gradio app, no chat endpoint, paused).
 
         It reads the Space's state (a Space id) and its config, never generating or spending
         quota; a Space asleep or starting counts as ready (a question wakes it).
         """
-        if not self.space.startswith(("http://", "https://")) and self._client is None:
-            state = await anyio.to_thread.run_sync(self._hub_state, abandon_on_cancel=True)
-            if state in SPACE_STATES:
-                raise unavailable(self.space, state)
-            if state in WAKING:
-                return
-        client = await self.client()
-        self._shape_of(client)
-
-    def _shape_of(self, client: QVQClient) -> Shape:
-        """The shape of the app ``client`` found (read once per client)."""
-        found = self._shape
-        if found is not None and found[0] is client:
-            return found[1]
-        try:
-            shape = detect(client.config, getattr(client, "_info", None), self.space, self.shape)
-        except ProtocolError:
-            client.forget_description()
-            raise
-        self._shape = (client, shape)
-        return shape
+        await self.upstream.ready()
 
     async def describe_shape(self) -> str:
-        """How this session asks the Space: its shape, endpoint and what reaches which input,
-        in one line (``qvq status`` shows it). Connects if needed; raises what a question
-        would meet when the Space is no chat."""
-        return self._shape_of(await self.client()).describe()
+        """How the Space is asked: its shape, endpoint and what reaches which input, in one
+        line (``qvq info`` shows it). Connects if needed; raises what a question would meet
+        when the Space is no chat."""
+        return await self._gradio().describe_shape()
 
     async def api_info(self) -> dict[str, Any]:
         """The Space's API as gradio_client describes it (named endpoints and parameters)."""
-        client = await self.client()
-        try:
-            info = await anyio.to_thread.run_sync(
-                functools.partial(client.view_api, print_info=False, return_format="dict")
-            )
-        except Exception as exc:
-            raise translate_error(exc, space=self.space) from exc
-        return dict(info)
+        return await self._gradio().api_info()
 
     # -- streams ------------------------------------------------------------------------------
 
     def events(
         self, prompt: str | Messages, image: Any = None, **options: Unpack[AskOptions]
     ) -> AsyncGenerator[Event, None]:
-        """Stream events: :class:`QueueUpdate`, :class:`TextDelta`, then one :class:`Finished`.
+        """Stream events: :class:`ShapeFound`, :class:`QueueUpdate`, :class:`ReasoningDelta`
+        and :class:`TextDelta`, then one :class:`Finished`.
 
         ``prompt`` is a string (one user message) or a list of messages; ``options`` are the
         per-call :class:`~qvq_gradio.options.AskOptions` (``media``, the timeouts,
-        ``image_options``), each defaulting to the session's. Bad input raises here, before
-        anything is sent. Close the generator (or use ``contextlib.aclosing``) to cancel.
+        ``image_options``, the sampling parameters), each defaulting to the session's. Bad
+        input raises here, before anything is sent. Close the generator (or use
+        ``contextlib.aclosing``) to cancel.
         """
         return self.events_for(Question.of(prompt, image, options, where="events"))
 
@@ -397,82 +225,47 @@ class Session(Asking):
         options = question.options
         return self._run(
             question,
-            _Limits(
+            Limits(
                 idle=options.get("idle_timeout", self.idle_timeout),
                 total=options.get("total_timeout", self.total_timeout),
                 connect=options.get("connect_timeout", self.connect_timeout),
             ),
         )
 
-    def _hub_state(self) -> str:
-        """The Space's state on the Hub (blocking; a worker thread)."""
-        try:
-            return space_state(self.space, self.config.token)
-        except Exception as exc:
-            raise translate_error(exc, space=self.space) from exc
-
-    async def _wake(self, start: float, connect_timeout: float) -> AsyncGenerator[Event, None]:
-        """For a Space given as ``owner/name``: its state on the Hub, before connecting. A
-        Space that cannot run raises :class:`SpaceUnavailableError`; one that is asleep or
-        starting is reported (:class:`SpaceWaking`) and waited for within ``connect_timeout``.
-        """
-        deadline = start + connect_timeout
-        state = await anyio.to_thread.run_sync(self._hub_state, abandon_on_cancel=True)
-        if state in SPACE_STATES:
-            raise unavailable(self.space, state)
-        if state not in WAKING:
-            return
-        yield SpaceWaking(self.space, state)
-        while state in WAKING and state != "SLEEPING":  # a request wakes a sleeping Space
-            if anyio.current_time() + _HUB_POLL > deadline:
-                raise ConnectTimeoutError(
-                    f"{self.space} was still {state} after connect_timeout={connect_timeout:g} s",
-                    space=self.space,
-                )
-            await anyio.sleep(_HUB_POLL)
-            state = await anyio.to_thread.run_sync(self._hub_state, abandon_on_cancel=True)
-            if state in SPACE_STATES:
-                raise unavailable(self.space, state)
-
-    def _job_timeout(self, idle: float | None, connect_timeout: float) -> httpx.Timeout:
-        read = _READ_TIMEOUT if idle is None else max(idle + _READ_MARGIN, _READ_TIMEOUT)
-        return httpx.Timeout(read, connect=connect_timeout)
-
-    async def _run(self, question: Question, limits: _Limits) -> AsyncGenerator[Event, None]:
+    async def _run(self, question: Question, limits: Limits) -> AsyncGenerator[Event, None]:
         """The question's stages (see :mod:`qvq_gradio.pipeline`), the upload freed at the end."""
         start = anyio.current_time()
         options = question.options.get("image_options") or self.image_options
+        proxy = self.config.proxy if self.config is not None else None
         upload = await prepare(
-            question.items, options, proxy=self.config.proxy, total=limits.total, space=self.space
+            question.items, options, proxy=proxy, total=limits.total, space=self.space
         )
         text = question.text
-        note = upload.note if upload is not None else None
-        if note:
-            text = f"{note}\n{text}"
+        if upload is not None and upload.note:
+            text = f"{upload.note}\n{text}"
         sampling = {
             name: question.options[name]  # type: ignore[literal-required]
             for name in SAMPLING_NAMES
             if question.options.get(name) is not None
         }
-        asked = Asked(question.text, question.turns, sampling, note)
-        files = [file_arg(upload.target)] if upload is not None else []
-        request = _request(sampling, self.shape)
+        request = Request(question.text, question.turns, upload, start, limits, sampling)
+        key = _request(sampling, self.shape)
 
         def ask() -> AsyncGenerator[Event, None]:
-            events = self._answer(asked, files, start, limits)
+            events = self.upstream.answer(request)
             if self.history is None:
                 return events
-            return recorded(self.history, self.space, text, upload, events, request)
+            return recorded(self.history, self.space, text, upload, events, key)
 
         try:
             events = ask()
             if self.cache and self.history is not None:
-                events = cached(self.history, self.space, text, upload, start, ask, request)
+                events = cached(self.history, self.space, text, upload, start, ask, key)
             async with aclosing(events):
                 async for event in events:
                     yield event
         except ResponseError as error:
-            if self._closed and not isinstance(error, ProtocolError):
+            if self.upstream.closed and not isinstance(error, ProtocolError):
                 raise SpaceConnectionError(
                     "the Session was closed", text=error.text, space=self.space
                 ) from error
@@ -481,101 +274,3 @@ class Session(Asking):
             if upload is not None:
                 with anyio.CancelScope(shield=True):
                     await anyio.to_thread.run_sync(upload.close)
-
-    async def _answer(
-        self, asked: Asked, files: list[Any], start: float, limits: _Limits
-    ) -> AsyncGenerator[Event, None]:
-        """Wake the Space if needed, then ask it: again once if it was redeployed meanwhile."""
-        if self._client is None and not self.space.startswith(("http://", "https://")):
-            waking = self._wake(start, limits.connect)
-            async with aclosing(waking):
-                async for event in waking:
-                    yield event
-        for attempt in (1, 2):
-            client = await self._get_client(limits.deadline(start), limits.connect)
-            shape = self._shape_of(client)
-            signature = endpoint_signature(client.config, shape.api_name) or ()
-            call = shape.call(asked, files)  # bad input for this shape raises: nothing sent
-            job = self._submit(client, shape, limits)
-            try:
-                yield ShapeFound(self.space, shape.name)
-                await job.start(call)
-                events = self._follow(job, client, signature, start, limits)
-                async with aclosing(events):
-                    async for event in events:
-                        yield event
-                now = anyio.current_time()
-                yield Finished(
-                    text=job.answer,
-                    space=self.space,
-                    elapsed=now - start,
-                    time_to_first_token=(
-                        None if job.first_token is None else job.first_token - start
-                    ),
-                    queue_wait=None if job.started is None else job.started - start,
-                    reasoning=job.reasoning,
-                    shape=shape.name,
-                    applied=dict(call.applied),
-                )
-                return
-            except Redeployed:
-                log.info("%s was redeployed; reconnecting and asking again", self.space)
-                client.forget_description()
-                self._forget(client)
-                if attempt == 2:
-                    raise ProtocolError(
-                        "The Space changed its API again while we asked", space=self.space
-                    ) from None
-            except ResponseError as error:
-                if isinstance(error, (SpaceConnectionError, IdleTimeoutError)):
-                    client.freshness.suspect()  # the server may have restarted
-                if isinstance(error, (SpaceConnectionError, ProtocolError)):
-                    client.forget_description()  # read it anew next time, to be sure
-                # Nothing received is lost: the error carries the text that had arrived.
-                if not error.text:
-                    error.text = job.answer
-                raise
-            finally:
-                self._release(job)  # never awaits: cancels go to the background
-
-    def _submit(self, client: QVQClient, shape: Shape, limits: _Limits) -> SpaceJob:
-        """A job for the question on the Space (not started), tracked until released (a
-        closing session cancels it)."""
-        timeout = self._job_timeout(limits.idle, limits.connect)
-        with self._state_lock:
-            alone = not self._jobs  # then it joins where it is followed (see SpaceJob.open)
-        job = SpaceJob.open(client, timeout, self.space, shape, alone)
-        with self._state_lock:
-            closed = self._closed
-            if not closed:
-                self._jobs.add(job)
-        if closed:
-            self._release(job)
-            raise SpaceConnectionError("the Session was closed", space=self.space)
-        return job
-
-    def _follow(
-        self,
-        job: SpaceJob,
-        client: QVQClient,
-        signature: tuple[Any, ...],
-        start: float,
-        limits: _Limits,
-    ) -> AsyncGenerator[Event, None]:
-        # When the config is due (see _gradio.freshness) it is read again alongside the job:
-        # a redeployed Space may run another function at our cached index. Text is held back
-        # until the read confirms it.
-        verify = client.freshness.check()
-        return job.follow(
-            start=start,
-            deadline=limits.deadline(start),
-            idle=limits.idle,
-            total=limits.total,
-            verify=verify,
-            signature=signature,
-        )
-
-    def _release(self, job: SpaceJob) -> None:
-        with self._state_lock:
-            self._jobs.discard(job)
-        job.release(self._background)

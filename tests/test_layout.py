@@ -2,8 +2,9 @@
 
     base      errors, secrets, events, options, answer, prompt, media, fetch, imaging,
               thinking, helpers
-    _gradio   the adapter: the only code that imports gradio_client
-    core      spaces, history, pipeline, job, session, pool, health, cooling, protocol
+    upstreams what answers: the protocol, and each kind (gradio/: the only code that imports
+              gradio_client); it never imports the core or the shells
+    core      history, pipeline, session, pool, health, cooling, protocol
     shells    batch, sync, notebook, provider, gpt4free, cli, serve, pytest_plugin
     replica   the offline Space: imports nothing of the client
 
@@ -21,18 +22,18 @@ PACKAGE = Path(__file__).resolve().parent.parent / "qvq_gradio"
 
 BASE = {
     "errors", "_secrets", "events", "options", "answer", "prompt", "media", "fetch", "imaging",
-    "_backoff", "_threads", "_tls", "_wakeups", "thinking",
+    "_backoff", "_threads", "_tls", "_wakeups", "thinking", "spaces",
 }
 #: Input code: reads what the caller gave; knows nothing of Spaces.
 INPUT = {"prompt", "media", "fetch", "imaging", "options", "answer", "events", "thinking"}
 CORE = {
-    "spaces", "history", "pipeline", "job", "session", "pool", "health", "cooling", "protocol",
+    "history", "pipeline", "job", "session", "pool", "health", "cooling", "protocol",
 }
 SHELLS = {
     "batch", "sync", "notebook", "provider", "gpt4free", "cli", "serve", "pytest_plugin",
     "__main__", "__init__",
 }
-LAYERS = {"base": 0, "_gradio": 1, "core": 2, "shells": 3}
+LAYERS = {"base": 0, "upstreams": 1, "core": 2, "shells": 3}
 
 
 def _top(module: str) -> str:
@@ -44,8 +45,8 @@ def _top(module: str) -> str:
 def _layer(top: str) -> str:
     if top in BASE:
         return "base"
-    if top == "_gradio":
-        return "_gradio"
+    if top == "upstreams":
+        return "upstreams"
     if top in CORE:
         return "core"
     if top in SHELLS:
@@ -119,10 +120,26 @@ def test_no_import_goes_up(module: str) -> None:
 
 
 @pytest.mark.parametrize("module", sorted(MODULES))
-def test_only_the_adapter_imports_gradio_client(module: str) -> None:
-    if _top(module) == "_gradio":
+def test_only_the_gradio_upstream_imports_gradio_client(module: str) -> None:
+    if module.startswith("qvq_gradio.upstreams.gradio"):
         return
     for name in _imports(module, MODULES[module]):
         assert name.split(".")[0] != "gradio_client", f"{module} imports {name}"
         if _top(module) != "replica":
             assert name.split(".")[0] != "gradio", f"{module} imports {name}"
+
+
+@pytest.mark.parametrize("module", sorted(MODULES))
+def test_an_upstream_kind_imports_no_other_kind(module: str) -> None:
+    """Each kind of upstream stands alone on the protocol: a new kind is one package."""
+    parts = module.split(".")
+    if parts[:2] != ["qvq_gradio", "upstreams"]:
+        return
+    kind = parts[2] if len(parts) > 2 else None
+    for name in _imports(module, MODULES[module]):
+        other = name.split(".")
+        if other[:2] == ["qvq_gradio", "upstreams"] and len(other) > 2 and other[2] in {
+            m.split(".")[2] for m in MODULES if m.count(".") >= 2 and m.startswith(
+                "qvq_gradio.upstreams.")
+        }:
+            assert other[2] == kind, f"{module} imports {name}: another kind of upstream"

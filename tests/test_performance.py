@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from qvq_gradio import Session, SpaceConnectionError
-from qvq_gradio._gradio import StreamWatch
 from qvq_gradio.replica import OTHER_FUNCTION_TEXT, ReplicaProcess
+from qvq_gradio.upstreams.gradio import StreamWatch
 
 from .conftest import replica_env
 from .faults import FaultProxy

@@ -68,8 +68,8 @@ async def test_frozen_connection_neither_delays_the_error_nor_the_close(
 ) -> None:
     # gradio_client's read timeout and our cancel's bound at "forever": the old code waited
     # for the cancel before raising, and for the dead read when closing.
-    monkeypatch.setattr("qvq_gradio.session._READ_TIMEOUT", FOREVER)
-    monkeypatch.setattr("qvq_gradio.job._CANCEL_TIMEOUT", FOREVER)
+    monkeypatch.setattr("qvq_gradio.upstreams.gradio.upstream._READ_TIMEOUT", FOREVER)
+    monkeypatch.setattr("qvq_gradio.upstreams.gradio.job._CANCEL_TIMEOUT", FOREVER)
     before = set(threading.enumerate())
     session = Session(proxy.url, idle_timeout=1)
     received = ""
@@ -102,7 +102,7 @@ async def test_silent_stream_ends_with_the_idle_timeout_the_user_set(
 ) -> None:
     # gradio_client's own read timeout (shorter here than the idle timeout) must not fire first
     # and turn a silent stream into "connection lost".
-    monkeypatch.setattr("qvq_gradio.session._READ_TIMEOUT", 0.5)
+    monkeypatch.setattr("qvq_gradio.upstreams.gradio.upstream._READ_TIMEOUT", 0.5)
     async with Session(proxy.url, idle_timeout=2) as session:
         stream = session.stream(f"{marker} [[replica tokens=5000 delay=0.01]]")
         with anyio.fail_after(30), pytest.raises(IdleTimeoutError) as caught:
@@ -120,9 +120,9 @@ def test_interpreter_exit_does_not_wait_on_a_frozen_connection(
         textwrap.dedent(
             f"""
             import sys
-            import qvq_gradio, qvq_gradio.session, qvq_gradio.job
-            qvq_gradio.session._READ_TIMEOUT = {FOREVER}
-            qvq_gradio.job._CANCEL_TIMEOUT = {FOREVER}
+            import qvq_gradio, qvq_gradio.upstreams.gradio.upstream, qvq_gradio.upstreams.gradio.job
+            qvq_gradio.upstreams.gradio.upstream._READ_TIMEOUT = {FOREVER}
+            qvq_gradio.upstreams.gradio.job._CANCEL_TIMEOUT = {FOREVER}
             try:
                 for delta in qvq_gradio.stream(
                     "{marker} [[replica tokens=5000 delay=0.01]]",

@@ -12,9 +12,9 @@ import pytest
 from blockbuster import BlockBuster
 
 from qvq_gradio import _secrets, provider
-from qvq_gradio._gradio import QVQClient
 from qvq_gradio._threads import ElasticExecutor
 from qvq_gradio.replica import ReplicaProcess
+from qvq_gradio.upstreams.gradio import QVQClient
 
 
 def _workers(name: str) -> list[threading.Thread]:
@@ -82,8 +82,8 @@ def test_shared_sessions_are_bounded_and_evicted_ones_closed(
         for thread in threading.enumerate():
             if thread.name == "qvq-evict":
                 thread.join(timeout=10)
-        assert all(s._closed for s in sessions[:2])  # type: ignore[attr-defined]
-        assert not any(s._closed for s in sessions[2:])  # type: ignore[attr-defined]
+        assert all(s.upstream.closed for s in sessions[:2])
+        assert not any(s.upstream.closed for s in sessions[2:])
         # Using one again keeps it: the next one made evicts another.
         assert provider.shared_session("http://127.0.0.1:9", token="user-token-0002") is sessions[2]
         provider.shared_session("http://127.0.0.1:9", token="user-token-0099")

@@ -322,7 +322,7 @@ async def test_closing_the_session_ends_its_streams(replica: ReplicaProcess, mar
 async def test_cancelled_right_after_submitting_still_cancels_upstream(
     session: Session, replica: ReplicaProcess, marker: str, mocker: Any
 ) -> None:
-    from qvq_gradio._gradio import QVQClient
+    from qvq_gradio.upstreams.gradio import QVQClient
 
     entered = threading.Event()
     jobs: list[Any] = []

@@ -25,12 +25,12 @@ from qvq_gradio import (
     Session,
     SpaceConnectionError,
 )
-from qvq_gradio._gradio import clean_message, parse_retry_after, translate_error
 from qvq_gradio._secrets import redact
-from qvq_gradio.job import new_text as _new_text
 from qvq_gradio.prompt import build_prompt
 from qvq_gradio.replica import QUOTA_MESSAGE, ReplicaConfig
 from qvq_gradio.spaces import SpaceConfig
+from qvq_gradio.upstreams.gradio import clean_message, parse_retry_after, translate_error
+from qvq_gradio.upstreams.gradio.job import new_text as _new_text
 
 SPACE = "http://127.0.0.1:1"
 

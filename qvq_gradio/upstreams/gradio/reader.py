@@ -32,7 +32,7 @@ from gradio_client import utils as gc_utils
 from gradio_client.client import Endpoint
 from gradio_client.utils import ServerMessage
 
-from .._wakeups import loop_clock
+from ..._wakeups import loop_clock
 from .streams import with_cookies
 
 __all__ = ["INLINE_PROTOCOLS", "JobEndpoint", "QueuePlace", "Update", "read_updates"]

@@ -2,7 +2,7 @@
 
 :class:`JobHandle` hides the gradio_client ``Job`` (its Future, its communicator's event id,
 its cancel function), the one-job :class:`~.client.JobClient` it runs on and the job's event
-stream, so that the life of a job (:mod:`qvq_gradio.job`) is written without knowing
+stream, so that the life of a job (:mod:`.job`) is written without knowing
 gradio_client's internals.
 """
 

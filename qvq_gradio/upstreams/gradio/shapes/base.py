@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from ...thinking import Said
+from ....thinking import Said
 
 __all__ = ["Asked", "Call", "Endpoint", "Shape", "Step", "Unreadable", "endpoints"]
 

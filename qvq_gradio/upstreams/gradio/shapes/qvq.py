@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Final
 
-from ...thinking import Said
+from ....thinking import Said
 from .base import Asked, Call, Endpoint, Shape, Unreadable
 
 __all__ = ["QVQShape"]

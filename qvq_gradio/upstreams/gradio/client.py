@@ -59,8 +59,8 @@ from gradio_client.client import Endpoint
 from gradio_client.exceptions import ValidationError
 from gradio_client.utils import QueueError
 
-from .._secrets import register_secret
-from .._threads import ElasticExecutor
+from ..._secrets import register_secret
+from ..._threads import ElasticExecutor
 from .description import DescriptionCache, same_app
 from .freshness import HEARTBEAT_READ_TIMEOUT, Freshness
 from .handover import Discard, HandOver, KeepLast

@@ -13,7 +13,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from ...thinking import Said, split_thinking
+from ....thinking import Said, split_thinking
 from .base import Unreadable
 
 __all__ = ["last_answer", "read_value"]

@@ -1,12 +1,12 @@
 """The life of one job on the Space: submit, follow, verify, cancel, release.
 
 A :class:`SpaceJob` is submitted to a worker thread on a Gradio session of its own (a
-:class:`~qvq_gradio._gradio.JobHandle`): the thread uploads the image and joins the Space's
+:class:`~qvq_gradio.upstreams.gradio.JobHandle`): the thread uploads the image and joins the Space's
 queue. :meth:`SpaceJob.follow` then reads the job's event stream on the event loop and turns
 each cumulative output into a delta; the stream's completion goes back to the thread, which
 finishes the job, and the outcome is decided from the job's Future, never from a status alone.
 
-When the Space's config is due to be read again (see :mod:`qvq_gradio._gradio.freshness`),
+When the Space's config is due to be read again (see :mod:`qvq_gradio.upstreams.gradio.freshness`),
 :meth:`SpaceJob.follow` uses nothing of the job until that read confirms ``/generate`` is still
 the function we submitted to: a Space restarted with its functions in another order would
 otherwise run another function for our cached function index. The job's stream is opened
@@ -34,13 +34,13 @@ import anyio.lowlevel
 import anyio.to_thread
 import httpx
 
-from ._gradio import JobHandle, QVQClient, Update, endpoint_signature, translate_error
-from ._gradio.shapes import Call, Shape, Unreadable
-from ._threads import ElasticExecutor
-from ._wakeups import wakeups
-from .errors import IdleTimeoutError, ProtocolError, TotalTimeoutError
-from .events import Event, QueueUpdate, ReasoningDelta, TextDelta
-from .thinking import Said
+from ..._threads import ElasticExecutor
+from ..._wakeups import wakeups
+from ...errors import IdleTimeoutError, ProtocolError, TotalTimeoutError
+from ...events import Event, QueueUpdate, ReasoningDelta, TextDelta
+from ...thinking import Said
+from . import JobHandle, QVQClient, Update, endpoint_signature, translate_error
+from .shapes import Call, Shape, Unreadable
 
 __all__ = ["CLOSE_WAIT", "Background", "Redeployed", "SpaceJob", "new_text"]
 
@@ -157,7 +157,7 @@ class SpaceJob:
         cls, client: QVQClient, limits: httpx.Timeout, space: str, shape: Shape, alone: bool
     ) -> SpaceJob:
         """A job on a Gradio session of its own, nothing sent yet (no I/O). ``alone``: no
-        other question is in flight (see :meth:`~qvq_gradio._gradio.JobHandle.open`)."""
+        other question is in flight (see :meth:`~qvq_gradio.upstreams.gradio.JobHandle.open`)."""
         return cls(JobHandle.open(client, limits, alone), space, shape)
 
     async def start(self, call: Call) -> None:

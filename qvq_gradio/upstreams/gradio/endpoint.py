@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ..errors import ProtocolError
+from ...errors import ProtocolError
 
 __all__ = ["API_NAME", "check_endpoint", "endpoint_signature"]
 

@@ -17,8 +17,8 @@ import httpx
 from gradio_client import exceptions as gc_exceptions
 from gradio_client import utils as gc_utils
 
-from .._secrets import scrub
-from ..errors import (
+from ..._secrets import scrub
+from ...errors import (
     AppError,
     AuthenticationError,
     ConnectTimeoutError,

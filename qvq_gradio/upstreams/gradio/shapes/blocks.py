@@ -14,9 +14,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ...errors import MediaError
-from ...prompt import flatten
-from ...thinking import Said
+from ....errors import MediaError
+from ....prompt import flatten
+from ....thinking import Said
 from .base import Asked, Call, Endpoint, Shape, Step
 from .values import last_answer
 

@@ -15,9 +15,9 @@ import re
 from collections.abc import Sequence
 from typing import Any, Final
 
-from ...errors import MediaError
-from ...prompt import flatten
-from ...thinking import Said
+from ....errors import MediaError
+from ....prompt import flatten
+from ....thinking import Said
 from .base import Asked, Call, Endpoint, Shape
 from .values import read_value
 

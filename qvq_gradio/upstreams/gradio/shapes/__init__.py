@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Final
 
-from ...errors import OptionError, ProtocolError
+from ....errors import OptionError, ProtocolError
 from .base import Asked, Call, Endpoint, Shape, Step, Unreadable, endpoints
 from .blocks import BlocksShape
 from .chat import ChatShape
