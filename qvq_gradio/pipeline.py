@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +25,7 @@ import anyio
 import anyio.to_thread
 
 from .errors import MessagesError, ResponseError, TotalTimeoutError
-from .events import Event, Finished, ReasoningDelta, ShapeFound, TextDelta
+from .events import Event, Finished, ReasoningDelta, ShapeFound, SpaceChanged, TextDelta
 from .history import History, cache_key
 from .imaging import ImageOptions
 from .media import MediaItem, Upload, classify, prepare_upload
@@ -87,18 +87,24 @@ async def prepare(
 
 async def cached(
     history: History,
-    space: str,
+    spaces: Sequence[str],
     text: str,
     upload: Upload | None,
     start: float,
     ask: Callable[[], AsyncGenerator[Event, None]],
     request: str = "",
 ) -> AsyncGenerator[Event, None]:
-    """The recorded answer to an identical request as one delta (its thinking as another),
-    else ``ask()``'s stream (``start``: when the question was asked, anyio time; ``request``:
-    see :func:`~qvq_gradio.history.cache_key`)."""
-    key = cache_key(space, text, upload.identity if upload is not None else None, request)
-    hit = await anyio.to_thread.run_sync(history.cached, key)
+    """The recorded answer to an identical request, asked of any of ``spaces`` (the first
+    recorded, in their order), as one delta (its thinking as another); else ``ask()``'s
+    stream (``start``: when the question was asked, anyio time; ``request``: see
+    :func:`~qvq_gradio.history.cache_key`)."""
+    identity = upload.identity if upload is not None else None
+    hit = None
+    for space in spaces:
+        key = cache_key(space, text, identity, request)
+        hit = await anyio.to_thread.run_sync(history.cached, key)
+        if hit is not None:
+            break
     if hit is not None:
         if hit.shape:
             yield ShapeFound(space, hit.shape)
@@ -108,10 +114,10 @@ async def cached(
             yield TextDelta(hit.text)
         now = anyio.current_time() - start
         finished = Finished(
-            hit.text, space, now, now, None, cached=True, reasoning=hit.reasoning,
+            hit.text, hit.space, now, now, None, cached=True, reasoning=hit.reasoning,
             shape=hit.shape, applied=hit.applied or {},
         )
-        await _record(history, space, text, upload, finished, None, request=request)
+        await _record(history, hit.space, text, upload, finished, None, request=request)
         yield finished
         return
     events = ask()
@@ -128,9 +134,10 @@ async def recorded(
     events: AsyncGenerator[Event, None],
     request: str = "",
 ) -> AsyncGenerator[Event, None]:
-    """``events``, with the answer (or the error that ended them) added to the history; an
-    answer stopped before it ended (the consumer left: Ctrl-C, a closed pipe, a client gone)
-    is recorded as stopped, with the text that had come."""
+    """``events``, with the answer (or the error that ended them) added to the history under
+    the Space that answered (``space`` until a :class:`SpaceChanged` says which); an answer
+    stopped before it ended (the consumer left: Ctrl-C, a closed pipe, a client gone) is
+    recorded as stopped, with the text that had come."""
     came: list[str] = []
     ended = False
     try:
@@ -138,13 +145,17 @@ async def recorded(
             async for event in events:
                 if isinstance(event, TextDelta):
                     came.append(event.text)
+                elif isinstance(event, SpaceChanged):
+                    space = event.space
                 elif isinstance(event, Finished):
                     ended = True
-                    await _record(history, space, text, upload, event, None, request=request)
+                    await _record(
+                        history, event.space, text, upload, event, None, request=request
+                    )
                 yield event
     except ResponseError as error:
         ended = True
-        await _record(history, space, text, upload, None, error, request=request)
+        await _record(history, error.space or space, text, upload, None, error, request=request)
         raise
     finally:
         if not ended:

@@ -1,7 +1,9 @@
 """Several Spaces as one: :class:`Pool`, with routing, failover and Space health.
 
 One public ZeroGPU Space is small, shared and rationed; users who outgrow it run the same app on
-more Spaces. A pool holds one :class:`~qvq_gradio.Session` per Space and is a
+more Spaces. A pool runs the question pipeline of a :class:`~qvq_gradio.Session` (images
+prepared once, the cache, the history) over several upstreams — Spaces it builds from names,
+or :class:`~qvq_gradio.upstreams.Upstream` objects it is given, of any shape — and is a
 :class:`~qvq_gradio.protocol.SessionLike` itself, so it goes wherever a session goes.
 
 * Routing: each question goes to the healthy Space with the most free capacity (fewest in
@@ -49,12 +51,16 @@ from .errors import (
     SpaceConnectionError,
 )
 from .events import Event, Finished, ReasoningDelta, SpaceChanged, TextDelta
+from .history import HistoryOption, default_path
+from .imaging import ImageOptions
 from .options import AskOptions
 from .pipeline import Question
 from .prompt import Messages
-from .protocol import Asking, SessionLike
-from .session import Session
+from .protocol import SessionLike
+from .session import Pipeline, Session
 from .spaces import parse_spaces
+from .upstreams import Request, Upstream
+from .upstreams.gradio.upstream import GradioUpstream
 
 __all__ = ["Pool", "SpaceStatus", "connect"]
 
@@ -85,52 +91,93 @@ class SpaceStatus:
 
 @dataclass(eq=False)
 class _Member:
-    session: Session
+    upstream: Upstream
     limit: int
     health: Health
     in_flight: int = 0
 
     @property
     def space(self) -> str:
-        return self.session.space
+        return self.upstream.name
 
 
-class Pool(Asking):
+class Pool(Pipeline):
     """Several Spaces behind the interface of one :class:`~qvq_gradio.Session`.
 
     Args:
-        spaces: Space URLs or ``owner/name`` ids (a list, or one comma-separated string).
+        spaces: Space URLs or ``owner/name`` ids (a list, or one comma-separated string), or
+            :class:`~qvq_gradio.upstreams.Upstream` objects (a
+            :class:`~qvq_gradio.upstreams.gradio.GradioUpstream` with a ``shape`` of its own,
+            say); the pool closes them when it closes.
         max_in_flight_per_space: questions one Space is given at once (default 4: a ZeroGPU
             Space runs a few at a time and queues the rest; more only lengthens its queue).
         wait: when every Space is cooling, wait for the first to recover instead of raising
             its error.
-        session_options: passed to each :class:`~qvq_gradio.Session` (``token``, ``proxy``,
-            ``headers``, the timeouts, ``image_options``, ``max_workers``).
+        connect_timeout, idle_timeout, total_timeout, image_options, history, cache: as for
+            :class:`~qvq_gradio.Session`, for the pool's questions.
+        space_options: for each Space built from a name (``token``, ``proxy``, ``headers``,
+            ``max_workers``, ``shape``, ``space_cache``).
     """
 
     def __init__(
         self,
-        spaces: str | Sequence[str],
+        spaces: str | Sequence[str | Upstream],
         *,
         max_in_flight_per_space: int = 4,
         wait: bool = False,
-        **session_options: Any,
+        connect_timeout: float = 30.0,
+        idle_timeout: float | None = 120.0,
+        total_timeout: float | None = None,
+        image_options: ImageOptions | None = None,
+        history: HistoryOption = None,
+        cache: bool = False,
+        space_cache: bool = False,
+        **space_options: Any,
     ) -> None:
         if max_in_flight_per_space < 1:
             raise ValueError(
                 f"max_in_flight_per_space must be at least 1, got {max_in_flight_per_space!r}"
             )
-        names = parse_spaces(spaces)
+        given = [spaces] if isinstance(spaces, str) else list(spaces)
+        names = parse_spaces([s for s in given if isinstance(s, str)]) if any(
+            isinstance(s, str) for s in given
+        ) else []
+        descriptions = default_path().parent / "spaces" if space_cache else None
+        built = iter(
+            GradioUpstream(
+                name, connect_timeout=connect_timeout, descriptions=descriptions,
+                **space_options,
+            )
+            for name in names
+        )
+        upstreams: list[Upstream] = []
+        for item in given:
+            if isinstance(item, str):
+                upstreams.extend(built)  # the names, in their order, where the first stood
+            else:
+                upstreams.append(item)
+        if not upstreams:
+            raise ValueError("a Pool needs at least one Space")
+        self._pipeline(
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
+            total_timeout=total_timeout,
+            image_options=image_options,
+            history=history,
+            cache=cache,
+        )
+        self.shape = space_options.get("shape")
+        self._proxy_url: str | None = space_options.get("proxy")
         self.wait = wait
         self._members = [
-            _Member(Session(name, **session_options), max_in_flight_per_space,
+            _Member(upstream, max_in_flight_per_space,
                     Health(first=_BACKOFF_FIRST, cap=_BACKOFF_CAP))
-            for name in names
+            for upstream in upstreams
         ]
         self._lock = threading.Lock()  # guards member counters; never held across an await
         self._turn = itertools.count()
         self._changed: anyio.Event | None = None
-        self._closed = False
+        self._closing = False
 
     def __repr__(self) -> str:
         return f"<Pool of {len(self._members)} Spaces: {self.space}>"
@@ -144,30 +191,42 @@ class Pool(Asking):
         return [member.space for member in self._members]
 
     @property
-    def sessions(self) -> list[Session]:
-        """The session of each Space, in the order given."""
-        return [member.session for member in self._members]
+    def upstreams(self) -> list[Upstream]:
+        """Each Space's upstream, in the order given."""
+        return [member.upstream for member in self._members]
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Close every Space's session (concurrently)."""
-        self._closed = True
+        """Close every Space (concurrently), then the history the pool opened."""
+        self._closing = True
         with anyio.CancelScope(shield=True):
             async with anyio.create_task_group() as tg:
                 for member in self._members:
-                    tg.start_soon(member.session.aclose)
+                    tg.start_soon(member.upstream.aclose)
+            await anyio.to_thread.run_sync(self._close_history)
 
     def close(self) -> None:
         """Blocking form of :meth:`aclose`."""
-        self._closed = True
+        self._closing = True
         threads = [
-            threading.Thread(target=member.session.close, daemon=True) for member in self._members
+            threading.Thread(target=member.upstream.close, daemon=True)
+            for member in self._members
         ]
         for thread in threads:
             thread.start()
         for thread in threads:
             thread.join()
+        self._close_history()
+
+    def _closed(self) -> bool:
+        return self._closing
+
+    def _spaces(self) -> list[str]:
+        return self.spaces
+
+    def _proxy(self) -> str | None:
+        return self._proxy_url
 
     # -- health -----------------------------------------------------------------------------
 
@@ -179,7 +238,7 @@ class Pool(Asking):
 
         async def check(index: int, member: _Member) -> None:
             try:
-                await member.session.ready()
+                await member.upstream.ready()
             except ResponseError as error:
                 errors[index] = error
 
@@ -256,7 +315,7 @@ class Pool(Asking):
                 ).start()
 
     def _probe(self, member: _Member, outage: int) -> None:
-        back = member.session.probe_blocking(_PROBE_TIMEOUT)
+        back = member.upstream.probe_blocking(_PROBE_TIMEOUT)
         with self._lock:
             found = member.health.probed(back, outage)
         if found:  # a question waiting for it sees it at its next look (every probe_every)
@@ -277,7 +336,7 @@ class Pool(Asking):
         """A slot on the healthy Space with the most free capacity (waits while all are full;
         raises, or waits with ``wait=True``, while all are cooling)."""
         while True:
-            if self._closed:
+            if self._closing:
                 raise SpaceConnectionError("the Pool was closed", space=self.space)
             with self._lock:
                 self._probe_due()
@@ -348,11 +407,8 @@ class Pool(Asking):
         Space tried. Bad input raises here, before anything is sent."""
         return self.events_for(Question.of(prompt, image, options, where="events"))
 
-    def events_for(self, question: Question) -> AsyncGenerator[Event, None]:
-        """:meth:`events` for a question already checked."""
-        return self._run(question)
-
-    async def _run(self, question: Question) -> AsyncGenerator[Event, None]:
+    async def _answer(self, request: Request) -> AsyncGenerator[Event, None]:
+        """The question asked of one Space after another, before any text came."""
         previous: _Member | None = None
         reason: ResponseError | None = None
         while True:
@@ -367,7 +423,7 @@ class Pool(Asking):
                 started = time.monotonic()
                 first: float | None = None
                 try:
-                    events = member.session.events_for(question)
+                    events = member.upstream.answer(request)
                     async with aclosing(events):  # a consumer that stops early cancels now
                         async for event in events:
                             if first is None and isinstance(

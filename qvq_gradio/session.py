@@ -25,7 +25,7 @@ from typing_extensions import Unpack
 
 from .errors import ProtocolError, ResponseError, SpaceConnectionError
 from .events import Event
-from .history import HistoryOption, default_path, open_history
+from .history import History, HistoryOption, default_path, open_history
 from .imaging import ImageOptions
 from .options import SAMPLING, AskOptions, check_timeout
 from .pipeline import Question, cached, prepare, recorded
@@ -35,7 +35,7 @@ from .spaces import SpaceConfig
 from .upstreams import Limits, Request, Upstream
 from .upstreams.gradio.upstream import GradioUpstream
 
-__all__ = ["Session"]
+__all__ = ["Pipeline", "Session"]
 
 SAMPLING_NAMES: Final = tuple(name for name, *_ in SAMPLING)
 
@@ -49,7 +49,118 @@ def _request(sampling: Mapping[str, Any], shape: str | None) -> str:
     return json.dumps({"sampling": dict(sampling), "shape": shape}, sort_keys=True)
 
 
-class Session(Asking):
+class Pipeline(Asking):
+    """The question pipeline (check, prepare images, cache, answer, record) that
+    :class:`Session` runs over one upstream and :class:`~qvq_gradio.Pool` over several:
+    subclasses say who answers (:meth:`_answer`)."""
+
+    connect_timeout: float
+    idle_timeout: float | None
+    total_timeout: float | None
+    image_options: ImageOptions
+    history: History | None
+    cache: bool
+    shape: str | None = None
+
+    def _pipeline(
+        self,
+        *,
+        connect_timeout: float,
+        idle_timeout: float | None,
+        total_timeout: float | None,
+        image_options: ImageOptions | None,
+        history: HistoryOption,
+        cache: bool,
+    ) -> None:
+        check_timeout("connect_timeout", connect_timeout, optional=False)
+        check_timeout("idle_timeout", idle_timeout, optional=True)
+        check_timeout("total_timeout", total_timeout, optional=True)
+        self.connect_timeout = connect_timeout
+        self.idle_timeout = idle_timeout
+        self.total_timeout = total_timeout
+        self.image_options = image_options or ImageOptions()
+        self.history, self._own_history = open_history(history)
+        if cache and self.history is None:
+            raise ValueError("cache=True needs history (True, a path or a History)")
+        self.cache = cache
+
+    def _close_history(self) -> None:
+        if self.history is not None and self._own_history:
+            self.history.close()
+
+    # -- what subclasses say ------------------------------------------------------------------
+
+    def _answer(self, request: Request) -> AsyncGenerator[Event, None]:
+        raise NotImplementedError
+
+    def _spaces(self) -> list[str]:
+        """The Spaces a cached answer may come from (in order)."""
+        return [self.space]
+
+    def _proxy(self) -> str | None:
+        return None
+
+    def _closed(self) -> bool:
+        return False
+
+    # -- the pipeline -------------------------------------------------------------------------
+
+    def events_for(self, question: Question) -> AsyncGenerator[Event, None]:
+        """:meth:`events` for a question already checked."""
+        options = question.options
+        return self._run(
+            question,
+            Limits(
+                idle=options.get("idle_timeout", self.idle_timeout),
+                total=options.get("total_timeout", self.total_timeout),
+                connect=options.get("connect_timeout", self.connect_timeout),
+            ),
+        )
+
+    async def _run(self, question: Question, limits: Limits) -> AsyncGenerator[Event, None]:
+        """The question's stages (see :mod:`qvq_gradio.pipeline`), the upload freed at the end."""
+        start = anyio.current_time()
+        options = question.options.get("image_options") or self.image_options
+        upload = await prepare(
+            question.items, options, proxy=self._proxy(), total=limits.total, space=self.space
+        )
+        text = question.text
+        if upload is not None and upload.note:
+            text = f"{upload.note}\n{text}"
+        sampling = {
+            name: question.options[name]  # type: ignore[literal-required]
+            for name in SAMPLING_NAMES
+            if question.options.get(name) is not None
+        }
+        request = Request(question.text, question.turns, upload, start, limits, sampling)
+        key = _request(sampling, self.shape)
+
+        def ask() -> AsyncGenerator[Event, None]:
+            events = self._answer(request)
+            if self.history is None:
+                return events
+            return recorded(self.history, self.space, text, upload, events, key)
+
+        try:
+            events = ask()
+            if self.cache and self.history is not None:
+                events = cached(self.history, self._spaces(), text, upload, start, ask, key)
+            async with aclosing(events):
+                async for event in events:
+                    yield event
+        except ResponseError as error:
+            if self._closed() and not isinstance(error, ProtocolError):
+                raise SpaceConnectionError(
+                    f"the {type(self).__name__} was closed", text=error.text, space=self.space
+                ) from error
+            raise
+        finally:
+            if upload is not None:
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(upload.close)
+
+
+class Session(Pipeline):
     """Questions to one Space (or any upstream), shared by any number of concurrent streams:
     the pipeline (check, prepare images, cache, record) over a
     :class:`~qvq_gradio.upstreams.gradio.GradioUpstream` it builds, or an upstream given.
@@ -112,9 +223,14 @@ class Session(Asking):
         space_cache: bool = False,
         shape: str | None = None,
     ) -> None:
-        check_timeout("connect_timeout", connect_timeout, optional=False)
-        check_timeout("idle_timeout", idle_timeout, optional=True)
-        check_timeout("total_timeout", total_timeout, optional=True)
+        self._pipeline(
+            connect_timeout=connect_timeout,
+            idle_timeout=idle_timeout,
+            total_timeout=total_timeout,
+            image_options=image_options,
+            history=history,
+            cache=cache,
+        )
         self.upstream: Upstream
         if isinstance(space, Upstream):
             self.upstream = space
@@ -129,14 +245,6 @@ class Session(Asking):
                 shape=shape,
                 descriptions=default_path().parent / "spaces" if space_cache else None,
             )
-        self.connect_timeout = connect_timeout
-        self.idle_timeout = idle_timeout
-        self.total_timeout = total_timeout
-        self.image_options = image_options or ImageOptions()
-        self.history, self._own_history = open_history(history)
-        if cache and self.history is None:
-            raise ValueError("cache=True needs history (True, a path or a History)")
-        self.cache = cache
         self.shape = getattr(self.upstream, "shape", None)
 
     def __repr__(self) -> str:
@@ -172,8 +280,7 @@ class Session(Asking):
         upstream (waiting at most about a second for that), threads stopped, the history it
         opened closed."""
         self.upstream.close()
-        if self.history is not None and self._own_history:
-            self.history.close()
+        self._close_history()
 
     # -- the Space ------------------------------------------------------------------------
 
@@ -220,57 +327,11 @@ class Session(Asking):
         """
         return self.events_for(Question.of(prompt, image, options, where="events"))
 
-    def events_for(self, question: Question) -> AsyncGenerator[Event, None]:
-        """:meth:`events` for a question already checked (a pool asks it of several Spaces)."""
-        options = question.options
-        return self._run(
-            question,
-            Limits(
-                idle=options.get("idle_timeout", self.idle_timeout),
-                total=options.get("total_timeout", self.total_timeout),
-                connect=options.get("connect_timeout", self.connect_timeout),
-            ),
-        )
+    def _answer(self, request: Request) -> AsyncGenerator[Event, None]:
+        return self.upstream.answer(request)
 
-    async def _run(self, question: Question, limits: Limits) -> AsyncGenerator[Event, None]:
-        """The question's stages (see :mod:`qvq_gradio.pipeline`), the upload freed at the end."""
-        start = anyio.current_time()
-        options = question.options.get("image_options") or self.image_options
-        proxy = self.config.proxy if self.config is not None else None
-        upload = await prepare(
-            question.items, options, proxy=proxy, total=limits.total, space=self.space
-        )
-        text = question.text
-        if upload is not None and upload.note:
-            text = f"{upload.note}\n{text}"
-        sampling = {
-            name: question.options[name]  # type: ignore[literal-required]
-            for name in SAMPLING_NAMES
-            if question.options.get(name) is not None
-        }
-        request = Request(question.text, question.turns, upload, start, limits, sampling)
-        key = _request(sampling, self.shape)
+    def _proxy(self) -> str | None:
+        return self.config.proxy if self.config is not None else None
 
-        def ask() -> AsyncGenerator[Event, None]:
-            events = self.upstream.answer(request)
-            if self.history is None:
-                return events
-            return recorded(self.history, self.space, text, upload, events, key)
-
-        try:
-            events = ask()
-            if self.cache and self.history is not None:
-                events = cached(self.history, self.space, text, upload, start, ask, key)
-            async with aclosing(events):
-                async for event in events:
-                    yield event
-        except ResponseError as error:
-            if self.upstream.closed and not isinstance(error, ProtocolError):
-                raise SpaceConnectionError(
-                    "the Session was closed", text=error.text, space=self.space
-                ) from error
-            raise
-        finally:
-            if upload is not None:
-                with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(upload.close)
+    def _closed(self) -> bool:
+        return self.upstream.closed
