@@ -288,3 +288,21 @@ async def test_history_keeps_the_thinking_and_the_cache_keys_on_the_parameters(
     row = rows[0]
     assert row.shape == "chat" and row.applied == {"temperature": 0.0}
     assert row.reasoning == first.reasoning and row.text == "\\boxed{2}"
+
+
+async def test_a_pool_of_two_shapes_fails_over_from_one_to_the_other(
+    start_replica: Start, marker: str
+) -> None:
+    from qvq_gradio import Pool, SpaceChanged
+    from qvq_gradio.upstreams.gradio import GradioUpstream
+
+    qvq = await _replica(start_replica, "--fail", "quota")
+    chat = await _replica(start_replica, "--shape", "chat", "--think", "tags")
+    async with Pool([GradioUpstream(qvq.url), GradioUpstream(chat.url, shape="chat")]) as pool:
+        events = await _events(pool, f"{marker} [[replica tokens=2 delay=0]]")
+    moves = [e for e in events if isinstance(e, SpaceChanged)]
+    assert [m.space for m in moves] == [qvq.url, chat.url]
+    assert "QuotaExceededError" in (moves[1].reason or "")
+    assert [e for e in events if isinstance(e, ShapeFound)][-1] == ShapeFound(chat.url, "chat")
+    finished = events[-1]
+    assert finished.space == chat.url and finished.text == "\\boxed{2}"

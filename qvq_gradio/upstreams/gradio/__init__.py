@@ -1,4 +1,5 @@
-"""The adapter to gradio_client: the only code that knows its internals.
+"""A Gradio Space as an upstream, and the adapter to gradio_client: the only code that knows
+its internals.
 
     client.py     QVQClient (no telemetry, elastic daemon pools, a session per job) and
                   JobClient (one job's view of it), StreamWatch (sockets that can be shut down)
@@ -10,6 +11,8 @@
     freshness.py  when the config must be read again (heartbeat, errors, age), not per job
     description.py  the Space's config and API info kept on disk, for a cold start
     handle.py     JobHandle: submit, Future, event id, upstream cancel
+    upstream.py   GradioUpstream: a Space as an upstream (connect, wake, shape, jobs)
+    job.py        SpaceJob: one job's life (steps, submit, follow, verify, cancel)
     endpoint.py   an endpoint's signature in a Gradio config (what a redeploy changes)
     shapes/       how a Space is asked and read, found from its API (QVQ, chat, blocks)
     hub.py        a Space's state on the Hub and what each state means
@@ -52,3 +55,7 @@ __all__ = [
     "translate_error",
     "unavailable",
 ]
+
+from .upstream import GradioUpstream  # last: it builds on everything above
+
+__all__ += ["GradioUpstream"]
