@@ -4,7 +4,7 @@
 default): no I/O, no threads, no lock (the pool holds its own around every call), so cooling,
 backoff and probing are tested with a clock a test moves, never by sleeping.
 
-* A failure that means "this Space could not take the question" (``FAILOVER``) starts a
+* A failure that means "this Space could not take the question" (``failover`` on its class) starts a
   cooling period: a quota error's ``retry_after``, else an exponential backoff with jitter.
   The questions in flight when an outage struck fail together: they count as one failure.
 * While it cools after anything but quota, the Space is due for a probe (one cheap request)
@@ -23,27 +23,12 @@ from typing import Final, Literal
 from ._backoff import backoff
 from .errors import (
     AuthenticationError,
-    ConnectTimeoutError,
-    GPUUnavailableError,
     QuotaExceededError,
-    RateLimitError,
     ResponseError,
-    SpaceConnectionError,
-    SpaceUnavailableError,
 )
 
-__all__ = ["FAILOVER", "Health", "State"]
+__all__ = ["Health", "State"]
 
-#: Errors that mean "this Space could not take the question": before the first token, the
-#: question moves to another Space, and the Space cools down.
-FAILOVER = (
-    SpaceConnectionError,
-    ConnectTimeoutError,
-    RateLimitError,
-    GPUUnavailableError,
-    QuotaExceededError,
-    SpaceUnavailableError,
-)
 BACKOFF_FIRST: Final = 1.0  # seconds of cooling after a first failure; doubles per failure
 BACKOFF_CAP: Final = 120.0
 QUOTA_DEFAULT: Final = 60.0  # a quota error that does not say when to retry
@@ -95,7 +80,7 @@ class Health:
         if isinstance(error, AuthenticationError):
             self.disabled = True
             return None
-        if not isinstance(error, FAILOVER) or outage != self.outage:
+        if not error.failover or outage != self.outage:
             return None
         self.outage += 1
         self.failures_in_row += 1

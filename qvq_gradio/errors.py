@@ -38,7 +38,7 @@ exactly one place, :func:`qvq_gradio.upstreams.gradio.translate.translate_error`
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from ._secrets import redact
 
@@ -77,7 +77,21 @@ class QVQError(Exception):
     and ``datasets.map(num_proc=...)`` pickle exceptions) with all its attributes, whatever
     arguments its class requires: it is rebuilt from its ``args`` and attributes, without
     calling ``__init__`` again.
+
+    What to do about an error is said here, once, by its class (the pool, the batch engine,
+    ``qvq serve`` and the command line read it; nothing keeps a table of its own):
+    ``exit_code`` (the command line's), ``http_status`` with OpenAI's error ``api_type`` and
+    ``api_code`` (``qvq serve``'s answer), ``transient`` (asking again later may work: a batch
+    retries it) and ``failover`` (this Space could not take the question: a pool moves it to
+    another, before the first token, and cools the Space down).
     """
+
+    exit_code: ClassVar[int] = 1
+    http_status: ClassVar[int] = 502
+    api_type: ClassVar[str] = "upstream_error"
+    api_code: ClassVar[str] = "space_error"
+    transient: ClassVar[bool] = False
+    failover: ClassVar[bool] = False
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild, (type(self), self.args), dict(vars(self)))
@@ -95,9 +109,17 @@ def _rebuild(cls: type[QVQError], args: tuple[Any, ...]) -> QVQError:
 class InputError(QVQError, ValueError):
     """The caller's input cannot be sent; nothing was sent."""
 
+    exit_code = 2
+    http_status = 400
+    api_type = "invalid_request_error"
+    api_code = "invalid_input"
+
 
 class UnknownModelError(InputError):
     """The model name is not one this provider serves."""
+
+    http_status = 404
+    api_code = "model_not_found"
 
     def __init__(self, model: str, valid: list[str]) -> None:
         self.model = model
@@ -133,10 +155,17 @@ class ImageTooLargeError(MediaError):
 class MediaDownloadError(MediaError):
     """An image URL failed: HTTP error, too large, too slow, or not an image."""
 
+    exit_code = 3  # the network, not the input
+    api_code = "invalid_image"
+
 
 class HistoryError(QVQError):
     """The answer history's SQLite database cannot be opened or used (damaged, not a database,
     read-only, on a full disk). ``path`` names it; the file is left as it was."""
+
+    http_status = 500
+    api_type = "server_error"
+    api_code = "history_error"
 
     def __init__(self, message: str, *, path: str) -> None:
         self.path = path
@@ -176,11 +205,24 @@ class ResponseError(QVQError):
 class SpaceConnectionError(ResponseError):
     """The Space could not be reached, its config could not be read, or it stopped."""
 
+    exit_code = 3
+    http_status = 503
+    api_type = "service_unavailable"
+    api_code = "space_unavailable"
+    transient = True
+    failover = True
+
 
 class SpaceUnavailableError(ResponseError):
     """The Space exists but cannot answer (``state``: ``PAUSED``, ``STOPPED``, ``BUILD_ERROR``,
     ``RUNTIME_ERROR``, ``CONFIG_ERROR``, ``NO_APP_FILE``), or there is no such Space
     (``state`` ``NOT_FOUND``). The message says what the state means and what to do."""
+
+    exit_code = 3
+    http_status = 503
+    api_type = "service_unavailable"
+    api_code = "space_unavailable"
+    failover = True
 
     def __init__(
         self, message: str, *, state: str, text: str = "", space: str | None = None
@@ -192,12 +234,21 @@ class SpaceUnavailableError(ResponseError):
 class AuthenticationError(ResponseError):
     """The Space refused our credentials (a missing or wrong Hugging Face token)."""
 
+    exit_code = 4
+    api_code = "space_refused_credentials"
+
 
 class QuotaExceededError(ResponseError):
     """The ZeroGPU quota is used up. ``retry_after`` is in seconds when the Space said so.
 
     Logged-in requests (pass ``api_key`` / set ``HF_TOKEN``) get a larger quota.
     """
+
+    exit_code = 5
+    http_status = 429
+    api_type = "rate_limit_error"
+    api_code = "quota_exceeded"
+    failover = True
 
     def __init__(
         self,
@@ -214,29 +265,57 @@ class QuotaExceededError(ResponseError):
 class GPUUnavailableError(ResponseError):
     """ZeroGPU had no GPU available for this request; retrying later usually works."""
 
+    exit_code = 5
+    http_status = 429
+    api_type = "rate_limit_error"
+    api_code = "rate_limited"
+    transient = True
+    failover = True
+
 
 class RateLimitError(ResponseError):
     """Too many requests (HTTP 429) or the Space's queue is full; retry later."""
+
+    exit_code = 5
+    http_status = 429
+    api_type = "rate_limit_error"
+    api_code = "rate_limited"
+    transient = True
+    failover = True
 
 
 class AppError(ResponseError):
     """The Space's own code raised an error; ``message`` is what the Space said."""
 
+    exit_code = 7
+
 
 class ProtocolError(ResponseError):
     """The Space answered in a shape this package does not understand."""
+
+    exit_code = 7
 
 
 class StreamTimeoutError(ResponseError, TimeoutError):
     """A time limit ran out; the job was cancelled upstream (``text``: what had arrived)."""
 
+    exit_code = 6
+    http_status = 504
+    api_type = "timeout"
+    api_code = "space_timeout"
+
 
 class ConnectTimeoutError(StreamTimeoutError):
     """The Space did not answer within ``connect_timeout`` seconds."""
 
+    transient = True
+    failover = True
+
 
 class IdleTimeoutError(StreamTimeoutError):
     """Generation started but no new text came for ``idle_timeout`` seconds."""
+
+    transient = True
 
 
 class TotalTimeoutError(StreamTimeoutError):

@@ -43,7 +43,7 @@ from typing import Any
 import anyio
 from typing_extensions import Unpack
 
-from .cooling import BACKOFF_CAP, BACKOFF_FIRST, FAILOVER, Health, State
+from .cooling import BACKOFF_CAP, BACKOFF_FIRST, Health, State
 from .errors import (
     AuthenticationError,
     QuotaExceededError,
@@ -436,7 +436,7 @@ class Pool(Pipeline):
                             yield event
                 except ResponseError as error:
                     self._cool(member, error, outage)
-                    if first is not None or not isinstance(error, FAILOVER):
+                    if first is not None or not error.failover:
                         raise
                     log.info("%s failed before answering; moving the question", member.space)
                     previous, reason = member, error

@@ -73,3 +73,21 @@ def test_every_error_survives(cls: type[BaseException], clone: Any) -> None:
     if isinstance(error, qvq_gradio.ResponseError):
         assert isinstance(again, qvq_gradio.ResponseError)
         assert (again.text, again.space) == ("the answer so far", "owner/space")
+
+
+def test_the_documented_policy_is_each_classs_own() -> None:
+    """docs/errors.md's table says what each error means; the classes say the same."""
+    import re
+    from pathlib import Path
+
+    import qvq_gradio.errors as errors
+
+    page = (Path(__file__).parent.parent / "docs" / "errors.md").read_text(encoding="utf-8")
+    rows = re.findall(
+        r"^\| `(\w+)` \| (\d+) \| (\d+) `(\w+)` \| (yes|no) \| (yes|no) \|$", page, re.M
+    )
+    assert len(rows) >= 15
+    for name, code, status, api_code, transient, failover in rows:
+        cls = getattr(errors, name)
+        assert (cls.exit_code, cls.http_status, cls.api_code) == (int(code), int(status), api_code)
+        assert (cls.transient, cls.failover) == (transient == "yes", failover == "yes"), name

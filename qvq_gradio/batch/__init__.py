@@ -55,7 +55,7 @@ from typing_extensions import Unpack
 
 from ..options import AskOptions, ask_options
 from ..protocol import SessionLike
-from .engine import TRANSIENT, Run
+from .engine import Run
 from .items import BatchInputError, BatchItem, item_id
 from .output import FIELDS, Output, read_output
 from .progress import Progress, TqdmProgress
@@ -72,7 +72,6 @@ from .summary import BatchResult, BatchSummary, summarize_output
 
 __all__ = [
     "FIELDS",
-    "TRANSIENT",
     "BatchInputError",
     "BatchItem",
     "BatchResult",

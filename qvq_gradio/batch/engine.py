@@ -1,7 +1,8 @@
 """The batch engine: at most ``concurrency`` questions in flight, retries, the quota pause.
 
-Transient failures (:data:`TRANSIENT`) are retried with exponential backoff and jitter; input
-errors and the Space's app errors fail the item at once, and a bad item never stops the next.
+Transient failures (``transient`` on the error's class) are retried with exponential backoff
+and jitter; input errors and the Space's app errors fail the item at once, and a bad item never
+stops the next.
 A ``QuotaExceededError`` pauses every new submission for its ``retry_after`` (the quota is per
 user) and re-queues the question it cut; ``on_quota="stop"`` ends the run cleanly instead.
 Records are handed to the :class:`~.output.Output` one at a time, as they finish (input order,
@@ -22,14 +23,9 @@ import anyio.to_thread
 
 from .._backoff import backoff
 from ..errors import (
-    ConnectTimeoutError,
-    GPUUnavailableError,
-    IdleTimeoutError,
     QuotaExceededError,
     QVQError,
-    RateLimitError,
     ResponseError,
-    SpaceConnectionError,
 )
 from ..events import Finished
 from ..options import AskOptions
@@ -39,18 +35,10 @@ from .output import Output, make_record
 from .progress import Progress
 from .summary import BatchSummary
 
-__all__ = ["TRANSIENT", "Run"]
+__all__ = ["Run"]
 
 log = logging.getLogger("qvq_gradio")
 
-#: Retried (up to ``retries`` times) with exponential backoff and jitter.
-TRANSIENT = (
-    SpaceConnectionError,
-    RateLimitError,
-    GPUUnavailableError,
-    ConnectTimeoutError,
-    IdleTimeoutError,
-)
 _CHUNK = 64  # items read per worker-thread hop
 _BACKOFF_FIRST, _BACKOFF_CAP = 1.0, 60.0
 _QUOTA_DEFAULT = 60.0
@@ -168,7 +156,8 @@ class Run:
                     return
                 await self.pause(error.retry_after or _QUOTA_DEFAULT)
                 continue
-            if isinstance(error, TRANSIENT) and attempts <= self.retries:
+            transient = isinstance(error, QVQError) and error.transient
+            if transient and attempts <= self.retries:
                 delay = backoff(attempts, first=_BACKOFF_FIRST, cap=_BACKOFF_CAP)
                 log.info("item %s: %s; retry %d in %.1f s", key, error, attempts, delay)
                 await anyio.sleep(delay)

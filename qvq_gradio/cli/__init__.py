@@ -36,7 +36,6 @@ from .._secrets import redact
 from .._tls import warm_up
 from ..errors import QVQError
 from .running import (
-    EXIT_CODES,
     STDOUT_CLOSED,
     Exit,
     Failure,
@@ -46,7 +45,7 @@ from .running import (
     quiet_stdout,
 )
 
-__all__ = ["COMMANDS", "EXIT_CODES", "cli", "exit_code", "main"]
+__all__ = ["COMMANDS", "cli", "exit_code", "main"]
 
 
 _EXAMPLES = """\b

@@ -11,26 +11,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..errors import (
-    AppError,
-    AuthenticationError,
-    GPUUnavailableError,
-    InputError,
-    MediaDownloadError,
-    ProtocolError,
-    QuotaExceededError,
-    QVQError,
-    RateLimitError,
-    SpaceConnectionError,
-    SpaceUnavailableError,
-    StreamTimeoutError,
-)
+from ..errors import QVQError
 
 if TYPE_CHECKING:
     from ..protocol import SessionLike
 
 __all__ = [
-    "EXIT_CODES",
     "STDOUT_CLOSED",
     "Exit",
     "Failure",
@@ -45,23 +31,6 @@ __all__ = [
 ]
 
 T = TypeVar("T")
-
-#: Exit code for each error family (the first match wins).
-EXIT_CODES: tuple[tuple[type[BaseException], int], ...] = (
-    (MediaDownloadError, 3),  # an image URL that could not be fetched: the network, not input
-    (InputError, 2),
-    (SpaceConnectionError, 3),
-    (SpaceUnavailableError, 3),
-    (AuthenticationError, 4),
-    (QuotaExceededError, 5),
-    (GPUUnavailableError, 5),
-    (RateLimitError, 5),
-    (StreamTimeoutError, 6),
-    (AppError, 7),
-    (ProtocolError, 7),
-    (QVQError, 1),
-)
-
 
 #: The exit code when whoever reads our stdout has gone (``qvq ask ... | head -1``): what a
 #: shell reports for a Unix tool ended by SIGPIPE.
@@ -161,8 +130,5 @@ async def closing(session: SessionLike) -> AsyncIterator[SessionLike]:
 
 
 def exit_code(error: BaseException) -> int:
-    """The exit code for an error (see the ``qvq`` command's docstring)."""
-    for family, code in EXIT_CODES:
-        if isinstance(error, family):
-            return code
-    return 1
+    """The exit code for an error: its class says (``QVQError.exit_code``), else 1."""
+    return error.exit_code if isinstance(error, QVQError) else 1

@@ -13,19 +13,9 @@ from typing import Any, Final
 
 from .._secrets import redact
 from ..errors import (
-    AppError,
-    AuthenticationError,
-    GPUUnavailableError,
-    InputError,
     MediaDownloadError,
-    ProtocolError,
     QuotaExceededError,
     QVQError,
-    RateLimitError,
-    SpaceConnectionError,
-    SpaceUnavailableError,
-    StreamTimeoutError,
-    UnknownModelError,
 )
 
 __all__ = ["FETCH_FAILED", "APIError", "api_error"]
@@ -68,7 +58,8 @@ class APIError(Exception):
 
 
 def api_error(exc: QVQError) -> APIError:
-    """The HTTP answer for one of our errors."""
+    """The HTTP answer for one of our errors: the status, type and code its class gives
+    (``QVQError.http_status``, ``api_type``, ``api_code``)."""
     message = f"{type(exc).__name__}: {exc}"
     cooling = getattr(exc, "cooling_for", None)
     if cooling is not None and not isinstance(exc, QuotaExceededError):
@@ -78,23 +69,12 @@ def api_error(exc: QVQError) -> APIError:
     if isinstance(exc, MediaDownloadError):
         # One message for every way a fetch fails (refused, unreachable, a 404, not an image):
         # a client learns nothing of what answers on the server's network.
-        return APIError(400, FETCH_FAILED, code="invalid_image", param="messages")
-    if isinstance(exc, UnknownModelError):
-        return APIError(404, message, code="model_not_found", param="model")
-    if isinstance(exc, InputError):
-        return APIError(400, message, code="invalid_input", param="messages")
-    if isinstance(exc, QuotaExceededError):
-        wait = exc.retry_after if exc.retry_after is not None else _RETRY_DEFAULT
-        return APIError(429, message, "rate_limit_error", "quota_exceeded", retry_after=wait)
-    if isinstance(exc, (RateLimitError, GPUUnavailableError)):
-        return APIError(429, message, "rate_limit_error", "rate_limited",
-                        retry_after=_RETRY_DEFAULT)
-    if isinstance(exc, (SpaceUnavailableError, SpaceConnectionError)):
-        return APIError(503, message, "service_unavailable", "space_unavailable")
-    if isinstance(exc, StreamTimeoutError):
-        return APIError(504, message, "timeout", "space_timeout")
-    if isinstance(exc, AuthenticationError):
-        return APIError(502, message, "upstream_error", "space_refused_credentials")
-    if isinstance(exc, (AppError, ProtocolError)):
-        return APIError(502, message, "upstream_error", "space_error")
+        message = FETCH_FAILED
+    param = {"model_not_found": "model"}.get(exc.api_code, "messages") if exc.http_status in (
+        400, 404) else None
+    retry_after: float | None = None
+    if exc.http_status == 429:
+        given = exc.retry_after if isinstance(exc, QuotaExceededError) else None
+        retry_after = given if given is not None else _RETRY_DEFAULT
+    return APIError(exc.http_status, message, exc.api_type, exc.api_code, param, retry_after)
     return APIError(502, message, "upstream_error", "space_error")
