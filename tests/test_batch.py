@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -547,3 +549,22 @@ def test_an_empty_input_leaves_no_output_file(tmp_path: Path) -> None:
                             "--space", "http://127.0.0.1:9"])
         assert code == 2 and "nothing to ask" in err
         assert not (tmp_path / name).exists()
+
+
+async def test_resuming_a_csv_of_an_older_version_keeps_its_columns(
+    session: Session, marker: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "out.csv"
+    old = [name for name in batch.FIELDS if name not in ("reasoning", "shape")]
+    first = {name: "" for name in old} | {"id": "a", "status": "ok", "text": "earlier"}
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, old)
+    writer.writeheader()
+    writer.writerow(first)
+    await anyio.Path(out).write_text(buffer.getvalue(), encoding="utf-8", newline="")
+    rows = [{"id": "a", "prompt": f"{marker}-a"},
+            {"id": "b", "prompt": f"{marker}-b [[replica tokens=2 delay=0]]"}]
+    await batch.arun(rows, out, session=session)
+    records = await anyio.to_thread.run_sync(_records, out)
+    assert [(r["id"], r["status"]) for r in records] == [("a", "ok"), ("b", "ok")]
+    assert set(records[1]) == set(old) and records[1]["final_answer"] == "2"

@@ -306,3 +306,20 @@ async def test_a_pool_of_two_shapes_fails_over_from_one_to_the_other(
     assert [e for e in events if isinstance(e, ShapeFound)][-1] == ShapeFound(chat.url, "chat")
     finished = events[-1]
     assert finished.space == chat.url and finished.text == "\\boxed{2}"
+
+
+async def test_a_batch_records_the_thinking_and_the_shape(
+    start_replica: Start, marker: str, tmp_path: Path
+) -> None:
+    from qvq_gradio import batch
+
+    replica = await _replica(start_replica, "--shape", "chat", "--think", "tags")
+    rows = [{"id": f"q{i}", "prompt": f"{marker}-{i} [[replica tokens=2 delay=0]]",
+             "expected": "2"} for i in range(3)]
+    async with Session(replica.url) as session:
+        result = await batch.arun(rows, tmp_path / "out.jsonl", session=session)
+    assert (result.summary.ok, result.summary.accuracy) == (3, 1.0)
+    records = await anyio.to_thread.run_sync(list, result)
+    for record in records:
+        assert record["shape"] == "chat" and record["text"] == "\\boxed{2}"
+        assert record["reasoning"].startswith("Received prompt")

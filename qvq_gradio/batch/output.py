@@ -41,6 +41,8 @@ FIELDS = (
     "time_to_first_token",
     "queue_wait",
     "meta",
+    "reasoning",
+    "shape",
 )
 
 
@@ -72,6 +74,8 @@ def make_record(
         "time_to_first_token": _rounded(finished.time_to_first_token if finished else None),
         "queue_wait": _rounded(finished.queue_wait if finished else None),
         "meta": item.meta,
+        "reasoning": finished.reasoning if finished is not None else "",
+        "shape": finished.shape if finished is not None else None,
     }
 
 
@@ -117,6 +121,9 @@ class Output:
         self._fd: int | None = None
         self._made = False  # this run made the file
         self._written = False  # this run wrote a record
+        #: A CSV's columns: its own header's when it was written before (an older version's
+        #: file lacks the newer fields: its records keep its columns), else FIELDS.
+        self._columns: tuple[str, ...] = FIELDS
 
     @property
     def done(self) -> dict[str, str]:
@@ -219,6 +226,7 @@ class Output:
                 if not first:
                     return
                 names = next(csv.reader([first.decode("utf-8")]))
+                self._columns = tuple(names)
                 if "id" not in names or "status" not in names:
                     raise NotAnOutputError(
                         f"{self.path}: not a batch output (its header has no id and status "
@@ -287,7 +295,7 @@ class Output:
 
     def _csv_header(self) -> bytes:
         buffer = io.StringIO()
-        csv.writer(buffer).writerow(FIELDS)
+        csv.writer(buffer).writerow(self._columns)
         return buffer.getvalue().encode("utf-8")
 
     def _encode(self, record: Mapping[str, Any]) -> bytes:
@@ -295,7 +303,7 @@ class Output:
             return (json.dumps(record, ensure_ascii=False, default=str) + "\n").encode("utf-8")
         buffer = io.StringIO()
         cells = []
-        for name in FIELDS:
+        for name in self._columns:
             value = record.get(name)
             if name in ("error", "meta") and not isinstance(value, str):
                 value = "" if value in (None, {}) else json.dumps(value, ensure_ascii=False)
