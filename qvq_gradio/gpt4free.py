@@ -28,12 +28,14 @@ from typing import Any, ClassVar
 
 try:
     from g4f.providers.base_provider import AsyncGeneratorProvider, ProviderModelMixin
+    from g4f.providers.response import Reasoning
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess without g4f
     raise ImportError(
         "qvq_gradio.gpt4free needs the 'g4f' extra: pip install 'qvq-gradio[g4f]'"
     ) from exc
 
 from . import provider as _core
+from .events import ReasoningDelta, TextDelta
 
 __all__ = ["Qwen_QVQ_72B"]
 
@@ -74,12 +76,12 @@ class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):  # type: ignore[
         api_key: str | None = None,
         proxy: str | None = None,
         **kwargs: Any,
-    ) -> AsyncGenerator[str, None]:
+    ) -> AsyncGenerator[str | Reasoning, None]:
         ignored = sorted(set(kwargs) - set(_PASSED))
         if ignored:
             log.debug("Qwen_QVQ_72B (g4f) ignores: %s", ", ".join(ignored))
         options = {name: kwargs[name] for name in _PASSED if name in kwargs}
-        stream = _core.Qwen_QVQ_72B.create_async_generator(
+        events = _core.Qwen_QVQ_72B.create_async_events(
             model or cls.default_model,
             messages,
             media=media,
@@ -87,6 +89,9 @@ class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):  # type: ignore[
             proxy=proxy,
             **options,
         )
-        async with aclosing(stream):  # a consumer that stops early cancels the job now
-            async for delta in stream:
-                yield delta
+        async with aclosing(events):  # a consumer that stops early cancels the job now
+            async for event in events:
+                if isinstance(event, TextDelta):
+                    yield event.text
+                elif isinstance(event, ReasoningDelta):
+                    yield Reasoning(event.text)  # gpt4free's own thinking chunk

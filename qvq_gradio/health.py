@@ -45,11 +45,13 @@ async def probe(space: str, **session_options: Any) -> SpaceCheck:
         async with Session(space, **session_options) as session:
             client = await session.client()
             shape: str | None = None
+            refused: str | None = None
             try:
                 shape = await session.describe_shape()
                 generate_ok = True
-            except QVQError:
+            except QVQError as exc:
                 generate_ok = False
+                refused = f"{type(exc).__name__}: {exc}"
             try:
                 queue_size, round_trip = await anyio.to_thread.run_sync(queue_status, client)
             except Exception as exc:
@@ -62,6 +64,7 @@ async def probe(space: str, **session_options: Any) -> SpaceCheck:
                 protocol=protocol,
                 generate_ok=generate_ok,
                 shape=shape,
+                error=refused,
                 queue_size=queue_size,
                 round_trip=round_trip,
             )

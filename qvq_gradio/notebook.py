@@ -25,7 +25,7 @@ import anyio.to_thread
 from typing_extensions import Unpack
 
 from .answer import extract_final_answer, split_reasoning
-from .events import Event, Finished, QueueUpdate, TextDelta
+from .events import Event, Finished, QueueUpdate, ReasoningDelta, TextDelta
 from .imaging import open_image
 from .media import classify, load
 from .options import AskOptions
@@ -71,6 +71,7 @@ class _Renderer:
 
     def __init__(self, thumbnail: bytes | None, throttle: float, rich: bool) -> None:
         self.text = ""
+        self.reasoning = ""  # a Space's thinking shown apart (not QVQ's: its text is one)
         self._throttle = throttle
         self._rich = rich
         self._last = 0.0
@@ -97,7 +98,15 @@ class _Renderer:
             elif not self._waiting_shown:
                 print(f"[{line}]", file=sys.stderr, flush=True)
                 self._waiting_shown = True
+        elif isinstance(event, ReasoningDelta):
+            self.reasoning += event.text
+            if not self._rich:
+                print(event.text, end="", flush=True)
+            elif time.monotonic() - self._last >= self._throttle:
+                self._update(_ipy().Markdown(f"*Thinking…* {len(self.reasoning.split())} words"))
         elif isinstance(event, TextDelta):
+            if not self._rich and self.reasoning and not self.text:
+                print("\n", flush=True)  # the thinking, a blank line, the answer
             self.text += event.text
             if not self._rich:
                 print(event.text, end="", flush=True)
@@ -109,7 +118,9 @@ class _Renderer:
     def finish(self, finished: Finished) -> None:
         self.text = finished.text
         if self._rich:
-            self._update(_ipy().HTML(render_answer(finished.text, finished.elapsed)))
+            self._update(
+                _ipy().HTML(render_answer(finished.text, finished.elapsed, finished.reasoning))
+            )
         else:
             print(flush=True)
 
@@ -123,11 +134,19 @@ class _Renderer:
             print(f"\n[{message}]", file=sys.stderr, flush=True)
 
 
-def render_answer(text: str, elapsed: float | None = None) -> str:
-    """HTML: the final answer highlighted, the reasoning folded under a summary."""
+def render_answer(text: str, elapsed: float | None = None, thinking: str = "") -> str:
+    """HTML: the final answer highlighted, the reasoning folded under a summary (``thinking``:
+    a Space's thinking shown apart; then ``text`` is the answer)."""
+    took = "" if elapsed is None else f", {elapsed:.1f} s"
+    if thinking:
+        words = len(thinking.split())
+        shown = f"<div style='white-space:pre-wrap'>{html.escape(thinking)}</div>"
+        return (
+            f"<div style='white-space:pre-wrap'>{html.escape(text)}</div>"
+            f"<details><summary>Thinking ({words} words{took})</summary>{shown}</details>"
+        )
     answer = extract_final_answer(text)
     reasoning, _ = split_reasoning(text)
-    took = "" if elapsed is None else f", {elapsed:.1f} s"
     body = f"<div style='white-space:pre-wrap'>{html.escape(reasoning)}</div>"
     if answer is None:
         return f"<div style='white-space:pre-wrap'>{html.escape(text)}</div>"

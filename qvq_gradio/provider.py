@@ -28,6 +28,7 @@ from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, ClassVar
 
 from .errors import UnknownModelError
+from .events import Event
 from .media import MediaListType
 from .prompt import Messages, build_prompt
 from .protocol import SessionLike
@@ -206,6 +207,35 @@ class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):
         Unknown models and malformed messages raise here, before anything is sent; failures
         from the Space raise :class:`ResponseError` subclasses while iterating.
         """
+        session, options = cls._asking(model, messages, api_key, proxy, kwargs)
+        return session.stream(messages, media=list(media or []), **options)
+
+    @classmethod
+    def create_async_events(
+        cls,
+        model: str,
+        messages: Messages,
+        media: MediaListType | None = None,
+        api_key: str | None = None,
+        proxy: str | None = None,
+        **kwargs: Any,
+    ) -> AsyncGenerator[Event, None]:
+        """:meth:`create_async_generator`'s answer as typed events, the thinking of a Space
+        that shows it apart as :class:`~qvq_gradio.ReasoningDelta` (the gpt4free adapter
+        makes gpt4free's own reasoning chunks of them)."""
+        session, options = cls._asking(model, messages, api_key, proxy, kwargs)
+        return session.events(messages, media=list(media or []), **options)
+
+    @classmethod
+    def _asking(
+        cls,
+        model: str,
+        messages: Messages,
+        api_key: str | None,
+        proxy: str | None,
+        kwargs: dict[str, Any],
+    ) -> tuple[SessionLike, dict[str, Any]]:
+        """The session to ask and the per-call options, everything checked."""
         cls.get_model(model)
         build_prompt(messages)  # a list of messages, strictly: a bare string is a mistake here
         session: SessionLike | None = kwargs.pop("session", None)
@@ -219,4 +249,4 @@ class Qwen_QVQ_72B(AsyncGeneratorProvider, ProviderModelMixin):
             log.warning("Qwen_QVQ_72B ignores unknown keyword arguments: %s", ", ".join(unknown))
         if session is None:
             session = shared_session(space, token=api_key, proxy=proxy, headers=headers)
-        return session.stream(messages, media=list(media or []), **options)
+        return session, options

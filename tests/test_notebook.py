@@ -153,3 +153,10 @@ def test_batch_notebook_runs() -> None:
     # The progress bar is a widget; its last state counts every item.
     bar = json.dumps(notebook.metadata.get("widgets", {}))
     assert "10/10" in bar and "ok=10" in bar and "failed=0" in bar
+
+
+def test_render_answer_folds_a_spaces_thinking() -> None:
+    shown = render_answer("Four.", 1.5, thinking="2 + 2 <is> 4")
+    assert shown.startswith("<div style='white-space:pre-wrap'>Four.</div>")
+    assert "<summary>Thinking (5 words, 1.5 s)</summary>" in shown
+    assert "2 + 2 &lt;is&gt; 4" in shown

@@ -323,3 +323,18 @@ async def test_a_batch_records_the_thinking_and_the_shape(
     for record in records:
         assert record["shape"] == "chat" and record["text"] == "\\boxed{2}"
         assert record["reasoning"].startswith("Received prompt")
+
+
+def test_status_names_the_shape_of_each_space(start_replica: Start) -> None:
+    chat = start_replica("--shape", "chat")
+    other = start_replica("--layout", "text-only")
+    code, out, _ = run(["status", "--space", chat.url, "--space", other.url])
+    assert code == 0  # one of them can be asked
+    first, second = out.split("\n\n")
+    assert first.splitlines()[0] == f"Space: {chat.url}"
+    assert first.splitlines()[1].startswith("Up:    Gradio ")
+    assert first.splitlines()[2].startswith("Shape: chat: /")
+    assert "max_tokens -> 'Max new tokens'" in first
+    assert second.splitlines()[2].startswith("Shape: none (ProtocolError: The Space's /generate")
+    code, out, err = run(["status", "--space", other.url])
+    assert code == 3 and "no Space can be asked" in err

@@ -67,7 +67,7 @@ limit, 6 timeout, 7 the Space's app failed, 8 a batch had failed items,
 #: ``--version`` and ``history`` never import httpx or gradio_client. tests/test_cli.py checks
 #: each line against the command's own help.
 #: The commands that talk to a Space (over HTTPS, usually).
-_ASKING: Final = frozenset({"ask", "batch", "info", "serve", "spaces"})
+_ASKING: Final = frozenset({"ask", "batch", "info", "serve", "spaces", "status"})
 
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "ask": ("ask", "ask", "Ask one question; stream the answer to stdout."),
@@ -80,6 +80,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
         "serve", "serve", "Serve the Space as an OpenAI-compatible API (/v1/chat/completions)."
     ),
     "spaces": ("spaces", "spaces", "Check every configured Space at once."),
+    "status": ("spaces", "status", "How each Space is asked (its shape) and whether it is up."),
 }
 
 

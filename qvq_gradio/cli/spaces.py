@@ -1,4 +1,5 @@
-"""``qvq spaces``: check every configured Space at once, without asking anything."""
+"""``qvq spaces`` (a table) and ``qvq status`` (each Space in full, its shape first): check
+every configured Space at once, without asking anything."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ import json
 import click
 
 from ..health import probe_all
-from .options import SECONDS, space_option, spaces_of, token_option
+from .options import SECONDS, shape_option, space_option, spaces_of, token_option
 from .running import Failure, run, say
 
-__all__ = ["spaces"]
+__all__ = ["spaces", "status"]
 
 
 @click.command(
@@ -71,3 +72,52 @@ def spaces(
                 click.echo(f"{check.space}: {check.error}", err=True)
     if not any(check.usable for check in checks):
         raise Failure("no Space is usable", code=3)
+
+
+@click.command(
+    short_help="How each Space is asked (its shape) and whether it is up.",
+    epilog="""\b
+Examples:
+  qvq status --space Qwen/QVQ-72B-preview
+  qvq status --space http://127.0.0.1:7860 --shape chat""",
+)
+@space_option
+@token_option
+@shape_option
+@click.option("--proxy", help="HTTP(S) proxy URL.")
+@click.option(
+    "--connect-timeout",
+    type=SECONDS,
+    default=30.0,
+    show_default=True,
+    help="Seconds to reach each Space and read its API.",
+)
+def status(
+    space: tuple[str, ...],
+    token: str | None,
+    shape: str | None,
+    proxy: str | None,
+    connect_timeout: float,
+) -> None:
+    """Show each Space: whether it answers, its Gradio, its queue, and how it is asked (the
+    shape found from its API, the endpoint, what reaches which input) — exit 0 when at least
+    one can be asked."""
+    names = spaces_of(space)
+    checks = run(
+        lambda: probe_all(
+            names, token=token, proxy=proxy, connect_timeout=connect_timeout, shape=shape
+        )
+    )
+    for number, check in enumerate(checks):
+        if number:
+            say()
+        say(f"Space: {check.space}")
+        if not check.reachable:
+            say(f"Down:  {check.error}")
+            continue
+        queue = "-" if check.queue_size is None else str(check.queue_size)
+        rtt = "-" if check.round_trip is None else f"{check.round_trip * 1000:.0f} ms"
+        say(f"Up:    Gradio {check.gradio_version} ({check.protocol}), queue {queue}, {rtt}")
+        say(f"Shape: {check.shape}" if check.shape else f"Shape: none ({check.error})")
+    if not any(check.usable for check in checks):
+        raise Failure("no Space can be asked", code=3)
