@@ -11,6 +11,7 @@
     python benchmarks/bench.py cold       # a cold `qvq ask` at 0 and 100 ms RTT; start-up times
     python benchmarks/bench.py serve      # qvq serve vs Session directly, 1/32/128 streams
     python benchmarks/bench.py connections # the Space's CPU per request: new vs kept-alive
+    python benchmarks/bench.py shapes     # a question to QVQ's /generate, a chat, Qwen's demo
 
 Raw gradio_client is used as its documentation shows: one ``Client``, ``job = submit(...)``,
 ``for output in job``. Each side gets one warm-up stream; figures are medians over rounds, and
@@ -546,7 +547,7 @@ def main() -> None:
         "which",
         nargs="*",
         default=["stream", "memory", "concurrent", "floor", "cold", "serve", "connections",
-                 "media", "pool", "batch"],
+                 "media", "pool", "batch", "shapes"],
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=8000, help="for the memory benchmark")
@@ -595,6 +596,10 @@ def main() -> None:
     if "batch" in args.which:
         with tempfile.TemporaryDirectory() as directory:
             bench_batch(directory)
+    if "shapes" in args.which:
+        import shapes  # a module of its own: a question to each Space shape
+
+        RESULTS["shapes"] = shapes.bench_shapes(args.rounds)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(RESULTS, handle, indent=2)

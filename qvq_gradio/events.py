@@ -60,10 +60,12 @@ class SpaceWaking:
 class ShapeFound:
     """How ``space`` is asked, before its first text: ``qvq`` (QVQ's ``/generate``, whose
     whole text, reasoning included, is answer text), ``chat`` (a ChatInterface) or ``blocks``
-    (Qwen's stateful demo); see :meth:`qvq_gradio.Session.describe_shape`."""
+    (Qwen's stateful demo); see :meth:`qvq_gradio.Session.describe_shape`. ``app``: which
+    build of the Space's app answers (its app id and Gradio version; None if unknown)."""
 
     space: str
     shape: str
+    app: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

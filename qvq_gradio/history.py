@@ -115,6 +115,8 @@ class HistoryRow:
     shape: str | None = None
     #: the caller's parameters that reached an input of the Space (system prompt, sampling)
     applied: dict[str, Any] | None = None
+    #: which build of the Space's app answered (its app id and Gradio version), if known
+    app: str | None = None
 
     @property
     def ok(self) -> bool:
@@ -171,10 +173,12 @@ def _v2(db: sqlite3.Connection) -> None:
 
 
 def _v3(db: sqlite3.Connection) -> None:
-    """The thinking shown apart, the Space's shape, and the parameters that reached it."""
+    """The thinking shown apart, the Space's shape, the parameters that reached it, and the
+    build of its app that answered."""
     db.execute("ALTER TABLE answers ADD COLUMN reasoning TEXT")
     db.execute("ALTER TABLE answers ADD COLUMN shape TEXT")
     db.execute("ALTER TABLE answers ADD COLUMN applied TEXT")
+    db.execute("ALTER TABLE answers ADD COLUMN app TEXT")
 
 
 #: The schema's migrations, in order; ``PRAGMA user_version`` counts those applied.
@@ -186,7 +190,7 @@ STOPPED = "Stopped"
 _COLUMNS = (
     "id, time, space, prompt, image_sha256, image_size, image_name, text, final_answer, "
     "elapsed, time_to_first_token, queue_wait, error_type, error_message, from_cache, images, "
-    "reasoning, shape, applied"
+    "reasoning, shape, applied, app"
 )
 
 
@@ -277,6 +281,7 @@ class History:
         shape: str | None = None,
         applied: Mapping[str, Any] | None = None,
         request: str = "",
+        app: str | None = None,
     ) -> int:
         """Add one row; its id. Credentials are redacted from every text. ``image_key`` is the
         image's identity for the cache (default: ``image_sha256``). ``images``: each image as
@@ -311,14 +316,15 @@ class History:
             redact(reasoning) or None,
             shape,
             redact(json.dumps(dict(applied), sort_keys=True)) if applied else None,
+            app,
         )
         with self._lock:
             cursor = self._connect().execute(
                 "INSERT INTO answers (time, space, prompt, image_sha256, image_size, "
                 "image_name, image, text, final_answer, elapsed, time_to_first_token, "
                 "queue_wait, error_type, error_message, from_cache, cache_key, images, "
-                "reasoning, shape, applied) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "reasoning, shape, applied, app) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             return int(cursor.lastrowid or 0)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import logging
-from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,21 +93,29 @@ async def cached(
     start: float,
     ask: Callable[[], AsyncGenerator[Event, None]],
     request: str = "",
+    app_of: Callable[[str], Awaitable[str | None]] | None = None,
 ) -> AsyncGenerator[Event, None]:
     """The recorded answer to an identical request, asked of any of ``spaces`` (the first
     recorded, in their order), as one delta (its thinking as another); else ``ask()``'s
     stream (``start``: when the question was asked, anyio time; ``request``: see
-    :func:`~qvq_gradio.history.cache_key`)."""
+    :func:`~qvq_gradio.history.cache_key`). An answer recorded from another build of the
+    Space's app than the one ``app_of(space)`` finds answering now is not served (the Space
+    was reshaped or rebuilt); when that cannot be known (the Space is unreachable), it is."""
     identity = upload.identity if upload is not None else None
     hit = None
     for space in spaces:
         key = cache_key(space, text, identity, request)
         hit = await anyio.to_thread.run_sync(history.cached, key)
+        if hit is not None and hit.app is not None and app_of is not None:
+            answering = await app_of(space)
+            if answering is not None and answering != hit.app:
+                log.info("%s runs another app than the recorded answer's: asking it", space)
+                hit = None
         if hit is not None:
             break
     if hit is not None:
         if hit.shape:
-            yield ShapeFound(space, hit.shape)
+            yield ShapeFound(hit.space, hit.shape, hit.app)
         if hit.reasoning:
             yield ReasoningDelta(hit.reasoning)
         if hit.text:
@@ -117,7 +125,9 @@ async def cached(
             hit.text, hit.space, now, now, None, cached=True, reasoning=hit.reasoning,
             shape=hit.shape, applied=hit.applied or {},
         )
-        await _record(history, hit.space, text, upload, finished, None, request=request)
+        await _record(
+            history, hit.space, text, upload, finished, None, request=request, app=hit.app
+        )
         yield finished
         return
     events = ask()
@@ -140,6 +150,7 @@ async def recorded(
     recorded as stopped, with the text that had come."""
     came: list[str] = []
     ended = False
+    app: str | None = None
     try:
         async with aclosing(events):
             async for event in events:
@@ -147,10 +158,13 @@ async def recorded(
                     came.append(event.text)
                 elif isinstance(event, SpaceChanged):
                     space = event.space
+                elif isinstance(event, ShapeFound):
+                    app = event.app
                 elif isinstance(event, Finished):
                     ended = True
                     await _record(
-                        history, event.space, text, upload, event, None, request=request
+                        history, event.space, text, upload, event, None, request=request,
+                        app=app,
                     )
                 yield event
     except ResponseError as error:
@@ -174,6 +188,7 @@ async def _record(
     *,
     stopped: str | None = None,
     request: str = "",
+    app: str | None = None,
 ) -> None:
     """One row: an answer, an error, or (``stopped``: the text that had come) a stop."""
     image: bytes | None = None
@@ -202,6 +217,7 @@ async def _record(
         shape=finished.shape if finished is not None else None,
         applied=finished.applied if finished is not None else None,
         request=request,
+        app=app,
     )
     with anyio.CancelScope(shield=True):
         try:

@@ -225,6 +225,12 @@ class Pool(Pipeline):
     def _spaces(self) -> list[str]:
         return self.spaces
 
+    async def _app_of(self, space: str) -> str | None:
+        for member in self._members:
+            if member.space == space:
+                return await member.upstream.app()
+        return None
+
     def _proxy(self) -> str | None:
         return self._proxy_url
 

@@ -103,6 +103,10 @@ class Pipeline(Asking):
     def _closed(self) -> bool:
         return False
 
+    async def _app_of(self, space: str) -> str | None:
+        """Which build of ``space``'s app answers now (None: unknown)."""
+        return None
+
     # -- the pipeline -------------------------------------------------------------------------
 
     def events_for(self, question: Question) -> AsyncGenerator[Event, None]:
@@ -144,7 +148,9 @@ class Pipeline(Asking):
         try:
             events = ask()
             if self.cache and self.history is not None:
-                events = cached(self.history, self._spaces(), text, upload, start, ask, key)
+                events = cached(
+                    self.history, self._spaces(), text, upload, start, ask, key, self._app_of
+                )
             async with aclosing(events):
                 async for event in events:
                     yield event
@@ -329,6 +335,9 @@ class Session(Pipeline):
 
     def _answer(self, request: Request) -> AsyncGenerator[Event, None]:
         return self.upstream.answer(request)
+
+    async def _app_of(self, space: str) -> str | None:
+        return await self.upstream.app()
 
     def _proxy(self) -> str | None:
         return self.config.proxy if self.config is not None else None

@@ -93,7 +93,9 @@ async def test_a_chat_space_gets_the_system_prompt_and_sampling_at_its_inputs(
     ]
     async with Session(replica.url) as session:
         events = await _events(session, messages, image=picture, temperature=0.2, top_p=0.9)
-    assert events[0] == ShapeFound(replica.url, "chat")
+    found = events[0]
+    assert isinstance(found, ShapeFound) and (found.space, found.shape) == (replica.url, "chat")
+    assert found.app  # which build of the app answered
     finished = events[-1]
     assert isinstance(finished, Finished) and finished.shape == "chat"
     # The Space has a system prompt and a temperature input, no top_p one: not sent.
@@ -303,7 +305,8 @@ async def test_a_pool_of_two_shapes_fails_over_from_one_to_the_other(
     moves = [e for e in events if isinstance(e, SpaceChanged)]
     assert [m.space for m in moves] == [qvq.url, chat.url]
     assert "QuotaExceededError" in (moves[1].reason or "")
-    assert [e for e in events if isinstance(e, ShapeFound)][-1] == ShapeFound(chat.url, "chat")
+    found = [e for e in events if isinstance(e, ShapeFound)][-1]
+    assert (found.space, found.shape) == (chat.url, "chat")
     finished = events[-1]
     assert finished.space == chat.url and finished.text == "\\boxed{2}"
 
@@ -338,3 +341,53 @@ def test_status_names_the_shape_of_each_space(start_replica: Start) -> None:
     assert second.splitlines()[2].startswith("Shape: none (ProtocolError: The Space's /generate")
     code, out, err = run(["status", "--space", other.url])
     assert code == 3 and "no Space can be asked" in err
+
+
+async def test_a_chat_that_takes_its_history_gets_the_earlier_turns_apart(
+    start_replica: Start, marker: str
+) -> None:
+    replica = await _replica(start_replica, "--shape", "chat", "--layout", "history")
+    messages = [
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "What is 2 + 2?"},
+        {"role": "assistant", "content": "4"},
+        {"role": "user", "content": f"{marker} And times 3? [[replica tokens=1 delay=0]]"},
+    ]
+    async with Session(replica.url) as session:
+        assert "history apart" in await session.describe_shape()
+        finished = (await _events(session, messages))[-1]
+    request = _request(replica, marker)
+    assert request["prompt"] == f"{marker} And times 3? [[replica tokens=1 delay=0]]"
+    assert request["params"] == {
+        "system": "Be brief.",
+        "history": [["user", "What is 2 + 2?"], ["assistant", "4"]],
+    }
+    assert dict(finished.applied) == {"system": "Be brief."}
+
+
+async def test_a_rebuilt_space_never_answers_from_a_stale_cache_entry(
+    start_replica: Start, marker: str, tmp_path: Path
+) -> None:
+    first = await _replica(start_replica, "--shape", "chat")
+    port = int(first.url.rsplit(":", 1)[1])
+    prompt = f"{marker} [[replica tokens=2 delay=0]]"
+    with History(tmp_path / "history.db") as history:
+        async with Session(first.url, history=history, cache=True) as session:
+            asked = (await _events(session, prompt))[-1]
+            again = (await _events(session, prompt))[-1]
+        assert (asked.cached, again.cached) == (False, True)
+        await anyio.to_thread.run_sync(first.stop)
+        # The same address, rebuilt (another app): asked, not answered from the history.
+        rebuilt = await anyio.to_thread.run_sync(
+            lambda: start_replica("--shape", "chat", "--think", "tags", port=port)
+        )
+        async with Session(rebuilt.url, history=history, cache=True) as session:
+            fresh = (await _events(session, prompt))[-1]
+        assert not fresh.cached and fresh.text == "\\boxed{2}"
+        assert len([r for r in rebuilt.requests() if marker in r["prompt"]]) == 1
+        await anyio.to_thread.run_sync(rebuilt.stop)
+        # Nothing answers there now: the newest recorded answer is served.
+        async with Session(rebuilt.url, history=history, cache=True,
+                           connect_timeout=5) as session:
+            offline = (await _events(session, prompt))[-1]
+        assert offline.cached and offline.text == fresh.text

@@ -16,7 +16,7 @@ from .running import Failure, emit, run
 __all__ = ["demo", "replica_command"]
 
 _FAIL_CHOICES = ("before", "mid", "quota", "hang", "echo-token")
-_LAYOUTS = ("qvq", "reordered", "text-only")
+_LAYOUTS = ("qvq", "reordered", "text-only", "history")
 
 
 def need_replica() -> Any:

@@ -21,8 +21,8 @@ __all__ = [
 
 FailMode = Literal["before", "mid", "quota", "hang", "echo-token"]
 FAIL_MODES: tuple[str, ...] = ("before", "mid", "quota", "hang", "echo-token")
-Layout = Literal["qvq", "reordered", "text-only"]
-LAYOUTS: tuple[str, ...] = ("qvq", "reordered", "text-only")
+Layout = Literal["qvq", "reordered", "text-only", "history"]
+LAYOUTS: tuple[str, ...] = ("qvq", "reordered", "text-only", "history")
 Shape = Literal["qvq", "chat", "blocks"]
 SHAPES: tuple[str, ...] = ("qvq", "chat", "blocks")
 #: How a chat replica shows its thinking: not apart, in ``<think>`` tags, or (Gradio 6) in a

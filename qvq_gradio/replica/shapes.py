@@ -7,6 +7,9 @@ Gradio 6 ``/respond``). Its answer is the same receipt and words as QVQ's; with
 after them, with ``think=title`` (Gradio 6) in a message titled "Thinking". What reached the
 other inputs is logged (``params``).
 
+With ``--layout history``: a hand-made chat whose ``/chat`` endpoint takes the history as a
+parameter (a Chatbot), and a system message; what it received is logged.
+
 ``blocks``: Qwen's own ``web_demo_mm.py`` demo: a chatbot, a text box, a ``gr.State`` task
 history; ``/add_file`` and ``/add_text`` add to the state, a streaming ``/predict`` answers the
 last question with the last image (tuples on Gradio 5, messages on Gradio 6).
@@ -50,6 +53,8 @@ def _shown(out: str, think: str, titled: bool) -> Any:
 def chat_interface(answers: Answers) -> Any:
     gr = gradio()
     titled = _gradio6()
+    if answers.base.layout == "history":
+        return _chat_with_history(answers)
 
     async def respond(
         message: Any,
@@ -135,3 +140,38 @@ def blocks_demo(answers: Answers) -> Any:
         )
         addfile_btn.upload(add_file, [chatbot, task_history, addfile_btn], [chatbot, task_history])
     return demo
+
+
+def _chat_with_history(answers: Answers) -> Any:
+    """A chat whose endpoint takes the history as a parameter (``/chat(message, history,
+    system)``), as older ChatInterfaces and hand-made chat Blocks do."""
+    gr = gradio()
+
+    async def chat(
+        message: str, history: list[Any], system: str, request: Any
+    ) -> AsyncIterator[str]:
+        record = answers.start(message, request)
+        record.params = {"system": system, "history": [_turn(item) for item in history or []]}
+        async for out in answers.stream(record, message, [], request):
+            yield out
+
+    chat.__annotations__["request"] = gr.Request
+    with gr.Blocks(title="Chat replica (history)", analytics_enabled=False) as demo:
+        message = gr.Textbox(label="Message")
+        history = gr.Chatbot(label="History", **({} if _gradio6() else {"type": "messages"}))
+        system = gr.Textbox("You are a helpful assistant.", label="System message")
+        answer = gr.Textbox(label="Answer")
+        gr.Button("Send").click(chat, [message, history, system], answer, api_name="chat")
+    return demo
+
+
+def _turn(item: Any) -> list[str]:
+    """One history message as ``[role, text]`` (Gradio 6 content blocks read as text)."""
+    role = item.get("role") if isinstance(item, dict) else getattr(item, "role", "")
+    content = item.get("content") if isinstance(item, dict) else getattr(item, "content", "")
+    if isinstance(content, list):
+        content = " ".join(
+            str(b.get("text", "")) if isinstance(b, dict) else str(getattr(b, "text", b))
+            for b in content
+        )
+    return [str(role), str(content)]

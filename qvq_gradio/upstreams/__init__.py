@@ -73,6 +73,11 @@ class Upstream(Protocol):
         """Raise the error a question would meet, without asking anything."""
         ...
 
+    async def app(self) -> str | None:
+        """Which build of what answers answers now (None: unknown, or unreachable): a
+        recorded answer from another build is not served from the cache."""
+        ...
+
     def probe_blocking(self, timeout: float) -> bool:
         """Whether it answers a cheap request again (blocking; a worker thread)."""
         ...

@@ -24,7 +24,7 @@ What is changed about gradio_client, and why, is in docs/design.md ("What gradio
 from __future__ import annotations
 
 from .client import JobClient, QVQClient, StreamWatch, answers_config, describe, queue_status
-from .description import DescriptionCache
+from .description import DescriptionCache, app_identity
 from .endpoint import API_NAME, check_endpoint, endpoint_signature
 from .handle import JobHandle, file_arg
 from .hub import SPACE_STATES, WAKING, space_state, unavailable
@@ -44,6 +44,7 @@ __all__ = [
     "StreamWatch",
     "Update",
     "answers_config",
+    "app_identity",
     "check_endpoint",
     "clean_message",
     "describe",

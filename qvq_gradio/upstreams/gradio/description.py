@@ -24,11 +24,17 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DescriptionCache", "same_app"]
+__all__ = ["DescriptionCache", "app_identity", "same_app"]
 
 log = logging.getLogger("qvq_gradio")
 
 _FORMAT = 1
+
+
+def app_identity(config: Mapping[str, Any]) -> str:
+    """Which build of an app a config describes, as one string (what :func:`same_app`
+    compares): a Space rebuilt with another app has another."""
+    return f"{config.get('app_id')}/{config.get('version')}"
 
 
 def same_app(kept: Mapping[str, Any], fresh: Mapping[str, Any]) -> bool:

@@ -50,6 +50,7 @@ from . import (
     EventStreams,
     QVQClient,
     answers_config,
+    app_identity,
     endpoint_signature,
     file_arg,
     space_state,
@@ -288,6 +289,15 @@ class GradioUpstream:
         self._shape = (client, shape)
         return shape
 
+    async def app(self) -> str | None:
+        """Which build of the Space's app answers now (connecting if needed, within
+        ``connect_timeout``); None when the Space cannot be reached."""
+        try:
+            client = await self.client()
+        except (ResponseError, RuntimeError):
+            return None
+        return app_identity(client.config)
+
     async def describe_shape(self) -> str:
         """How this session asks the Space: its shape, endpoint and what reaches which input,
         in one line (``qvq status`` shows it). Connects if needed; raises what a question
@@ -365,7 +375,7 @@ class GradioUpstream:
             call = shape.call(asked, files)  # bad input for this shape raises: nothing sent
             job = self._submit(client, shape, limits)
             try:
-                yield ShapeFound(self.space, shape.name)
+                yield ShapeFound(self.space, shape.name, app_identity(client.config))
                 await job.start(call)
                 events = self._follow(job, client, signature, start, limits)
                 async with aclosing(events):

@@ -107,9 +107,9 @@ def detect(
         chosen = by_name.get(api_name)
         if chosen is None or not ChatShape.fits(chosen, strict=False):
             raise _refusal(found, space, f"chat {api_name}")
-        return ChatShape(chosen)
+        return ChatShape(chosen, _chatbot_format(config))
     chats = [e for e in found if ChatShape.fits(e)]
     chats.sort(key=lambda e: (e.api_name != "/chat", found.index(e)))
     if chats:
-        return ChatShape(chats[0])
+        return ChatShape(chats[0], _chatbot_format(config))
     raise _refusal(found, space, "chat" if name == "chat" else None)

@@ -18,6 +18,7 @@ from ....errors import MediaError
 from ....prompt import flatten
 from ....thinking import Said
 from .base import Asked, Call, Endpoint, Shape, Step
+from .chat import chatbot_value
 from .values import last_answer
 
 __all__ = ["BlocksShape"]
@@ -75,11 +76,7 @@ class BlocksShape(Shape):
         ]
         text = _filled(self.add_text, {"chatbot": [], "textbox": message})
         steps.append(Step(self.add_text.api_name, text))
-        chatbot: list[Any] = [[message, None]]
-        if self.chatbot == "messages":
-            chatbot = [{"role": "user", "content": message}]
-        elif self.chatbot == "blocks":
-            chatbot = [{"role": "user", "content": [{"type": "text", "text": message}]}]
+        chatbot = chatbot_value([("user", message)], self.chatbot)
         return Call(self.api_name, _filled(self.endpoint, {"chatbot": chatbot}), tuple(steps))
 
     def read(self, value: Any, *, final: bool, text_started: bool) -> Said:

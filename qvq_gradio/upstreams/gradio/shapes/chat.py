@@ -21,7 +21,7 @@ from ....thinking import Said
 from .base import Asked, Call, Endpoint, Shape
 from .values import read_value
 
-__all__ = ["MEANINGS", "ChatShape", "meaning_of"]
+__all__ = ["MEANINGS", "ChatShape", "chatbot_value", "meaning_of"]
 
 _MESSAGE_INPUTS: Final = frozenset({"textbox", "multimodaltextbox"})
 _ANSWER_OUTPUTS: Final = frozenset({"json", "chatbot", "textbox", "markdown"})
@@ -49,6 +49,26 @@ def meaning_of(parameter: Any) -> str | None:
     return None
 
 
+def chatbot_value(turns: Sequence[tuple[str, str]], chatbot: str) -> list[Any]:
+    """``turns`` as a chatbot takes them: ``[user, bot]`` pairs (``tuples``), message dicts
+    (``messages``), or message dicts whose content is a list of blocks (``blocks``, Gradio
+    6)."""
+    if chatbot == "tuples":
+        pairs: list[list[str | None]] = []
+        for role, text in turns:
+            if role == "assistant" and pairs and pairs[-1][1] is None:
+                pairs[-1][1] = text
+            elif role == "assistant":
+                pairs.append([None, text])
+            else:
+                pairs.append([text, None])
+        return pairs
+    if chatbot == "blocks":
+        return [{"role": role, "content": [{"type": "text", "text": text}]}
+                for role, text in turns]
+    return [{"role": role, "content": text} for role, text in turns]
+
+
 def _is_history(parameter: Any) -> bool:
     return str(parameter.get("component", "")).lower() == "chatbot" or (
         parameter.get("parameter_name") == "history"
@@ -72,8 +92,10 @@ class ChatShape(Shape):
             return True
         return "state" in endpoint.inputs or any(_is_history(p) for p in endpoint.parameters)
 
-    def __init__(self, endpoint: Endpoint) -> None:
+    def __init__(self, endpoint: Endpoint, chatbot: str = "messages") -> None:
         super().__init__(endpoint)
+        #: how a history parameter takes its value: ``tuples``, ``messages`` or ``blocks``
+        self.chatbot = chatbot
         parameters = endpoint.parameters
         self.multimodal = endpoint.parameter_components()[0] == "multimodaltextbox"
         self.history_at = next(
@@ -96,9 +118,9 @@ class ChatShape(Shape):
         if asked.system is not None and "system" in self.meanings.values():
             applied["system"] = asked.system
             turns = [turn for turn in turns if turn[0] != "system"]
-        history: list[dict[str, str]] = []
+        history: list[Any] = []
         if self.takes_history and turns[-1][0] == "user":
-            history = [{"role": role, "content": text} for role, text in turns[:-1]]
+            history = chatbot_value(turns[:-1], self.chatbot)
             message = turns[-1][1]
         else:
             message = flatten(turns)
