@@ -2,8 +2,9 @@
 stateful Blocks demo — the same answer (100 words, 10 ms apart) from replicas served alike.
 
 Each burst runs in a fresh process (one `Session`, connected by a warm-up question first) and
-reports the client's CPU seconds, the wall time and the median time to first token; the
-shapes alternate within each round, their order rotating from round to round.
+reports the client's CPU seconds, the wall time and the median time to first token (and the
+replica's CPU for the burst, read from /proc); the shapes alternate within each round, their
+order rotating from round to round.
 
     python benchmarks/bench.py shapes --rounds 5
 """
@@ -16,6 +17,7 @@ import statistics
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from qvq_gradio.replica import ReplicaProcess
@@ -52,13 +54,26 @@ def child(url: str, streams: int, tokens: int) -> None:
     print(json.dumps(anyio.run(main)))
 
 
-def _burst(url: str, streams: int, tokens: int) -> dict[str, float]:
+def _cpu_of(pid: int | None) -> float:
+    """A process's CPU seconds so far (Linux), 0.0 when unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat.rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _burst(url: str, streams: int, tokens: int, pid: int | None) -> dict[str, float]:
+    before = _cpu_of(pid)
     done = subprocess.run(
         [sys.executable, os.path.abspath(__file__), "_child", url, str(streams), str(tokens)],
         capture_output=True, text=True, check=True,
         env={**os.environ, "GRADIO_ANALYTICS_ENABLED": "False"},
     )
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    figures = dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    figures["space"] = _cpu_of(pid) - before  # the replica's CPU for the burst (and warm-up)
+    return figures
 
 
 def bench_shapes(rounds: int, sizes: tuple[int, ...] = (1, 32), tokens: int = 100) -> Any:
@@ -74,11 +89,12 @@ def bench_shapes(rounds: int, sizes: tuple[int, ...] = (1, 32), tokens: int = 10
             for number in range(rounds):
                 order = SHAPES[number % 3 :] + SHAPES[: number % 3]
                 for shape in order:
-                    seen[shape].append(_burst(replicas[shape].url, streams, tokens))
+                    replica = replicas[shape]
+                    seen[shape].append(_burst(replica.url, streams, tokens, replica.pid))
             row: dict[str, Any] = {}
             for shape in SHAPES:
                 row[shape] = {k: statistics.median(b[k] for b in seen[shape])
-                              for k in ("cpu", "wall", "ttft")}
+                              for k in ("cpu", "wall", "ttft", "space")}
             results[str(streams)] = row
             qvq = row["qvq"]
             print(f"\n{streams} stream(s) x {tokens} words x 10 ms, {rounds} rounds (medians):")
@@ -86,7 +102,8 @@ def bench_shapes(rounds: int, sizes: tuple[int, ...] = (1, 32), tokens: int = 10
                 side = row[shape]
                 print(f"  {shape:6}  CPU {side['cpu']:.3f} s ({side['cpu'] / qvq['cpu']:.2f}x qvq)"
                       f"  wall {side['wall']:.2f} s  first token {side['ttft'] * 1000:.0f} ms "
-                      f"({(side['ttft'] - qvq['ttft']) * 1000:+.0f} ms)")
+                      f"({(side['ttft'] - qvq['ttft']) * 1000:+.0f} ms)"
+                      f"  the Space's CPU {side['space']:.2f} s")
     finally:
         for replica in replicas.values():
             replica.stop()

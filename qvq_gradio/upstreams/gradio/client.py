@@ -55,7 +55,6 @@ import httpx
 from anyio.lowlevel import EventLoopToken
 from gradio_client import Client
 from gradio_client import utils as gc_utils
-from gradio_client.client import Endpoint
 from gradio_client.exceptions import ValidationError
 from gradio_client.utils import QueueError
 
@@ -345,7 +344,9 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
 
     __str__ = __repr__
 
-    def for_one_job(self, timeout: httpx.Timeout, join_here: bool = False) -> JobClient:
+    def for_one_job(
+        self, timeout: httpx.Timeout, join_here: bool = False, session_hash: str | None = None
+    ) -> JobClient:
         """A view of this client with a Gradio session of its own, for exactly one job.
 
         It shares config, API description, headers, cookies and worker pools (so it costs no
@@ -354,14 +355,15 @@ class QVQClient(Client):  # type: ignore[misc]  # gradio_client ships no type in
         and it keeps none of the outputs of its job. Keep a reference while its job runs
         (endpoints hold it weakly) and call :meth:`JobClient.release` afterwards.
         ``join_here``: the job joins the queue on the calling thread's event loop (see the
-        module's docstring), not from its own thread.
+        module's docstring), not from its own thread. ``session_hash``: the Gradio session
+        (default: a new one), for jobs that must share one (a stateful demo's chain).
         """
         view = JobClient.__new__(JobClient)
         view.__dict__.update(self.__dict__)
         # The pools and the joins' connections are this client's: kept open while a view of
         # it runs (a client dropped after a redeploy still finishes the jobs it started).
         view.parent = self
-        view.session_hash = str(uuid.uuid4())
+        view.session_hash = session_hash or str(uuid.uuid4())
         view.watch = StreamWatch()
         # Submitted from the loop that will follow it: asked to, it joins there (see above).
         view.loop = _running_loop() if join_here else None
@@ -475,29 +477,6 @@ class JobClient(QVQClient):
             await response.aclose()
         return response
 
-    def for_steps(self) -> QVQClient:
-        """A view on this job's Gradio session that calls endpoints the ordinary way
-        (gradio_client reads their streams): for calls made and waited for before the job,
-        whose state the job then finds on the Space (see :mod:`.shapes.blocks`). Call
-        :meth:`JobClient.release` on it afterwards."""
-        view = QVQClient.__new__(StepClient)
-        view.__dict__.update(self.__dict__)
-        view.stream_open = False
-        view.streaming_future = None
-        view.pending_messages_per_event = {}
-        view.pending_event_ids = set()
-        view.pending_lock = threading.Lock()
-        view.stream_epoch = 0
-        view.pending_event_epoch = {}
-        view.stream_executor = ElasticExecutor(1, name="qvq-sse")
-        view.endpoints = {
-            dependency.get("id", index): Endpoint(
-                view, dependency.get("id", index), dependency, view.protocol
-            )
-            for index, dependency in enumerate(view.config["dependencies"])
-        }
-        return view
-
     def close(self) -> None:
         # The heartbeat watcher belongs to the parent client: a view has nothing to stop.
         self._kill_heartbeat.set()
@@ -517,19 +496,6 @@ class JobClient(QVQClient):
 
     def __del__(self) -> None:
         # The worker pools belong to the parent client: never shut them down from a view.
-        pass
-
-
-class StepClient(QVQClient):
-    """A job's session, calling endpoints the ordinary way (see :meth:`JobClient.for_steps`)."""
-
-    def close(self) -> None:
-        self._kill_heartbeat.set()
-
-    def release(self) -> None:
-        self.stream_executor.shutdown(wait=False)
-
-    def __del__(self) -> None:
         pass
 
 

@@ -19,7 +19,7 @@ from gradio_client import handle_file
 from .client import JobClient, QVQClient
 from .handover import HandOver
 from .reader import Update, read_updates
-from .shapes import Call, Step
+from .shapes import Call
 from .translate import translate_error
 
 __all__ = ["JobHandle", "file_arg"]
@@ -43,24 +43,19 @@ class JobHandle:
         self._job: Any = None
 
     @classmethod
-    def open(cls, client: QVQClient, limits: httpx.Timeout, alone: bool = False) -> JobHandle:
+    def open(
+        cls,
+        client: QVQClient,
+        limits: httpx.Timeout,
+        alone: bool = False,
+        session: str | None = None,
+    ) -> JobHandle:
         """A handle on a Gradio session of its own (cancelling its job stops no other
-        stream), nothing sent yet. A question asked ``alone`` (none other in flight) joins on
-        the calling event loop, where its stream will be read: the stream then takes the
-        join's connection (see :mod:`.client`)."""
-        return cls(client.for_one_job(limits, join_here=alone))
-
-    def run_steps(self, steps: tuple[Step, ...]) -> None:
-        """Make ``steps`` on this handle's Gradio session, each waited for (blocking: a worker
-        thread), before the streamed call; their outputs are not needed."""
-        if not steps:
-            return
-        view = self._view.for_steps()
-        try:
-            for step in steps:
-                view.predict(*step.args, api_name=step.api_name)
-        finally:
-            view.release()
+        question's stream; ``session``: a question's own, shared by its steps), nothing sent
+        yet. A question asked ``alone`` (none other in flight) joins on the calling event
+        loop, where its stream will be read: the stream then takes the join's connection
+        (see :mod:`.client`)."""
+        return cls(client.for_one_job(limits, join_here=alone, session_hash=session))
 
     def start(self, call: Call) -> None:
         """Submit ``call``: gradio_client's executor runs the job (upload, join) in a thread of

@@ -154,21 +154,23 @@ class SpaceJob:
 
     @classmethod
     def open(
-        cls, client: QVQClient, limits: httpx.Timeout, space: str, shape: Shape, alone: bool
+        cls,
+        client: QVQClient,
+        limits: httpx.Timeout,
+        space: str,
+        shape: Shape,
+        alone: bool,
+        session: str | None = None,
     ) -> SpaceJob:
-        """A job on a Gradio session of its own, nothing sent yet (no I/O). ``alone``: no
-        other question is in flight (see :meth:`~qvq_gradio.upstreams.gradio.JobHandle.open`)."""
-        return cls(JobHandle.open(client, limits, alone), space, shape)
+        """A job on a Gradio session of its own (``session``: that one, shared by a
+        question's steps), nothing sent yet (no I/O). ``alone``: no other question is in
+        flight (see :meth:`~qvq_gradio.upstreams.gradio.JobHandle.open`)."""
+        return cls(JobHandle.open(client, limits, alone, session), space, shape)
 
-    async def start(self, call: Call) -> None:
-        """Make the call's steps (in a worker thread, each waited for), then hand the job to
-        gradio_client's executor (it never blocks: the job's own thread uploads and joins the
-        queue; the stream is read by :meth:`follow`)."""
+    def start(self, call: Call) -> None:
+        """Hand the job to gradio_client's executor (it never blocks: the job's own thread
+        uploads and joins the queue; the stream is read by :meth:`follow`)."""
         try:
-            if call.steps:
-                await anyio.to_thread.run_sync(
-                    self.handle.run_steps, call.steps, abandon_on_cancel=True
-                )
             self.handle.start(call)
         except Exception as exc:
             raise translate_error(exc, space=self.space) from exc

@@ -22,6 +22,7 @@ import logging
 import math
 import threading
 import time
+import uuid
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from pathlib import Path
@@ -58,7 +59,7 @@ from . import (
     unavailable,
 )
 from .job import CLOSE_WAIT, Background, Redeployed, SpaceJob
-from .shapes import Asked, Shape, check_shape, detect
+from .shapes import SILENT, Asked, Call, Shape, Step, check_shape, detect
 
 __all__ = ["GradioUpstream"]
 
@@ -373,10 +374,13 @@ class GradioUpstream:
             shape = self._shape_of(client)
             signature = endpoint_signature(client.config, shape.api_name) or ()
             call = shape.call(asked, files)  # bad input for this shape raises: nothing sent
-            job = self._submit(client, shape, limits)
+            session = str(uuid.uuid4())  # the question's Gradio session: its steps' and job's
+            job = self._submit(client, shape, limits, session)
             try:
                 yield ShapeFound(self.space, shape.name, app_identity(client.config))
-                await job.start(call)
+                for step in call.steps:
+                    await self._step(client, step, start, limits, session)
+                job.start(call)
                 events = self._follow(job, client, signature, start, limits)
                 async with aclosing(events):
                     async for event in events:
@@ -415,13 +419,34 @@ class GradioUpstream:
             finally:
                 self._release(job)  # never awaits: cancels go to the background
 
-    def _submit(self, client: QVQClient, shape: Shape, limits: Limits) -> SpaceJob:
+    async def _step(
+        self, client: QVQClient, step: Step, start: float, limits: Limits, session: str
+    ) -> None:
+        """One call made before the streamed one, on the question's Gradio session, followed
+        to its end as a job is (its output is not needed: the Space keeps its state)."""
+        job = self._submit(client, SILENT, limits, session)
+        try:
+            job.start(Call(step.api_name, step.args))
+            events = job.follow(
+                start=start, deadline=limits.deadline(start), idle=limits.idle,
+                total=limits.total, verify=None, signature=(),
+            )
+            async with aclosing(events):
+                async for _ in events:
+                    pass
+        finally:
+            self._release(job)
+
+    def _submit(
+        self, client: QVQClient, shape: Shape, limits: Limits, session: str | None = None
+    ) -> SpaceJob:
         """A job for the question on the Space (not started), tracked until released (a
-        closing session cancels it)."""
+        closing session cancels it); ``session``: the Gradio session it runs in (else one of
+        its own)."""
         timeout = self._job_timeout(limits.idle, limits.connect)
         with self._state_lock:
             alone = not self._jobs  # then it joins where it is followed (see SpaceJob.open)
-        job = SpaceJob.open(client, timeout, self.space, shape, alone)
+        job = SpaceJob.open(client, timeout, self.space, shape, alone, session)
         with self._state_lock:
             closed = self._closed
             if not closed:

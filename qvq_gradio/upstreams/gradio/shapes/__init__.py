@@ -18,13 +18,14 @@ from collections.abc import Mapping
 from typing import Any, Final
 
 from ....errors import OptionError, ProtocolError
-from .base import Asked, Call, Endpoint, Shape, Step, Unreadable, endpoints
+from .base import SILENT, Asked, Call, Endpoint, Shape, Step, Unreadable, endpoints
 from .blocks import BlocksShape
 from .chat import ChatShape
 from .qvq import QVQShape
 
 __all__ = [
     "SHAPES",
+    "SILENT",
     "Asked",
     "BlocksShape",
     "Call",

@@ -14,7 +14,17 @@ from typing import Any, ClassVar
 
 from ....thinking import Said
 
-__all__ = ["Asked", "Call", "Endpoint", "Shape", "Step", "Unreadable", "endpoints"]
+__all__ = [
+    "SILENT",
+    "Asked",
+    "Call",
+    "Endpoint",
+    "Shape",
+    "Silent",
+    "Step",
+    "Unreadable",
+    "endpoints",
+]
 
 
 class Unreadable(Exception):
@@ -134,3 +144,23 @@ class Shape:
     def describe(self) -> str:
         """One line for ``qvq status``."""
         return f"{self.name}: {self.endpoint}"
+
+
+class Silent(Shape):
+    """How a chain's step is read: its output is not needed (the Space keeps its state)."""
+
+    name = "step"
+
+    def __init__(self) -> None:
+        self.takes_history = False
+
+    @property
+    def api_name(self) -> str:
+        return ""
+
+    def read(self, value: Any, *, final: bool, text_started: bool) -> Said:
+        return Said()
+
+
+#: The one :class:`Silent` shape.
+SILENT = Silent()
