@@ -195,9 +195,11 @@ class Session(Pipeline):
         history: record every question and answer in the answer history: ``True`` for the
             default database (:func:`~qvq_gradio.history.default_path`), a path, or a
             :class:`~qvq_gradio.history.History`. Off by default in the library.
-        cache: answer a request identical to a recorded one (same Space, prompt text and
-            uploaded image bytes) from the history, without touching the Space; the answer
-            streams out as one delta and ``Finished.cached`` is True. Needs ``history``.
+        cache: answer a request identical to a recorded one (same Space, prompt text,
+            uploaded image bytes, sampling parameters and shape asked for) from the history,
+            without asking the Space (its config is read, to be sure the same build of its app
+            answers now); the answer streams out as one delta and ``Finished.cached`` is True.
+            Needs ``history``.
         shape: how the Space is asked (``qvq``, ``chat``, ``blocks``, or ``chat:/endpoint``);
             default: found from the Space's own API (see :meth:`describe_shape`).
         space_cache: keep the Space's config and API description on disk (``spaces/`` beside
