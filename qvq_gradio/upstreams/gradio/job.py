@@ -348,15 +348,16 @@ class SpaceJob:
                     log.warning("cancelling a job that has not reached the Space's queue yet")
                     break
                 time.sleep(0.01)
-            if self.started is None and not handle.generating:
+            if self.first_token is None:
                 # Gradio's /cancel stops running tasks and removes queued events, but misses an
                 # event caught between the two (just taken off the queue, its task not yet
                 # running): about 1 cancel in 6 right after joining, more on Gradio 5.9 or a
-                # loaded machine. So cancel again a few times (_RECANCEL_AT); closing the
-                # job's event stream (its follower did) also has Gradio drop the session's
-                # events. Only /cancel meanwhile: stopping the job stops gradio_client from
-                # following it, so it comes last. The session is this job's alone, so
-                # cancelling it is safe.
+                # loaded machine, and the stream's "started" comes before the task runs: only
+                # a first token proves it does. So until then cancel again a few times
+                # (_RECANCEL_AT); closing the job's event stream (its follower did) also has
+                # Gradio drop the session's events. Only /cancel meanwhile: stopping the job
+                # stops gradio_client from following it, so it comes last. The session is this
+                # question's alone, so cancelling it is safe.
                 self._cancel_again_and_again()
             handle.stop()
         except Exception as exc:  # the Space may be gone; the job is abandoned either way
