@@ -44,6 +44,7 @@ import anyio
 from typing_extensions import Unpack
 
 from .cooling import BACKOFF_CAP, BACKOFF_FIRST, Health, State
+from .endpoints import is_endpoint
 from .errors import (
     AuthenticationError,
     QuotaExceededError,
@@ -61,6 +62,7 @@ from .session import Pipeline, Session
 from .spaces import parse_spaces
 from .upstreams import Request, Upstream
 from .upstreams.gradio.upstream import GradioUpstream
+from .upstreams.openai import OpenAIUpstream
 
 __all__ = ["Pool", "SpaceStatus", "connect"]
 
@@ -144,7 +146,12 @@ class Pool(Pipeline):
         ) else []
         descriptions = default_path().parent / "spaces" if space_cache else None
         built = iter(
-            GradioUpstream(
+            OpenAIUpstream(
+                name, connect_timeout=connect_timeout,
+                **{k: v for k, v in space_options.items() if k in ("proxy", "headers")},
+            )
+            if is_endpoint(name)
+            else GradioUpstream(
                 name, connect_timeout=connect_timeout, descriptions=descriptions,
                 **space_options,
             )

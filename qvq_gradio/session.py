@@ -23,6 +23,7 @@ import anyio
 import anyio.to_thread
 from typing_extensions import Unpack
 
+from .endpoints import is_endpoint
 from .errors import ProtocolError, ResponseError, SpaceConnectionError
 from .events import Event
 from .history import History, HistoryOption, default_path, open_history
@@ -34,6 +35,7 @@ from .protocol import Asking
 from .spaces import SpaceConfig
 from .upstreams import Limits, Request, Upstream
 from .upstreams.gradio.upstream import GradioUpstream
+from .upstreams.openai import OpenAIUpstream
 
 __all__ = ["Pipeline", "Session"]
 
@@ -242,6 +244,10 @@ class Session(Pipeline):
         self.upstream: Upstream
         if isinstance(space, Upstream):
             self.upstream = space
+        elif space is not None and is_endpoint(space):
+            self.upstream = OpenAIUpstream(
+                space, proxy=proxy, headers=headers, connect_timeout=connect_timeout
+            )
         else:
             self.upstream = GradioUpstream(
                 space,
@@ -279,9 +285,10 @@ class Session(Pipeline):
     # -- lifecycle --------------------------------------------------------------------------
 
     async def aclose(self) -> None:
-        """Stop open answers and every thread this session started."""
+        """Stop open answers and every thread this session started, close its connections."""
         with anyio.CancelScope(shield=True):
-            await anyio.to_thread.run_sync(self.close)
+            await self.upstream.aclose()
+            await anyio.to_thread.run_sync(self._close_history)
 
     def close(self) -> None:
         """Blocking form of :meth:`aclose`, for synchronous code: open answers are cancelled

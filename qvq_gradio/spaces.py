@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from ._secrets import register_secret
+from .endpoints import is_endpoint, parse_endpoint
 from .errors import SpaceNameError
 
 __all__ = [
@@ -46,9 +47,12 @@ _SPACE_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
 
 
 def check_space(space: str) -> str:
-    """``space`` if it is an ``http(s)://`` URL or a ``owner/name`` Space id, stripped;
+    """``space`` if it is an ``http(s)://`` URL, a ``owner/name`` Space id or an endpoint spec
+    (``openai+BASE_URL#MODEL``, see :mod:`qvq_gradio.endpoints`), stripped;
     :class:`SpaceNameError` otherwise (before any network call)."""
     name = space.strip()
+    if is_endpoint(name):
+        return parse_endpoint(name).name
     if "," in name:
         raise SpaceNameError(
             f"{name!r} names several Spaces: a Session asks one; use qvq_gradio.Pool (or "
@@ -60,7 +64,8 @@ def check_space(space: str) -> str:
     if _SPACE_ID.fullmatch(name):
         return name
     raise SpaceNameError(
-        f"{name!r} is not a Space: give an http(s):// URL or a Space id like 'owner/name'"
+        f"{name!r} is not a Space: give an http(s):// URL, a Space id like 'owner/name', or "
+        "an endpoint as openai+BASE_URL#MODEL"
     )
 
 

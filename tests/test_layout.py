@@ -22,7 +22,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "qvq_gradio"
 
 BASE = {
     "errors", "_secrets", "events", "options", "answer", "prompt", "media", "fetch", "imaging",
-    "_backoff", "_threads", "_tls", "_wakeups", "thinking", "spaces",
+    "_backoff", "_threads", "_tls", "_wakeups", "thinking", "spaces", "endpoints",
 }
 #: Input code: reads what the caller gave; knows nothing of Spaces.
 INPUT = {"prompt", "media", "fetch", "imaging", "options", "answer", "events", "thinking"}
