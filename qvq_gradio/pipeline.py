@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
+import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import anyio
 import anyio.to_thread
@@ -32,7 +34,7 @@ from .media import MediaItem, Upload, classify, prepare_upload
 from .options import AskOptions, ask_options
 from .prompt import Messages, build_prompt
 
-__all__ = ["Question", "cached", "prepare", "recorded"]
+__all__ = ["NO_SAMPLING", "Extra", "Question", "cached", "prepare", "recorded"]
 
 log = logging.getLogger("qvq_gradio")
 
@@ -85,6 +87,35 @@ async def prepare(
     )
 
 
+#: The shapes that take no sampling parameter: what was recorded for them stands whatever
+#: sampling a request asks for (it never reached the Space).
+NO_SAMPLING: Final = frozenset({"qvq", "blocks"})
+
+
+@dataclass(frozen=True)
+class Extra:
+    """What besides the text and the images may change what the Space is sent: the sampling
+    parameters and the shape asked for (see :func:`~qvq_gradio.history.cache_key`)."""
+
+    sampling: Mapping[str, Any]
+    shape: str | None = None
+
+    def key(self, sampling: Mapping[str, Any] | None = None) -> str:
+        """The cache key's part for ``sampling`` (default: the request's): "" when nothing,
+        so that a request as made before these options existed keeps its key."""
+        given = self.sampling if sampling is None else sampling
+        if not given and self.shape is None:
+            return ""
+        return json.dumps({"sampling": dict(given), "shape": self.shape}, sort_keys=True)
+
+    def applied(self, finished: Finished | None) -> str:
+        """The key part an answer is recorded under: the sampling that reached the Space."""
+        if finished is None:
+            return self.key()
+        return self.key({k: v for k, v in finished.applied.items() if k in self.sampling}
+                        if self.sampling else {})
+
+
 async def cached(
     history: History,
     spaces: Sequence[str],
@@ -92,20 +123,26 @@ async def cached(
     upload: Upload | None,
     start: float,
     ask: Callable[[], AsyncGenerator[Event, None]],
-    request: str = "",
+    extra: Extra | None = None,
     app_of: Callable[[str], Awaitable[str | None]] | None = None,
 ) -> AsyncGenerator[Event, None]:
     """The recorded answer to an identical request, asked of any of ``spaces`` (the first
     recorded, in their order), as one delta (its thinking as another); else ``ask()``'s
-    stream (``start``: when the question was asked, anyio time; ``request``: see
-    :func:`~qvq_gradio.history.cache_key`). An answer recorded from another build of the
+    stream (``start``: when the question was asked, anyio time; ``extra``: the sampling and
+    shape asked for; an answer recorded without sampling from a shape that takes none stands
+    for any). An answer recorded from another build of the
     Space's app than the one ``app_of(space)`` finds answering now is not served (the Space
     was reshaped or rebuilt); when that cannot be known (the Space is unreachable), it is."""
     identity = upload.identity if upload is not None else None
+    extra = extra or Extra({})
+    keys: list[tuple[str, frozenset[str] | None]] = [(extra.key(), None)]
+    if extra.sampling:
+        keys.append((extra.key({}), NO_SAMPLING))
     hit = None
-    for space in spaces:
-        key = cache_key(space, text, identity, request)
-        hit = await anyio.to_thread.run_sync(history.cached, key)
+    for space, (part, shapes) in itertools.product(spaces, keys):
+        hit = await anyio.to_thread.run_sync(history.cached, cache_key(space, text, identity, part))
+        if hit is not None and shapes is not None and hit.shape not in shapes:
+            hit = None  # recorded without sampling from a Space that takes it
         if hit is not None and hit.app is not None and app_of is not None:
             answering = await app_of(space)
             if answering is not None and answering != hit.app:
@@ -126,7 +163,8 @@ async def cached(
             shape=hit.shape, applied=hit.applied or {},
         )
         await _record(
-            history, hit.space, text, upload, finished, None, request=request, app=hit.app
+            history, hit.space, text, upload, finished, None, request=extra.applied(finished),
+            app=hit.app,
         )
         yield finished
         return
@@ -142,12 +180,13 @@ async def recorded(
     text: str,
     upload: Upload | None,
     events: AsyncGenerator[Event, None],
-    request: str = "",
+    extra: Extra | None = None,
 ) -> AsyncGenerator[Event, None]:
     """``events``, with the answer (or the error that ended them) added to the history under
     the Space that answered (``space`` until a :class:`SpaceChanged` says which); an answer
     stopped before it ended (the consumer left: Ctrl-C, a closed pipe, a client gone) is
     recorded as stopped, with the text that had come."""
+    extra = extra or Extra({})
     came: list[str] = []
     ended = False
     app: str | None = None
@@ -163,18 +202,21 @@ async def recorded(
                 elif isinstance(event, Finished):
                     ended = True
                     await _record(
-                        history, event.space, text, upload, event, None, request=request,
-                        app=app,
+                        history, event.space, text, upload, event, None,
+                        request=extra.applied(event), app=app,
                     )
                 yield event
     except ResponseError as error:
         ended = True
-        await _record(history, error.space or space, text, upload, None, error, request=request)
+        await _record(
+            history, error.space or space, text, upload, None, error, request=extra.key()
+        )
         raise
     finally:
         if not ended:
             await _record(
-                history, space, text, upload, None, None, stopped="".join(came), request=request
+                history, space, text, upload, None, None, stopped="".join(came),
+                request=extra.key(),
             )
 
 

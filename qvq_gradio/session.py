@@ -14,7 +14,6 @@ answer is stopped upstream and the temporary image file is removed.
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
 from typing import Any, Final
@@ -29,7 +28,7 @@ from .events import Event
 from .history import History, HistoryOption, default_path, open_history
 from .imaging import ImageOptions
 from .options import SAMPLING, AskOptions, check_timeout
-from .pipeline import Question, cached, prepare, recorded
+from .pipeline import Extra, Question, cached, prepare, recorded
 from .prompt import Messages
 from .protocol import Asking
 from .spaces import SpaceConfig
@@ -40,15 +39,6 @@ from .upstreams.openai import OpenAIUpstream
 __all__ = ["Pipeline", "Session"]
 
 SAMPLING_NAMES: Final = tuple(name for name, *_ in SAMPLING)
-
-
-def _request(sampling: Mapping[str, Any], shape: str | None) -> str:
-    """What of a request besides its text and images may change what the Space is sent (see
-    :func:`~qvq_gradio.history.cache_key`): "" when nothing, so that a request as made
-    before those options existed keeps its key."""
-    if not sampling and shape is None:
-        return ""
-    return json.dumps({"sampling": dict(sampling), "shape": shape}, sort_keys=True)
 
 
 class Pipeline(Asking):
@@ -139,19 +129,19 @@ class Pipeline(Asking):
             if question.options.get(name) is not None
         }
         request = Request(question.text, question.turns, upload, start, limits, sampling)
-        key = _request(sampling, self.shape)
+        extra = Extra(sampling, self.shape)
 
         def ask() -> AsyncGenerator[Event, None]:
             events = self._answer(request)
             if self.history is None:
                 return events
-            return recorded(self.history, self.space, text, upload, events, key)
+            return recorded(self.history, self.space, text, upload, events, extra)
 
         try:
             events = ask()
             if self.cache and self.history is not None:
                 events = cached(
-                    self.history, self._spaces(), text, upload, start, ask, key, self._app_of
+                    self.history, self._spaces(), text, upload, start, ask, extra, self._app_of
                 )
             async with aclosing(events):
                 async for event in events:

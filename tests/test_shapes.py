@@ -391,3 +391,38 @@ async def test_a_rebuilt_space_never_answers_from_a_stale_cache_entry(
                            connect_timeout=5) as session:
             offline = (await _events(session, prompt))[-1]
         assert offline.cached and offline.text == fresh.text
+
+
+async def test_sampling_never_splits_the_cache_of_a_space_that_takes_none(
+    replica: Any, marker: str, tmp_path: Path
+) -> None:
+    prompt = f"{marker} [[replica tokens=2 delay=0]]"
+    with History(tmp_path / "history.db") as history:
+        async with Session(replica.url, history=history, cache=True) as session:
+            plain = (await _events(session, prompt))[-1]
+            warm = (await _events(session, prompt, temperature=0.3))[-1]
+            other = (await _events(session, f"{prompt} b", temperature=0.9))[-1]
+            back = (await _events(session, f"{prompt} b"))[-1]
+    # QVQ's Space has no temperature: the same request, whatever the sampling asked for.
+    assert (plain.cached, warm.cached, other.cached, back.cached) == (False, True, False, True)
+    assert dict(warm.applied) == {}
+
+
+def test_serve_passes_sampling_to_a_chat_spaces_inputs(
+    start_replica: Start, served: Callable[..., Served], marker: str
+) -> None:
+    replica = start_replica("--shape", "chat")
+    server = served(replica.url, "--no-history")
+    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        client.chat.completions.create(
+            model="qvq-72b", temperature=0.25, max_completion_tokens=77,
+            messages=[{"role": "system", "content": "Terse."},
+                      {"role": "user", "content": f"{marker} [[replica tokens=1]]"}],
+        )
+        with pytest.raises(openai.BadRequestError, match="temperature"):
+            client.chat.completions.create(
+                model="qvq-72b", temperature=-1,
+                messages=[{"role": "user", "content": f"{marker}-bad"}],
+            )
+    params = _request(replica, marker)["params"]
+    assert (params["temperature"], params["max_tokens"], params["system"]) == (0.25, 77, "Terse.")

@@ -99,7 +99,9 @@ class _Server:
             asked = parse(await self._body(request))
             prompt = build_prompt(asked.messages)
             check_images(prompt.images)  # nothing on this server's disk, on a client's word
-            events = self.session.events(asked.messages, image_options=self.image_options)
+            events = self.session.events(
+                asked.messages, image_options=self.image_options, **asked.sampling
+            )
         except APIError as error:
             return error_response(error)
         except InputError as exc:

@@ -63,6 +63,20 @@ def _check_common(body: Any) -> Mapping[str, Any]:
     return body
 
 
+def _sampling(body: Mapping[str, Any]) -> dict[str, Any]:
+    """The sampling parameters a request gives, as our options: sent to the Space's input of
+    that meaning when it has one (an endpoint takes them all), not sent otherwise."""
+    found: dict[str, Any] = {}
+    for name in ("temperature", "top_p"):
+        if body.get(name) is not None:
+            found[name] = body[name]
+    most = next((body[k] for k in ("max_tokens", "max_completion_tokens", "max_output_tokens")
+                 if body.get(k) is not None), None)
+    if most is not None:
+        found["max_tokens"] = int(most) if float(most).is_integer() else most
+    return found
+
+
 def _roles(messages: Any) -> Any:
     """OpenAI's ``developer`` role is a system message to the Space."""
     if not isinstance(messages, list):
@@ -79,6 +93,7 @@ class ChatRequest:
     messages: list[Any]
     stream: bool
     include_usage: bool
+    sampling: dict[str, Any]
 
     @classmethod
     def parse(cls, raw: Any) -> ChatRequest:
@@ -89,7 +104,7 @@ class ChatRequest:
             raise APIError(400, "'messages' must be a non-empty list", param="messages")
         options = body.get("stream_options") or {}
         include = bool(isinstance(options, Mapping) and options.get("include_usage"))
-        return cls(model, _roles(messages), bool(body.get("stream")), include)
+        return cls(model, _roles(messages), bool(body.get("stream")), include, _sampling(body))
 
 
 @dataclass(frozen=True)
@@ -97,6 +112,7 @@ class ResponsesRequest:
     model: str
     messages: list[Any]
     stream: bool
+    sampling: dict[str, Any]
 
     @classmethod
     def parse(cls, raw: Any) -> ResponsesRequest:
@@ -119,7 +135,7 @@ class ResponsesRequest:
             if not isinstance(instructions, str):
                 raise APIError(400, "'instructions' must be a string", param="instructions")
             messages = [{"role": "system", "content": instructions}, *messages]
-        return cls(model, _roles(messages), bool(body.get("stream")))
+        return cls(model, _roles(messages), bool(body.get("stream")), _sampling(body))
 
 
 def tokens(text: str) -> int:
