@@ -27,7 +27,7 @@ from typing import Final
 from ._secrets import register_secret
 from .errors import SpaceNameError
 
-__all__ = ["PREFIX", "Endpoint", "is_endpoint", "parse_endpoint"]
+__all__ = ["PREFIX", "Endpoint", "is_endpoint", "is_loopback", "parse_endpoint"]
 
 #: What starts an endpoint spec.
 PREFIX: Final = "openai+"
@@ -45,7 +45,8 @@ def is_endpoint(spec: str) -> bool:
     return spec.strip().startswith(PREFIX)
 
 
-def _loopback(host: str) -> bool:
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a name or an address) is this machine's loopback."""
     if host == "localhost":
         return True
     try:
@@ -118,7 +119,7 @@ def parse_endpoint(spec: str) -> Endpoint:
     if key_var is None:
         key_var = next((var for host, var in _HOST_KEYS if host.fullmatch(endpoint.host)), None)
         endpoint = Endpoint(endpoint.base_url, endpoint.model, key_var)
-    if key_var is not None and parts.scheme == "http" and not _loopback(endpoint.host):
+    if key_var is not None and parts.scheme == "http" and not is_loopback(endpoint.host):
         raise SpaceNameError(
             f"{endpoint.name}: a key is never sent over plain http to {endpoint.host}; use "
             "https"

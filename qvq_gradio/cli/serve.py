@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import ipaddress
 import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import click
 
+from ..endpoints import is_loopback
 from .options import BYTES, SECONDS, connect_from, shape_option, space_option, token_option
 from .running import Failure
 
@@ -25,15 +25,6 @@ Examples:
   QVQ_API_KEY=secret qvq serve --host 0.0.0.0
   OPENAI_BASE_URL=http://127.0.0.1:8000/v1 OPENAI_API_KEY=x python my_eval.py
 """
-
-
-def _loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 @click.command("serve", epilog=_EXAMPLES)
@@ -107,7 +98,7 @@ def serve(**options: Any) -> None:
 def build(options: Mapping[str, Any]) -> tuple[Any, Draining, SessionLike]:
     """What ``qvq serve`` serves, from its options (as click parsed them): the ASGI app, the
     stop it drains by, and the session it closes at shutdown. Tests serve it in-process."""
-    if not _loopback(options["host"]) and not options["api_key"]:
+    if not is_loopback(options["host"]) and not options["api_key"]:
         raise click.UsageError(
             f"refusing to listen on {options['host']} without an API key: pass --api-key (or "
             "set $QVQ_API_KEY), or listen on 127.0.0.1"

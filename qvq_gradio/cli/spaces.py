@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from typing import Any
 
 import click
 
@@ -13,6 +14,18 @@ from .options import SECONDS, shape_option, space_option, spaces_of, token_optio
 from .running import Failure, run, say
 
 __all__ = ["spaces", "status"]
+
+
+def _probing(command: Any) -> Any:
+    """How a Space is reached by a probe: a proxy, a connect timeout."""
+    command = click.option(
+        "--connect-timeout",
+        type=SECONDS,
+        default=30.0,
+        show_default=True,
+        help="Seconds to reach each Space and read its API.",
+    )(command)
+    return click.option("--proxy", help="HTTP(S) proxy URL.")(command)
 
 
 @click.command(
@@ -24,14 +37,7 @@ Examples:
 )
 @space_option
 @token_option
-@click.option("--proxy", help="HTTP(S) proxy URL.")
-@click.option(
-    "--connect-timeout",
-    type=SECONDS,
-    default=30.0,
-    show_default=True,
-    help="Seconds to reach each Space and read its API.",
-)
+@_probing
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object per Space.")
 def spaces(
     space: tuple[str, ...],
@@ -84,14 +90,7 @@ Examples:
 @space_option
 @token_option
 @shape_option
-@click.option("--proxy", help="HTTP(S) proxy URL.")
-@click.option(
-    "--connect-timeout",
-    type=SECONDS,
-    default=30.0,
-    show_default=True,
-    help="Seconds to reach each Space and read its API.",
-)
+@_probing
 def status(
     space: tuple[str, ...],
     token: str | None,
