@@ -59,12 +59,12 @@ from .pipeline import Question
 from .prompt import Messages
 from .protocol import SessionLike
 from .session import Pipeline, Session
-from .spaces import parse_spaces
+from .spaces import parse_named, parse_spaces
 from .upstreams import Request, Upstream
 from .upstreams.gradio.upstream import GradioUpstream
 from .upstreams.openai import OpenAIUpstream
 
-__all__ = ["Pool", "SpaceStatus", "connect"]
+__all__ = ["Pool", "SpaceStatus", "connect", "connect_named"]
 
 log = logging.getLogger("qvq_gradio")
 
@@ -457,6 +457,17 @@ class Pool(Pipeline):
                 return
             finally:
                 self._release(member)
+
+
+def connect_named(
+    spaces: str | Sequence[str] | None = None, **options: Any
+) -> dict[str | None, SessionLike]:
+    """One :func:`connect` per model name: ``NAME=SPEC`` specs under one NAME are one pool
+    (Spaces and endpoints alike); specs without a name are the ``None`` entry."""
+    groups: dict[str | None, list[str]] = {}
+    for name, spec in parse_named(spaces):
+        groups.setdefault(name, []).append(spec)
+    return {name: connect(specs, **options) for name, specs in groups.items()}
 
 
 def connect(spaces: str | Sequence[str] | None = None, **options: Any) -> SessionLike:

@@ -26,8 +26,10 @@ __all__ = [
     "check_space",
     "checked_space",
     "on_hugging_face",
+    "parse_named",
     "parse_spaces",
     "resolve_space",
+    "split_name",
 ]
 
 #: The seed's Space address.
@@ -69,6 +71,35 @@ def check_space(space: str) -> str:
     )
 
 
+_NAMED = re.compile(r"([A-Za-z0-9_.-]+)=(.+)", re.DOTALL)
+
+
+def split_name(spec: str) -> tuple[str | None, str]:
+    """``NAME=SPEC`` -> (NAME, SPEC); a spec without a name -> (None, spec). NAME is
+    ``[A-Za-z0-9_.-]+`` before the first ``=``, so a URL with ``=`` in its query stays whole."""
+    found = _NAMED.fullmatch(spec.strip())
+    if found is None:
+        return None, spec.strip()
+    return found.group(1), found.group(2).strip()
+
+
+def parse_named(spaces: str | Sequence[str] | None = None) -> list[tuple[str | None, str]]:
+    """Each spec as (its NAME or None, the spec checked), in order (see :func:`parse_spaces`)."""
+    from_env = spaces is None or spaces == "" or spaces == []
+    if from_env:
+        spaces = resolve_space(None)
+    assert spaces is not None
+    items = spaces.split(",") if isinstance(spaces, str) else [
+        part for item in spaces for part in item.split(",")
+    ]
+    named = [split_name(item) for item in items if item.strip()]
+    with _naming_the_variable(from_env):
+        checked = [(name, check_space(spec)) for name, spec in named]
+    if not checked:
+        raise SpaceNameError("no Space given")
+    return list(dict.fromkeys(checked))
+
+
 def on_hugging_face(space: str) -> bool:
     """Whether ``space`` is served by Hugging Face (a Space id, ``*.hf.space``,
     ``huggingface.co``): the only hosts a token the user did not pass explicitly (``$HF_TOKEN``,
@@ -81,19 +112,9 @@ def on_hugging_face(space: str) -> bool:
 
 def parse_spaces(spaces: str | Sequence[str] | None = None) -> list[str]:
     """The Spaces named by ``spaces`` (a list, or comma-separated), else ``$QVQ_SPACE``, else
-    the seed's Space; each checked with :func:`check_space`, duplicates dropped."""
-    from_env = spaces is None or spaces == "" or spaces == []
-    if from_env:
-        spaces = resolve_space(None)
-    assert spaces is not None
-    names = spaces.split(",") if isinstance(spaces, str) else [
-        part for item in spaces for part in item.split(",")
-    ]
-    with _naming_the_variable(from_env):
-        checked = [check_space(name) for name in names if name.strip()]
-    if not checked:
-        raise SpaceNameError("no Space given")
-    return list(dict.fromkeys(checked))
+    the seed's Space; each checked with :func:`check_space`, duplicates dropped; a
+    ``NAME=`` before a spec is a label here (see :func:`parse_named`)."""
+    return list(dict.fromkeys(spec for _, spec in parse_named(spaces)))
 
 
 def checked_space(space: str | None) -> str:

@@ -183,3 +183,41 @@ def test_the_command_line_asks_an_endpoint(
     assert thinking.startswith("Received prompt") and answer.strip() == "\\boxed{2}"
     code, out, err = run(["ask", "hi", "--space", spec.replace("QVQ_TEST_ENDPOINT_KEY", "NOPE")])
     assert code == 2 and "$NOPE is not set" in err and "Traceback" not in err
+
+
+def test_serve_routes_each_named_model_to_its_spaces_and_endpoints(
+    served: Callable[..., Served], replica: ReplicaProcess,
+    start_replica: Callable[..., HostedReplica], marker: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import openai
+
+    monkeypatch.setenv("QVQ_TEST_ENDPOINT_KEY", KEY)
+    front = served(replica.url, "--no-history", "--api-key", KEY)
+    chat = start_replica("--shape", "chat", "--think", "tags")
+    spec = f"max=openai+{front.base_url}#qvq-72b&key=QVQ_TEST_ENDPOINT_KEY"
+    server = served(f"qvq={chat.url}", "--space", spec, "--no-history")
+    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        assert [m.id for m in client.models.list()] == ["qvq", "max"]
+        for model in ("qvq", "max"):
+            reply = client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": f"{marker}-{model} [[replica tokens=2]]"}],
+            )
+            assert reply.choices[0].message.content == "\\boxed{2}", model
+            assert reply.model == model
+        with pytest.raises(openai.NotFoundError, match="serves qvq, max"):
+            client.chat.completions.create(
+                model="qvq-72b", messages=[{"role": "user", "content": "hi"}]
+            )
+    # Each model's question went where its name says.
+    assert [r for r in chat.requests() if f"{marker}-qvq" in r["prompt"]]
+    assert [r for r in replica.requests() if f"{marker}-max" in r["prompt"]]
+    assert not [r for r in chat.requests() if f"{marker}-max" in r["prompt"]]
+
+
+def test_a_name_keeps_a_url_with_equals_signs_whole() -> None:
+    from qvq_gradio.spaces import parse_named
+
+    assert parse_named(["a.b-c=owner/x", "https://x.hf.space/?t=1", "owner/y"]) == [
+        ("a.b-c", "owner/x"), (None, "https://x.hf.space/?t=1"), (None, "owner/y")
+    ]

@@ -14,7 +14,7 @@ from ..history import HISTORY_ENV, HOME_ENV, default_path, history_enabled
 from ..spaces import SPACE_ENV, parse_spaces
 
 if TYPE_CHECKING:
-    from ..protocol import SessionLike
+    pass
 
 __all__ = [
     "BYTES",
@@ -152,25 +152,30 @@ def connect_from(
     no_history: bool,
     cache: bool,
     shape: str | None = None,
-) -> SessionLike:
+    *,
+    named: bool = False,
+) -> Any:
+    """The session (or pool) the options name; ``named``: one per model name instead (a dict:
+    ``NAME=SPEC`` specs under one NAME are one pool, unnamed ones the ``None`` entry)."""
     record = not no_history and history_enabled()
     if cache and not record:
         raise click.UsageError("--cache answers from the history: it cannot go with no history")
-    # The session owns (and closes) the history it opens: True is the default database.
-    history = True if record else None
-    from ..pool import connect  # here: it imports the network stack
+    from ..pool import connect, connect_named  # here: it imports the network stack
 
-    return connect(
-        spaces_of(space),
-        token=token,
-        proxy=proxy,
-        connect_timeout=connect_timeout,
-        idle_timeout=idle_timeout,
-        total_timeout=total_timeout,
-        history=history,
-        cache=cache,
-        shape=shape,
+    options: dict[str, Any] = {
+        "token": token,
+        "proxy": proxy,
+        "connect_timeout": connect_timeout,
+        "idle_timeout": idle_timeout,
+        "total_timeout": total_timeout,
+        # The session owns (and closes) the history it opens: True is the default database.
+        "history": True if record else None,
+        "cache": cache,
+        "shape": shape,
         # A command is a new process: the Space's description kept on disk saves two round
         # trips before the first question is sent (checked against the live config).
-        space_cache=True,
-    )
+        "space_cache": True,
+    }
+    if named:
+        return connect_named(list(space) or None, **options)
+    return connect(spaces_of(space), **options)

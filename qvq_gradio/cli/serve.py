@@ -75,7 +75,7 @@ Examples:
 def serve(**options: Any) -> None:
     """Serve the Space as an OpenAI-compatible API (/v1/chat/completions)."""
     host, port = options["host"], options["port"]
-    application, draining, session = build(options)
+    application, draining, models = build(options)
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -89,15 +89,20 @@ def serve(**options: Any) -> None:
 
     bound = sock.getsockname()[1]
     shown = f"[{host}]" if family == socket.AF_INET6 else host
-    spaces = ", ".join(options["space"]) or "default"
-    click.echo(f"qvq serve: http://{shown}:{bound}/v1  models: {', '.join(MODELS)}  "
-               f"space: {getattr(session, 'space', spaces)}", err=True)
+    served = "; ".join(
+        f"{', '.join(MODELS) if name is None else name} -> {getattr(asking, 'space', '?')}"
+        for name, asking in models.items()
+    )
+    click.echo(f"qvq serve: http://{shown}:{bound}/v1  models: {served}", err=True)
     run(application, sock, draining)
 
 
-def build(options: Mapping[str, Any]) -> tuple[Any, Draining, SessionLike]:
+def build(
+    options: Mapping[str, Any],
+) -> tuple[Any, Draining, dict[str | None, SessionLike]]:
     """What ``qvq serve`` serves, from its options (as click parsed them): the ASGI app, the
-    stop it drains by, and the session it closes at shutdown. Tests serve it in-process."""
+    stop it drains by, and the session of each model name (unnamed: ``None``), which the app
+    closes at shutdown. Tests serve it in-process."""
     if not is_loopback(options["host"]) and not options["api_key"]:
         raise click.UsageError(
             f"refusing to listen on {options['host']} without an API key: pass --api-key (or "
@@ -112,18 +117,18 @@ def build(options: Mapping[str, Any]) -> tuple[Any, Draining, SessionLike]:
     except ImportError as exc:
         raise Failure(f"qvq serve needs the serve extra: pip install 'qvq-gradio[serve]' "
                       f"({exc.name} is missing)", 2) from None
-    session = connect_from(options["space"], options["token"], options["proxy"],
-                           options["connect_timeout"], options["idle_timeout"], None,
-                           options["no_history"], options["cache"], options["shape"])
+    models = connect_from(options["space"], options["token"], options["proxy"],
+                          options["connect_timeout"], options["idle_timeout"], None,
+                          options["no_history"], options["cache"], options["shape"], named=True)
     draining = Draining(options["shutdown_grace"])
     caps = ("max_body_bytes", "max_image_bytes", "max_image_pixels")
     limits = Limits(allow_private_urls=options["allow_private_urls"],
                     **{name: options[name] for name in caps if options[name] is not None})
     application = app(
-        session, api_key=options["api_key"],
+        models, api_key=options["api_key"],
         reasoning="split" if options["reasoning"] == "split" else "inline",
         cors_origins=options["cors_origin"], max_running=options["max_running"],
         max_waiting=options["max_waiting"], hold=options["hold"],
         keepalive=options["keepalive"], close_session=True, limits=limits, draining=draining,
     )
-    return application, draining, session
+    return application, draining, models

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import asdict
 from typing import Any, TypeVar
@@ -62,9 +62,13 @@ class _RequireKey:
 
 
 class _Server:
-    def __init__(self, session: SessionLike, reasoning: Reasoning, running: int, waiting: int,
-                 hold: float, keepalive: float, limits: Limits, draining: Draining) -> None:
-        self.session = session
+    def __init__(self, models: Mapping[str, SessionLike], reasoning: Reasoning, running: int,
+                 waiting: int, hold: float, keepalive: float, limits: Limits,
+                 draining: Draining) -> None:
+        self.models = dict(models)
+        #: each session once (a model may have several names)
+        self.sessions = list({id(s): s for s in self.models.values()}.values())
+        session = self.sessions[0]
         self.reasoning = reasoning
         self.slots = Slots(running, waiting)
         self.hold = hold
@@ -99,7 +103,7 @@ class _Server:
             asked = parse(await self._body(request))
             prompt = build_prompt(asked.messages)
             check_images(prompt.images)  # nothing on this server's disk, on a client's word
-            events = self.session.events(
+            events = self.models[asked.model].events(
                 asked.messages, image_options=self.image_options, **asked.sampling
             )
         except APIError as error:
@@ -109,32 +113,40 @@ class _Server:
         return Answer(self, events, prompt.text, asked.stream, writer(asked))
 
     async def chat(self, request: Request) -> Response:
-        return await self._serve(request, ChatRequest.parse, lambda asked: ChatWriter(
-            asked.model, self.reasoning, asked.include_usage
-        ))
+        return await self._serve(
+            request, lambda raw: ChatRequest.parse(raw, self.names),
+            lambda asked: ChatWriter(asked.model, self.reasoning, asked.include_usage),
+        )
 
     async def responses(self, request: Request) -> Response:
-        return await self._serve(request, ResponsesRequest.parse, lambda asked: ResponsesWriter(
-            asked.model, self.reasoning
-        ))
+        return await self._serve(
+            request, lambda raw: ResponsesRequest.parse(raw, self.names),
+            lambda asked: ResponsesWriter(asked.model, self.reasoning),
+        )
 
-    async def models(self, request: Request) -> Response:
-        return JSONResponse({"object": "list", "data": [model_card(m) for m in MODELS]})
+    @property
+    def names(self) -> list[str]:
+        return list(self.models)
+
+    async def list_models(self, request: Request) -> Response:
+        return JSONResponse({"object": "list", "data": [model_card(m) for m in self.models]})
 
     async def model(self, request: Request) -> Response:
         name = request.path_params["model"]
-        if name not in MODELS:
+        if name not in self.models:
             return error_response(APIError(
                 404, f"The model {name!r} does not exist", code="model_not_found", param="model"
             ))
         return JSONResponse(model_card(name))
 
     async def health(self, request: Request) -> Response:
-        status = getattr(self.session, "status", None)
-        if callable(status):
-            spaces = [_jsonable(asdict(row)) for row in status()]
-        else:
-            spaces = [{"space": getattr(self.session, "space", "?"), "state": "ok"}]
+        spaces: list[dict[str, Any]] = []
+        for session in self.sessions:
+            status = getattr(session, "status", None)
+            if callable(status):
+                spaces.extend(_jsonable(asdict(row)) for row in status())
+            else:
+                spaces.append({"space": getattr(session, "space", "?"), "state": "ok"})
         healthy = any(row.get("state") == "ok" for row in spaces)
         return JSONResponse({"status": "ok" if healthy else "degraded", "spaces": spaces},
                             status_code=200 if healthy else 503)
@@ -159,7 +171,7 @@ async def _framework_error(request: Request, exc: Exception) -> Response:
 
 
 def app(
-    session: SessionLike,
+    session: SessionLike | Mapping[str | None, SessionLike],
     *,
     api_key: str | None = None,
     reasoning: Reasoning = "split",
@@ -173,7 +185,9 @@ def app(
     draining: Draining | None = None,
 ) -> Any:
     """An ASGI app serving ``session`` (a :class:`~qvq_gradio.Session` or
-    :class:`~qvq_gradio.Pool`) as the OpenAI chat-completions and Responses APIs.
+    :class:`~qvq_gradio.Pool`) as the OpenAI chat-completions and Responses APIs; or several,
+    one per model name (a mapping; its ``None`` entry answers to the seed's model ids), each
+    request routed by its ``model``.
 
     ``api_key``: required as ``Authorization: Bearer ...`` on ``/v1/...``. ``reasoning``:
     ``split`` (the reasoning in ``reasoning_content``/``reasoning``, the final section in
@@ -191,7 +205,11 @@ def app(
     """
     if reasoning not in ("split", "inline"):
         raise ValueError(f"reasoning must be 'split' or 'inline', got {reasoning!r}")
-    server = _Server(session, reasoning, max_running, max_waiting, hold, keepalive,
+    named = session if isinstance(session, Mapping) else {None: session}
+    models: dict[str, SessionLike] = {}
+    for name, asking in named.items():  # unnamed specs answer to the seed's model ids
+        models.update({name: asking} if name is not None else dict.fromkeys(MODELS, asking))
+    server = _Server(models, reasoning, max_running, max_waiting, hold, keepalive,
                      limits or Limits(), draining or Draining())
 
     @asynccontextmanager
@@ -200,10 +218,11 @@ def app(
             yield
         finally:
             if close_session:
-                await session.aclose()
+                for asking in server.sessions:
+                    await asking.aclose()
 
     routes = [
-        Route("/v1/models", server.models, methods=["GET"]),
+        Route("/v1/models", server.list_models, methods=["GET"]),
         Route("/v1/models/{model:path}", server.model, methods=["GET"]),
         Route("/v1/chat/completions", server.chat, methods=["POST"]),
         Route("/v1/responses", server.responses, methods=["POST"]),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,13 +35,13 @@ def model_card(name: str) -> dict[str, Any]:
     return {"id": name, "object": "model", "created": _CREATED, "owned_by": "Qwen"}
 
 
-def check_model(body: Mapping[str, Any]) -> str:
+def check_model(body: Mapping[str, Any], served: Sequence[str] = MODELS) -> str:
     model = body.get("model")
     if not isinstance(model, str) or not model:
-        raise APIError(400, "'model' is required: one of " + ", ".join(MODELS), param="model")
-    if model not in MODELS:
+        raise APIError(400, "'model' is required: one of " + ", ".join(served), param="model")
+    if model not in served:
         raise APIError(404, f"The model {model!r} does not exist; this server serves "
-                       + ", ".join(MODELS), code="model_not_found", param="model")
+                       + ", ".join(served), code="model_not_found", param="model")
     return model
 
 
@@ -96,9 +96,9 @@ class ChatRequest:
     sampling: dict[str, Any]
 
     @classmethod
-    def parse(cls, raw: Any) -> ChatRequest:
+    def parse(cls, raw: Any, served: Sequence[str] = MODELS) -> ChatRequest:
         body = _check_common(raw)
-        model = check_model(body)
+        model = check_model(body, served)
         messages = body.get("messages")
         if not isinstance(messages, list) or not messages:
             raise APIError(400, "'messages' must be a non-empty list", param="messages")
@@ -115,9 +115,9 @@ class ResponsesRequest:
     sampling: dict[str, Any]
 
     @classmethod
-    def parse(cls, raw: Any) -> ResponsesRequest:
+    def parse(cls, raw: Any, served: Sequence[str] = MODELS) -> ResponsesRequest:
         body = _check_common(raw)
-        model = check_model(body)
+        model = check_model(body, served)
         given = body.get("input")
         if isinstance(given, str):
             messages: list[Any] = [{"role": "user", "content": given}]
