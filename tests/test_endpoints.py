@@ -76,13 +76,12 @@ def test_a_key_over_loopback_http_is_allowed() -> None:
 
 
 @pytest.fixture
-async def endpoint(
+def endpoint(
     served: Callable[..., Served], replica: ReplicaProcess, monkeypatch: pytest.MonkeyPatch
 ) -> str:
+    """``qvq serve`` over the replica, behind a key: a real OpenAI-compatible endpoint."""
     monkeypatch.setenv("QVQ_TEST_ENDPOINT_KEY", KEY)
-    server = await anyio.to_thread.run_sync(
-        lambda: served(replica.url, "--no-history", "--api-key", KEY)
-    )
+    server = served(replica.url, "--no-history", "--api-key", KEY)
     return f"openai+{server.base_url}#qvq-72b&key=QVQ_TEST_ENDPOINT_KEY"
 
 
@@ -221,3 +220,31 @@ def test_a_name_keeps_a_url_with_equals_signs_whole() -> None:
     assert parse_named(["a.b-c=owner/x", "https://x.hf.space/?t=1", "owner/y"]) == [
         ("a.b-c", "owner/x"), (None, "https://x.hf.space/?t=1"), (None, "owner/y")
     ]
+
+
+def test_the_blocking_api_asks_an_endpoint_and_closes_its_connections(
+    endpoint: str, marker: str
+) -> None:
+    import gc
+    import warnings
+
+    from qvq_gradio import SyncSession
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ResourceWarning)  # an unclosed socket fails the test
+        with SyncSession(endpoint) as session:
+            assert session.ask(f"{marker} [[replica tokens=2 delay=0]]") == "\\boxed{2}"
+        gc.collect()
+
+
+async def test_a_time_limit_ends_an_endpoints_answer_and_its_job(
+    endpoint: str, replica: ReplicaProcess, marker: str
+) -> None:
+    from qvq_gradio import TotalTimeoutError
+
+    async with Session(endpoint) as session:
+        with pytest.raises(TotalTimeoutError) as caught:
+            await session.ask(f"{marker} [[replica tokens=400 delay=0.02]]", total_timeout=1.5)
+    assert caught.value.space == parse_endpoint(endpoint).name
+    record = await anyio.to_thread.run_sync(lambda: replica.wait_ended(marker))
+    assert record["state"] == "cancelled" and record["tokens_generated"] < 400

@@ -18,6 +18,7 @@ early ``break``, Ctrl-C) closes the request at once.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import mimetypes
@@ -68,7 +69,8 @@ class OpenAIUpstream:
         self.proxy = proxy
         self.headers = dict(headers or {})
         self.connect_timeout = connect_timeout
-        self._clients: dict[int, httpx.AsyncClient] = {}
+        #: one pooled client per event loop (httpx's pools belong to one loop), with its loop
+        self._clients: dict[int, tuple[asyncio.AbstractEventLoop, httpx.AsyncClient]] = {}
         self._closed = False
 
     def __repr__(self) -> str:
@@ -86,19 +88,17 @@ class OpenAIUpstream:
 
     def _client(self) -> httpx.AsyncClient:
         """The running loop's pooled client (httpx's pools belong to one loop)."""
-        import asyncio
-
-        loop = id(asyncio.get_running_loop())
-        client = self._clients.get(loop)
-        if client is None:
+        loop = asyncio.get_running_loop()
+        found = self._clients.get(id(loop))
+        if found is None or found[0] is not loop:
             client = httpx.AsyncClient(
                 proxy=self.proxy,
                 verify=shared_ssl_context(),
                 timeout=httpx.Timeout(60.0, connect=self.connect_timeout),
                 limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
             )
-            self._clients[loop] = client
-        return client
+            found = self._clients[id(loop)] = (loop, client)
+        return found[1]
 
     def _headers(self) -> dict[str, str]:
         headers = {**self.headers, "Accept": "text/event-stream"}
@@ -110,14 +110,21 @@ class OpenAIUpstream:
     async def aclose(self) -> None:
         self._closed = True
         clients, self._clients = list(self._clients.values()), {}
+        here = asyncio.get_running_loop()
         with anyio.CancelScope(shield=True):
-            for client in clients:
-                await client.aclose()
+            for loop, client in clients:
+                if loop is here:
+                    await client.aclose()
+                else:
+                    _close_on(loop, client)
 
     def close(self) -> None:
-        """Mark closed; a client's connections close with its loop (or :meth:`aclose`)."""
+        """Blocking form of :meth:`aclose`: each client closed on its own loop (waiting at
+        most a second for each; a loop that has ended took its connections with it)."""
         self._closed = True
-        self._clients = {}
+        clients, self._clients = list(self._clients.values()), {}
+        for loop, client in clients:
+            _close_on(loop, client)
 
     # -- health -------------------------------------------------------------------------------
 
@@ -182,26 +189,26 @@ class OpenAIUpstream:
         yield ShapeFound(self.name, "openai", None)
         said = _Said()
         deadline = limits.deadline(start)
+        # No cancel scope spans a yield here (the blocking API resumes this generator from
+        # one task after another): each read is bounded by httpx, the total checked per line.
+        read = min(filter(None, (limits.idle, limits.total)), default=None)
         url = f"{self.endpoint.base_url}/chat/completions"
         try:
-            with anyio.fail_after(max(deadline - anyio.current_time(), 0.0)
-                                  if deadline != float("inf") else None):
-                async with self._client().stream(
-                    "POST", url, json=body, headers=headers,
-                    timeout=httpx.Timeout(limits.idle, connect=limits.connect),
-                ) as response:
-                    if response.status_code >= 400:
-                        text = (await response.aread()).decode("utf-8", "replace")
-                        raise _refused(response, text, self.endpoint, "")
-                    async for line in response.aiter_lines():  # closed with the response
-                        for event in said.line(line, start):
-                            yield event
-        except TimeoutError:
-            raise TotalTimeoutError(
-                f"No complete answer within total_timeout={limits.total:g} s",
-                text=said.text, space=self.name,
-            ) from None
+            async with self._client().stream(
+                "POST", url, json=body, headers=headers,
+                timeout=httpx.Timeout(read, connect=limits.connect),
+            ) as response:
+                if response.status_code >= 400:
+                    text = (await response.aread()).decode("utf-8", "replace")
+                    raise _refused(response, text, self.endpoint, "")
+                async for line in response.aiter_lines():  # closed with the response
+                    if anyio.current_time() > deadline:
+                        raise _too_long(limits, said.text, self.name)
+                    for event in said.line(line, start):
+                        yield event
         except httpx.HTTPError as exc:
+            if anyio.current_time() > deadline:
+                raise _too_long(limits, said.text, self.name) from None
             raise _failed(exc, self.name, said.text, limits) from exc
         now = anyio.current_time()
         applied = {k: v for k, v in request.sampling.items() if v is not None}
@@ -250,6 +257,26 @@ class _Said:
         if events and self.first is None:
             self.first = anyio.current_time()
         return events
+
+
+def _close_on(loop: asyncio.AbstractEventLoop, client: httpx.AsyncClient) -> None:
+    """Close ``client`` on ``loop`` from another thread (or schedule it, from that loop)."""
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        loop.create_task(client.aclose())
+        return
+    if not loop.is_running():
+        return
+    future = asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+    try:
+        future.result(timeout=1.0)
+    except Exception:  # the loop is ending: its sockets go with it
+        future.cancel()
 
 
 def _data_uri(path: str) -> str:
@@ -312,6 +339,12 @@ def _refused(response: httpx.Response, text: str, endpoint: Endpoint, said: str)
                                     text=said, space=where)
     return AppError(f"{endpoint.host} refused the request ({status}): {message}",
                     text=said, space=where)
+
+
+def _too_long(limits: Limits, said: str, where: str) -> TotalTimeoutError:
+    return TotalTimeoutError(
+        f"No complete answer within total_timeout={limits.total:g} s", text=said, space=where
+    )
 
 
 def _key_hint(endpoint: Endpoint) -> str:
