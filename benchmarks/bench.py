@@ -12,6 +12,7 @@
     python benchmarks/bench.py serve      # qvq serve vs Session directly, 1/32/128 streams
     python benchmarks/bench.py connections # the Space's CPU per request: new vs kept-alive
     python benchmarks/bench.py shapes     # a question to QVQ's /generate, a chat, Qwen's demo
+    python benchmarks/bench.py endpoints  # an openai+ endpoint: ours vs the openai SDK vs httpx
 
 Raw gradio_client is used as its documentation shows: one ``Client``, ``job = submit(...)``,
 ``for output in job``. Each side gets one warm-up stream; figures are medians over rounds, and
@@ -547,7 +548,7 @@ def main() -> None:
         "which",
         nargs="*",
         default=["stream", "memory", "concurrent", "floor", "cold", "serve", "connections",
-                 "media", "pool", "batch", "shapes"],
+                 "media", "pool", "batch", "shapes", "endpoints"],
     )
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--tokens", type=int, default=8000, help="for the memory benchmark")
@@ -600,6 +601,10 @@ def main() -> None:
         import shapes  # a module of its own: a question to each Space shape
 
         RESULTS["shapes"] = shapes.bench_shapes(args.rounds)
+    if "endpoints" in args.which:
+        import endpoints  # a module of its own: an OpenAI-compatible endpoint three ways
+
+        RESULTS["endpoints"] = endpoints.bench_endpoints(args.rounds)
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(RESULTS, handle, indent=2)
