@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from .client import JobClient, QVQClient, StreamWatch, answers_config, describe, queue_status
 from .description import DescriptionCache, app_identity
-from .endpoint import API_NAME, check_endpoint, endpoint_signature
+from .endpoint import endpoint_signature
 from .handle import JobHandle, file_arg
 from .hub import SPACE_STATES, WAKING, space_state, unavailable
 from .reader import Update
@@ -33,7 +33,6 @@ from .streams import EventStreams
 from .translate import clean_message, parse_retry_after, translate_error
 
 __all__ = [
-    "API_NAME",
     "SPACE_STATES",
     "WAKING",
     "DescriptionCache",
@@ -45,7 +44,6 @@ __all__ = [
     "Update",
     "answers_config",
     "app_identity",
-    "check_endpoint",
     "clean_message",
     "describe",
     "endpoint_signature",
