@@ -104,6 +104,11 @@ class Finished:
     #: caller's parameters (system prompt, temperature, ...) reached one of its inputs.
     shape: str | None = None
     applied: Mapping[str, Any] = field(default_factory=dict)
+    #: The model id the provider said answered (an endpoint's), None for a Space.
+    model: str | None = None
+    #: The token counts the upstream reported (``prompt_tokens``, ``completion_tokens``,
+    #: ``total_tokens``), None when it reports none (a Space).
+    usage: Mapping[str, int] | None = None
 
 
 Event: TypeAlias = (

@@ -108,6 +108,10 @@ async def test_an_endpoint_streams_its_thinking_and_answer_with_the_image(
     assert isinstance(finished, Finished)
     assert (finished.text, finished.reasoning) == (text, thinking)
     assert text == "\\boxed{3}" and thinking.startswith("Received prompt")
+    # What the endpoint said of itself: the model that answered, the tokens it counted.
+    assert finished.model == "qvq-72b"
+    usage = dict(finished.usage or {})
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"] > 0
     record = await anyio.to_thread.run_sync(lambda: replica.wait_ended(marker))
     assert (record["image"]["width"], record["image"]["height"]) == (80, 40)
     assert "Be brief." in record["prompt"]  # the system message reached it

@@ -177,6 +177,8 @@ def ask(
                     "space": finished.space,
                     "shape": finished.shape,
                     "applied": dict(finished.applied),
+                    "model": finished.model,
+                    "usage": dict(finished.usage) if finished.usage else None,
                     "from_cache": finished.cached,
                     "elapsed": rounded(finished.elapsed),
                     "time_to_first_token": rounded(finished.time_to_first_token),

@@ -21,6 +21,11 @@ __all__ = ["ChatWriter", "Reasoning", "ResponsesWriter", "Writer", "sse_data"]
 Reasoning = Literal["split", "inline"]
 
 
+def _usage(prompt: str, done: Finished) -> dict[str, int]:
+    """The token counts the upstream reported (an endpoint), else the estimate."""
+    return dict(done.usage) if done.usage else usage(prompt, done.text)
+
+
 def sse_data(payload: Any) -> bytes:
     return b"data: " + _encoded(payload) + b"\n\n"
 
@@ -167,7 +172,7 @@ class ChatWriter(Writer):
         if self.include_usage:
             out += sse_data({"id": self.id, "object": "chat.completion.chunk",
                           "created": self.created, "model": self.model, "choices": [],
-                          "usage": usage(prompt, done.text)})
+                          "usage": _usage(prompt, done)})
         return out + b"data: [DONE]\n\n"
 
     def failed(self, error: APIError) -> bytes:
@@ -183,7 +188,7 @@ class ChatWriter(Writer):
             "model": self.model,
             "choices": [{"index": 0, "message": message, "logprobs": None,
                          "finish_reason": "stop"}],
-            "usage": usage(prompt, done.text),
+            "usage": _usage(prompt, done),
         }
 
 
@@ -290,13 +295,13 @@ class ResponsesWriter(Writer):
         out += self._event("response.output_item.done", output_index=index,
                            item=self._message_item(self.content_text))
         return out + self._event("response.completed", response={
-            **self._response("completed", self._outputs(), self._usage(prompt, done.text)),
+            **self._response("completed", self._outputs(), self._usage(prompt, done)),
             "output_text": self.content_text,
         })
 
     @staticmethod
-    def _usage(prompt: str, text: str) -> dict[str, int]:
-        counts = usage(prompt, text)
+    def _usage(prompt: str, done: Finished) -> dict[str, int]:
+        counts = _usage(prompt, done)
         return {"input_tokens": counts["prompt_tokens"],
                 "output_tokens": counts["completion_tokens"],
                 "total_tokens": counts["total_tokens"]}
@@ -310,5 +315,5 @@ class ResponsesWriter(Writer):
 
     def whole(self, done: Finished, prompt: str) -> Any:
         self.reasoning_text, self.content_text = self.answer()
-        return {**self._response("completed", self._outputs(), self._usage(prompt, done.text)),
+        return {**self._response("completed", self._outputs(), self._usage(prompt, done)),
                 "output_text": self.content_text}

@@ -216,6 +216,7 @@ class OpenAIUpstream:
             text=said.text, space=self.name, elapsed=now - start,
             time_to_first_token=None if said.first is None else said.first - start,
             queue_wait=None, reasoning=said.reasoning, shape="openai", applied=applied,
+            model=said.model, usage=said.counts(),
         )
 
 
@@ -228,6 +229,14 @@ class _Said:
         self.first: float | None = None
         self.model: str | None = None
         self.usage: dict[str, Any] | None = None
+
+    def counts(self) -> dict[str, int] | None:
+        """The usage the endpoint reported, as whole token counts (None without one)."""
+        given = self.usage or {}
+        names = ("prompt_tokens", "completion_tokens", "total_tokens")
+        if not all(isinstance(given.get(n), int) for n in names):
+            return None
+        return {n: int(given[n]) for n in names}
 
     def line(self, line: str, start: float) -> list[Event]:
         if not line.startswith("data:"):
