@@ -62,17 +62,14 @@ def child(side: str, base: str, streams: int) -> None:
         from qvq_gradio import ReasoningDelta, Session, TextDelta
 
         async with Session(f"openai+{base}#m") as session:
-            await session.ask("warm-up")
-            firsts: list[float] = []
-
-            async def one() -> None:
+            async def ask() -> float | None:
                 start, first = time.perf_counter(), None
                 async for event in session.events("q"):
                     if first is None and isinstance(event, (ReasoningDelta, TextDelta)):
                         first = time.perf_counter() - start
-                firsts.append(first or 0.0)
+                return first
 
-            return await _burst(one, firsts)
+            return await _timed(ask)
 
     async def sdk() -> tuple[float, float, float]:
         from openai import AsyncOpenAI
@@ -92,13 +89,7 @@ def child(side: str, base: str, streams: int) -> None:
                         first = time.perf_counter() - start
                 return first
 
-            await ask()
-            firsts: list[float] = []
-
-            async def one() -> None:
-                firsts.append(await ask() or 0.0)
-
-            return await _burst(one, firsts)
+            return await _timed(ask)
 
     async def floor() -> tuple[float, float, float]:
         import httpx
@@ -121,15 +112,16 @@ def child(side: str, base: str, streams: int) -> None:
                             first = time.perf_counter() - start
                 return first
 
-            await ask()
-            firsts: list[float] = []
+            return await _timed(ask)
 
-            async def one() -> None:
-                firsts.append(await ask() or 0.0)
+    async def _timed(ask: Any) -> tuple[float, float, float]:
+        """One warm-up question, then ``streams`` at once: CPU, wall, median first token."""
+        await ask()
+        firsts: list[float] = []
 
-            return await _burst(one, firsts)
+        async def one() -> None:
+            firsts.append(await ask() or 0.0)
 
-    async def _burst(one: Any, firsts: list[float]) -> tuple[float, float, float]:
         cpu, wall = time.process_time(), time.perf_counter()
         async with anyio.create_task_group() as tasks:
             for _ in range(streams):
