@@ -179,6 +179,10 @@ def _v3(db: sqlite3.Connection) -> None:
     db.execute("ALTER TABLE answers ADD COLUMN shape TEXT")
     db.execute("ALTER TABLE answers ADD COLUMN applied TEXT")
     db.execute("ALTER TABLE answers ADD COLUMN app TEXT")
+    # The key of the request as asked (cache_key: as it reached the Space; they differ when
+    # a parameter asked for had no input there).
+    db.execute("ALTER TABLE answers ADD COLUMN request_key TEXT")
+    db.execute("CREATE INDEX answers_request ON answers (request_key, error_type)")
 
 
 #: The schema's migrations, in order; ``PRAGMA user_version`` counts those applied.
@@ -282,12 +286,15 @@ class History:
         applied: Mapping[str, Any] | None = None,
         request: str = "",
         app: str | None = None,
+        asked: str | None = None,
     ) -> int:
         """Add one row; its id. Credentials are redacted from every text. ``image_key`` is the
         image's identity for the cache (default: ``image_sha256``). ``images``: each image as
         the user gave it. ``stopped``: the answer was stopped before it ended (``text`` is what
         had come); such a row is never a cache hit. ``reasoning``: the thinking shown apart;
-        ``shape`` and ``applied``: how the Space was asked; ``request``: see :func:`cache_key`."""
+        ``shape`` and ``applied``: how the Space was asked; ``request``: the part of the
+        cache key for what reached the Space, ``asked`` for what the request asked (default:
+        the same); see :func:`cache_key`."""
         error_type: str | None
         error_message: str | None
         if stopped:
@@ -317,23 +324,27 @@ class History:
             shape,
             redact(json.dumps(dict(applied), sort_keys=True)) if applied else None,
             app,
+            cache_key(space, prompt, image_key or image_sha256,
+                      request if asked is None else asked),
         )
         with self._lock:
             cursor = self._connect().execute(
                 "INSERT INTO answers (time, space, prompt, image_sha256, image_size, "
                 "image_name, image, text, final_answer, elapsed, time_to_first_token, "
                 "queue_wait, error_type, error_message, from_cache, cache_key, images, "
-                "reasoning, shape, applied, app) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "reasoning, shape, applied, app, request_key) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 row,
             )
             return int(cursor.lastrowid or 0)
 
-    def cached(self, key: str) -> HistoryRow | None:
-        """The newest successful answer recorded under ``key`` (see :func:`cache_key`)."""
+    def cached(self, key: str, *, asked: bool = False) -> HistoryRow | None:
+        """The newest successful answer recorded under ``key`` (see :func:`cache_key`): the
+        key of what reached the Space, or (``asked``) of what the request asked."""
+        column = "request_key" if asked else "cache_key"
         with self._lock:
             found = self._connect().execute(
-                f"SELECT {_COLUMNS} FROM answers WHERE cache_key = ? AND error_type IS NULL "
+                f"SELECT {_COLUMNS} FROM answers WHERE {column} = ? AND error_type IS NULL "
                 "ORDER BY id DESC LIMIT 1",
                 (key,),
             ).fetchone()

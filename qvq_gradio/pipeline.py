@@ -89,7 +89,7 @@ async def prepare(
 
 #: The shapes that take no sampling parameter: what was recorded for them stands whatever
 #: sampling a request asks for (it never reached the Space).
-NO_SAMPLING: Final = frozenset({"qvq", "blocks"})
+NO_SAMPLING: Final = frozenset[str | None]({"qvq", "blocks"})
 
 
 @dataclass(frozen=True)
@@ -130,17 +130,18 @@ async def cached(
     recorded, in their order), as one delta (its thinking as another); else ``ask()``'s
     stream (``start``: when the question was asked, anyio time; ``extra``: the sampling and
     shape asked for; an answer recorded without sampling from a shape that takes none stands
-    for any). An answer recorded from another build of the
-    Space's app than the one ``app_of(space)`` finds answering now is not served (the Space
-    was reshaped or rebuilt); when that cannot be known (the Space is unreachable), it is."""
+    for any). An answer recorded from another build of the Space's app than the one
+    ``app_of(space)`` finds answering now is not served (the Space was reshaped or rebuilt);
+    when that cannot be known (the Space is unreachable), it is."""
     identity = upload.identity if upload is not None else None
     extra = extra or Extra({})
-    keys: list[tuple[str, frozenset[str] | None]] = [(extra.key(), None)]
-    if extra.sampling:
-        keys.append((extra.key({}), NO_SAMPLING))
+    # The same request as asked, whatever the Space; else one recorded with no sampling
+    # reaching a Space that takes none (rows from before shapes existed are QVQ's).
+    lookups = ((extra.key(), True, None), (extra.key({}), False, NO_SAMPLING | {None}))
     hit = None
-    for space, (part, shapes) in itertools.product(spaces, keys):
-        hit = await anyio.to_thread.run_sync(history.cached, cache_key(space, text, identity, part))
+    for space, (part, asked, shapes) in itertools.product(spaces, lookups):
+        key = cache_key(space, text, identity, part)
+        hit = await anyio.to_thread.run_sync(functools.partial(history.cached, key, asked=asked))
         if hit is not None and shapes is not None and hit.shape not in shapes:
             hit = None  # recorded without sampling from a Space that takes it
         if hit is not None and hit.app is not None and app_of is not None:
@@ -164,7 +165,7 @@ async def cached(
         )
         await _record(
             history, hit.space, text, upload, finished, None, request=extra.applied(finished),
-            app=hit.app,
+            app=hit.app, asked=extra.key(),
         )
         yield finished
         return
@@ -203,7 +204,7 @@ async def recorded(
                     ended = True
                     await _record(
                         history, event.space, text, upload, event, None,
-                        request=extra.applied(event), app=app,
+                        request=extra.applied(event), app=app, asked=extra.key(),
                     )
                 yield event
     except ResponseError as error:
@@ -231,6 +232,7 @@ async def _record(
     stopped: str | None = None,
     request: str = "",
     app: str | None = None,
+    asked: str | None = None,
 ) -> None:
     """One row: an answer, an error, or (``stopped``: the text that had come) a stop."""
     image: bytes | None = None
@@ -260,6 +262,7 @@ async def _record(
         applied=finished.applied if finished is not None else None,
         request=request,
         app=app,
+        asked=asked,
     )
     with anyio.CancelScope(shield=True):
         try:

@@ -426,3 +426,16 @@ def test_serve_passes_sampling_to_a_chat_spaces_inputs(
             )
     params = _request(replica, marker)["params"]
     assert (params["temperature"], params["max_tokens"], params["system"]) == (0.25, 77, "Terse.")
+
+
+async def test_a_repeated_request_hits_even_with_a_parameter_the_space_has_no_input_for(
+    start_replica: Start, marker: str, tmp_path: Path
+) -> None:
+    replica = await _replica(start_replica, "--shape", "chat")
+    prompt = f"{marker} [[replica tokens=2 delay=0]]"
+    with History(tmp_path / "history.db") as history:
+        async with Session(replica.url, history=history, cache=True) as session:
+            first = (await _events(session, prompt, temperature=0.2, top_p=0.9))[-1]
+            again = (await _events(session, prompt, temperature=0.2, top_p=0.9))[-1]
+    assert dict(first.applied) == {"temperature": 0.2}  # the chat has no top_p input
+    assert (first.cached, again.cached) == (False, True)
