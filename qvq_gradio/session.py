@@ -293,10 +293,6 @@ class Session(Pipeline):
         """The Space's ``gradio_client.Client`` (created on first use, then reused)."""
         return await self._gradio().client()
 
-    def probe_blocking(self, timeout: float) -> bool:
-        """Whether the upstream answers a cheap request again (blocking)."""
-        return self.upstream.probe_blocking(timeout)
-
     async def ready(self) -> None:
         """Check, without asking anything, that the Space can take a question: raises the
         error a question would meet (unreachable, not a Gradio app, no chat endpoint, paused).
