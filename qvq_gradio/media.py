@@ -16,10 +16,12 @@ Accepted, everywhere an image goes (``media=``, ``image=``, image parts of messa
 
 Anything else raises ``TypeError`` listing the above, before anything is sent.
 
-The Space takes one image per question. Several images follow ``ImageOptions.multi_image``:
+A Space takes one image per question. Several images follow ``ImageOptions.multi_image``:
 ``"grid"`` (default) composes one image with tiles labelled "Image 1", "Image 2", ... and tells
 the model so in the prompt — it sees every image, each at lower resolution; ``"first"`` sends
 only the first (with a :class:`MultipleImagesWarning`) at full budget; ``"error"`` refuses.
+An upstream that takes several images (an OpenAI-compatible endpoint) gets each normalised on
+its own (``Upload.parts``), no grid; a pool of both kinds gets both.
 
 Normalised images go to a private temporary directory (0700, files 0600) that is removed when
 the stream ends: on success, error or cancellation.
@@ -53,10 +55,12 @@ from .imaging import ImageOptions, Source, compose_grid, normalise, open_image
 __all__ = [
     "ImageInput",
     "ImageOptions",
+    "Layout",
     "MediaItem",
     "MediaListType",
     "MultipleImagesWarning",
     "Original",
+    "Part",
     "Upload",
     "classify",
     "load",
@@ -269,6 +273,20 @@ def _original(item: MediaItem, source: Source | None) -> Original:
     return Original(name)
 
 
+@dataclass(frozen=True)
+class Part:
+    """One of several images, normalised on its own (for an upstream that takes several)."""
+
+    path: str
+    sha256: str
+    size: int
+
+
+#: What an upload is made of when several images come: ``one`` image for a Space (the grid),
+#: ``parts`` for upstreams that take several, ``both`` for a pool of the two kinds.
+Layout: TypeAlias = Literal["one", "parts", "both"]
+
+
 @dataclass
 class Upload:
     """What is handed to ``handle_file``: a file path or (``url_mode="pass"``) a URL.
@@ -289,6 +307,8 @@ class Upload:
     size: int | None = None
     name: str | None = None
     originals: list[Original] = field(default_factory=list)
+    #: Several images each on its own (``layout`` ``parts`` or ``both``); empty otherwise
+    parts: list[Part] = field(default_factory=list)
 
     @property
     def identity(self) -> str | None:
@@ -311,17 +331,41 @@ def _file_name(name: str | None, fmt: str) -> str:
     return f"{stem}.{'jpg' if fmt == 'JPEG' else fmt.lower()}"
 
 
-def _write(upload: Upload, data: bytes, name: str, sha256: str | None = None) -> None:
-    """``data`` into the upload's private file (``sha256``: its digest, when known)."""
+def _save(upload: Upload, data: bytes, name: str) -> str:
+    """``data`` into a new file of the upload's private directory; its path."""
     # mkdtemp makes the directory 0700; the file is created 0600. The directory is recorded
     # on the Upload before anything is written, so whoever holds the Upload can remove it.
-    upload.directory = Path(tempfile.mkdtemp(prefix="qvq-gradio-"))
+    if upload.directory is None:
+        upload.directory = Path(tempfile.mkdtemp(prefix="qvq-gradio-"))
     path = upload.directory / name
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "wb") as handle:
         handle.write(data)
-    upload.target = str(path)
+    return str(path)
+
+
+def _write(upload: Upload, data: bytes, name: str, sha256: str | None = None) -> None:
+    """``data`` as the upload's file (``sha256``: its digest, when known)."""
+    upload.target = _save(upload, data, name)
     upload.sha256, upload.size = sha256 or hashlib.sha256(data).hexdigest(), len(data)
+
+
+def _parts_to(
+    upload: Upload, sources: list[Source], names: list[str | None], options: ImageOptions
+) -> None:
+    """Each image normalised on its own, as the upload's parts."""
+    for index, (source, name) in enumerate(zip(sources, names, strict=True), 1):
+        result = normalise(source, options)
+        original = upload.originals[index - 1]
+        if result.passthrough and isinstance(source, Path):  # the user's own file, not copied
+            digest = original.sha256 or hashlib.sha256(source.read_bytes()).hexdigest()
+            part = Part(str(source), digest, source.stat().st_size)
+        else:
+            data = result.data if result.data is not None else source
+            assert isinstance(data, bytes)
+            path = _save(upload, data, f"{index}-{_file_name(name, result.format)}")
+            part = Part(path, hashlib.sha256(data).hexdigest(), len(data))
+        upload.parts.append(part)
 
 
 def _normalise_to(upload: Upload, source: Source, name: str | None, options: ImageOptions) -> None:
@@ -363,17 +407,22 @@ async def _source_of(item: MediaItem, options: ImageOptions, proxy: str | None) 
 
 
 async def prepare_upload(
-    items: Sequence[MediaItem], options: ImageOptions, *, proxy: str | None = None
+    items: Sequence[MediaItem],
+    options: ImageOptions,
+    *,
+    proxy: str | None = None,
+    layout: Layout = "one",
 ) -> Upload | None:
     """Turn classified items into one :class:`Upload` (or ``None`` when there are none).
 
-    On any failure, cancellation included, whatever was written is removed before re-raising.
+    ``layout``: what several images become (see :data:`Layout`). On any failure, cancellation
+    included, whatever was written is removed before re-raising.
     """
     if not items:
         return None
     chosen = list(items)
     if len(chosen) > 1:
-        if options.multi_image == "error":
+        if options.multi_image == "error" and layout != "parts":
             raise MediaError(
                 f"{len(chosen)} images given; the Space takes one per question "
                 "(use multi_image='grid' to send them as one labelled grid)"
@@ -402,6 +451,15 @@ async def prepare_upload(
             await anyio.to_thread.run_sync(
                 _normalise_to, upload, sources[0], chosen[0].name, options
             )
+            return upload
+        if layout != "one":
+            names = [item.name for item in chosen]
+            await anyio.to_thread.run_sync(_parts_to, upload, sources, names, options)
+        if layout == "parts":
+            digests = ",".join(part.sha256 for part in upload.parts)
+            upload.sha256 = hashlib.sha256(f"parts:{digests}".encode()).hexdigest()
+            upload.size = sum(part.size for part in upload.parts)
+            upload.name = f"{len(upload.parts)}-images"
         else:
             await anyio.to_thread.run_sync(_grid_to, upload, sources, options)
             upload.note = (

@@ -17,7 +17,7 @@ import functools
 import itertools
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +30,7 @@ from .errors import MessagesError, ResponseError, TotalTimeoutError
 from .events import Event, Finished, ReasoningDelta, ShapeFound, SpaceChanged, TextDelta
 from .history import History, cache_key
 from .imaging import ImageOptions
-from .media import MediaItem, Upload, classify, prepare_upload
+from .media import Layout, MediaItem, Upload, classify, prepare_upload
 from .options import AskOptions, ask_options
 from .prompt import Messages, build_prompt
 
@@ -70,6 +70,13 @@ class Question:
         return cls(built.text, items, checked, built.turns)
 
 
+def layout_for(upstreams: Iterable[object]) -> Layout:
+    """What several images become for these upstreams: parts if every one takes several
+    (``several_images``), one grid if none does, both for a mix."""
+    several = {bool(getattr(upstream, "several_images", False)) for upstream in upstreams}
+    return "both" if len(several) > 1 else "parts" if several == {True} else "one"
+
+
 async def prepare(
     items: list[MediaItem],
     options: ImageOptions,
@@ -77,10 +84,11 @@ async def prepare(
     proxy: str | None,
     total: float | None,
     space: str,
+    layout: Layout = "one",
 ) -> Upload | None:
     """The one upload for ``items`` (None without images), within ``total`` seconds."""
     with anyio.move_on_after(total) as scope:
-        return await prepare_upload(items, options, proxy=proxy)
+        return await prepare_upload(items, options, proxy=proxy, layout=layout)
     assert scope.cancelled_caught
     raise TotalTimeoutError(
         f"Preparing the image took longer than total_timeout={total:g} s", space=space
@@ -236,7 +244,7 @@ async def _record(
 ) -> None:
     """One row: an answer, an error, or (``stopped``: the text that had come) a stop."""
     image: bytes | None = None
-    if history.keep_images and upload is not None and upload.sha256:
+    if history.keep_images and upload is not None and upload.sha256 and upload.target:
         image = await anyio.to_thread.run_sync(Path(upload.target).read_bytes)
     record = functools.partial(
         history.record,

@@ -54,8 +54,9 @@ from .errors import (
 from .events import Event, Finished, ReasoningDelta, SpaceChanged, TextDelta
 from .history import HistoryOption, default_path
 from .imaging import ImageOptions
+from .media import Layout
 from .options import AskOptions
-from .pipeline import Question
+from .pipeline import Question, layout_for
 from .prompt import Messages
 from .protocol import SessionLike
 from .session import Pipeline, Session
@@ -240,6 +241,9 @@ class Pool(Pipeline):
 
     def _proxy(self) -> str | None:
         return self._proxy_url
+
+    def _layout(self) -> Layout:
+        return layout_for([member.upstream for member in self._members])
 
     # -- health -----------------------------------------------------------------------------
 

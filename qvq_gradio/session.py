@@ -27,8 +27,9 @@ from .errors import ProtocolError, ResponseError, SpaceConnectionError
 from .events import Event
 from .history import History, HistoryOption, default_path, open_history
 from .imaging import ImageOptions
+from .media import Layout
 from .options import SAMPLING, AskOptions, check_timeout
-from .pipeline import Extra, Question, cached, prepare, recorded
+from .pipeline import Extra, Question, cached, layout_for, prepare, recorded
 from .prompt import Messages
 from .protocol import Asking
 from .spaces import SpaceConfig
@@ -95,6 +96,10 @@ class Pipeline(Asking):
     def _closed(self) -> bool:
         return False
 
+    def _layout(self) -> Layout:
+        """What several images become: one grid, parts, or both (a pool of both kinds)."""
+        return "one"
+
     async def _app_of(self, space: str) -> str | None:
         """Which build of ``space``'s app answers now (None: unknown)."""
         return None
@@ -118,7 +123,8 @@ class Pipeline(Asking):
         start = anyio.current_time()
         options = question.options.get("image_options") or self.image_options
         upload = await prepare(
-            question.items, options, proxy=self._proxy(), total=limits.total, space=self.space
+            question.items, options, proxy=self._proxy(), total=limits.total, space=self.space,
+            layout=self._layout(),
         )
         text = question.text
         if upload is not None and upload.note:
@@ -336,6 +342,9 @@ class Session(Pipeline):
 
     def _proxy(self) -> str | None:
         return self.config.proxy if self.config is not None else None
+
+    def _layout(self) -> Layout:
+        return layout_for([self.upstream])
 
     def _closed(self) -> bool:
         return self.upstream.closed

@@ -15,7 +15,9 @@ from .running import Failure, emit, run
 
 __all__ = ["demo", "replica_command"]
 
-_FAIL_CHOICES = ("before", "mid", "quota", "hang", "echo-token")
+_FAIL_CHOICES = (
+    "before", "mid", "quota", "hang", "echo-token", "no-quota", "bad-request", "server"
+)
 _LAYOUTS = ("qvq", "reordered", "text-only", "history")
 
 
@@ -136,18 +138,25 @@ Examples:
 )
 @click.option(
     "--shape",
-    type=click.Choice(["qvq", "chat", "blocks"]),
+    type=click.Choice(["qvq", "chat", "blocks", "openai"]),
     default="qvq",
     show_default=True,
     help="The kind of Space: QVQ's /generate, a multimodal ChatInterface, or Qwen's stateful "
-    "Blocks demo (add_file, add_text, predict).",
+    "Blocks demo (add_file, add_text, predict); or an OpenAI-compatible endpoint (/v1).",
 )
 @click.option(
     "--think",
-    type=click.Choice(["none", "tags", "title"]),
+    type=click.Choice(["none", "tags", "title", "reasoning_content", "reasoning"]),
     default="none",
     show_default=True,
-    help="How a chat shows its thinking: not apart, in <think> tags, or in a titled message.",
+    help="How a chat shows its thinking: not apart, in <think> tags, or in a titled message; "
+    "an endpoint also in a delta field (reasoning_content or reasoning).",
+)
+@click.option(
+    "--served-model",
+    default=None,
+    help="The model id an endpoint (--shape openai) names in its answers (default: the one "
+    "asked for).",
 )
 def replica_command(
     host: str,
@@ -164,6 +173,7 @@ def replica_command(
     layout: str,
     shape: str,
     think: str,
+    served_model: str | None,
 ) -> None:
     """Serve the bundled replica of the QVQ Space (for offline tests)."""
     replica = need_replica()
@@ -171,12 +181,17 @@ def replica_command(
         replica, tokens=tokens, delay=delay, concurrency=concurrency, fail=fail,
         fail_after=fail_after, max_queue=max_queue, require_token=require_token,
         quota_budget=quota_budget, quota_retry=quota_retry, layout=layout,
-        shape=shape, think=think,
+        shape=shape, think=think, served_model=served_model,
     )
 
     def ready(url: str) -> None:
-        click.echo(f"Replica of the QVQ-72B Space running on {url}  (Ctrl-C to stop)")
-        click.echo(f"Point qvq-gradio at it with: export {SPACE_ENV}={url}")
+        if shape == "openai":
+            click.echo(f"OpenAI-compatible replica running on {url}/v1  (Ctrl-C to stop)")
+            spec = f"'openai+{url}/v1#{served_model or 'replica'}'"
+            click.echo(f"Point qvq-gradio at it with: export {SPACE_ENV}={spec}")
+        else:
+            click.echo(f"Replica of the QVQ-72B Space running on {url}  (Ctrl-C to stop)")
+            click.echo(f"Point qvq-gradio at it with: export {SPACE_ENV}={url}")
         sys.stdout.flush()
 
     try:

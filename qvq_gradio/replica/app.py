@@ -12,7 +12,7 @@ import contextlib
 import json
 import time
 import warnings
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from .config import TOGETHER_WAIT, ReplicaConfig
@@ -69,7 +69,7 @@ def _before_first_token(
     settings: ReplicaConfig, quota: Quota, request: Any
 ) -> None:
     """The failure modes that strike before any text: before, quota, echo-token."""
-    if settings.fail == "before":
+    if settings.fail in ("before", "no-quota", "bad-request", "server"):
         _fail_before()
     refusal = quota.refusal()
     if settings.fail == "quota":
@@ -131,19 +131,22 @@ class Answers:
         return record
 
     async def stream(
-        self, record: RequestRecord, text: str, images: list[str], request: Any
-    ) -> AsyncIterator[str]:
-        """The whole answer so far, update by update; the record says how it ended."""
+        self, record: RequestRecord, text: str, images: list[str] | list[bytes], request: Any,
+        *, gate: bool = True,
+    ) -> AsyncGenerator[str, None]:
+        """The whole answer so far, update by update; the record says how it ended.
+        ``gate=False``: the failure modes before the first token were the caller's."""
         gr = gradio()
         try:
             settings = self.base.with_directives(text)
             for image in images:
                 record.images.append(await asyncio.to_thread(describe_image, image))
-            record.image = record.images[0] if record.images else None
+            record.image = record.images[0] if record.images else None  # (or described before)
             record.tokens_planned = settings.tokens
             if settings.together is not None:
                 await self._groups.arrive(*settings.together)
-            _before_first_token(settings, self.quota, request)
+            if gate:
+                _before_first_token(settings, self.quota, request)
             out = answer_head(text, record.image)
             record.yielded_at = time.monotonic()
             yield out
@@ -215,7 +218,7 @@ def _blocks(base: ReplicaConfig, generate: Callable[..., AsyncIterator[str]]) ->
 # -- the control routes ---------------------------------------------------------------------------
 
 
-def _control_routes(app: FastAPI, base: ReplicaConfig, log: RequestLog) -> None:
+def control_routes(app: FastAPI, base: ReplicaConfig, log: RequestLog) -> None:
     from fastapi import Request
     from fastapi.responses import JSONResponse
 
@@ -299,6 +302,10 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
     base = config or ReplicaConfig()
     log = RequestLog()
     answers = Answers(base, log, Quota(base.quota_budget, base.quota_retry))
+    if base.shape == "openai":
+        from .endpoint import endpoint_app
+
+        return _CancelWatch(endpoint_app(answers), log)
     if base.shape == "qvq":
         blocks = _blocks(base, _generate_fn(answers))
     else:
@@ -307,5 +314,5 @@ def build_app(config: ReplicaConfig | None = None) -> Any:
         blocks = (chat_interface if base.shape == "chat" else blocks_demo)(answers)
         blocks.queue(default_concurrency_limit=base.concurrency, max_size=base.max_queue)
     app = FastAPI()
-    _control_routes(app, base, log)
+    control_routes(app, base, log)
     return _CancelWatch(gr.mount_gradio_app(app, blocks, path="/"), log)

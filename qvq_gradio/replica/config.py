@@ -19,15 +19,22 @@ __all__ = [
     "Shape",
 ]
 
-FailMode = Literal["before", "mid", "quota", "hang", "echo-token"]
-FAIL_MODES: tuple[str, ...] = ("before", "mid", "quota", "hang", "echo-token")
+FailMode = Literal[
+    "before", "mid", "quota", "hang", "echo-token", "no-quota", "bad-request", "server"
+]
+#: The last three are an endpoint's (``shape="openai"``): a 429 saying the account has no
+#: quota, a 400, a 500; a Space's replica fails them as ``before``.
+FAIL_MODES: tuple[str, ...] = (
+    "before", "mid", "quota", "hang", "echo-token", "no-quota", "bad-request", "server"
+)
 Layout = Literal["qvq", "reordered", "text-only", "history"]
 LAYOUTS: tuple[str, ...] = ("qvq", "reordered", "text-only", "history")
-Shape = Literal["qvq", "chat", "blocks"]
-SHAPES: tuple[str, ...] = ("qvq", "chat", "blocks")
+Shape = Literal["qvq", "chat", "blocks", "openai"]
+SHAPES: tuple[str, ...] = ("qvq", "chat", "blocks", "openai")
 #: How a chat replica shows its thinking: not apart, in ``<think>`` tags, or (Gradio 6) in a
-#: message titled "Thinking" (Gradio 5 falls back to tags).
-THINK_MODES: tuple[str, ...] = ("none", "tags", "title")
+#: message titled "Thinking" (Gradio 5 falls back to tags); an endpoint (``shape="openai"``)
+#: also in a delta field of either name in use, ``reasoning_content`` or ``reasoning``.
+THINK_MODES: tuple[str, ...] = ("none", "tags", "title", "reasoning_content", "reasoning")
 
 TOGETHER_WAIT = 30.0  #: seconds a ``together`` group waits for its members at most
 
@@ -57,6 +64,8 @@ class ReplicaConfig:
     #: ``together=NAME:N``: wait (up to :data:`TOGETHER_WAIT` s) before the first token until
     #: N requests of group NAME are generating, so a test can tell concurrency from chance.
     together: tuple[str, int] | None = None
+    #: An endpoint's (``shape="openai"``) model id in its answers (None: the one asked for)
+    served_model: str | None = None
 
     def with_directives(self, prompt: str) -> ReplicaConfig:
         """This config with the ``[[replica ...]]`` directives of ``prompt`` applied."""

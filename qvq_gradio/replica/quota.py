@@ -34,16 +34,22 @@ class Quota:
 
     def refusal(self) -> str | None:
         """The quota message if this request is over the budget, else None (and count it)."""
+        wait = self.wait()
+        return None if wait is None else quota_message(wait)
+
+    def wait(self) -> float | None:
+        """Seconds until the quota is back if this request is over the budget, else None
+        (and count it)."""
         if self._budget is None:
             return None
         with self._lock:
             now = time.monotonic()
             if self._until:
                 if now < self._until:
-                    return quota_message(self._until - now)
+                    return self._until - now
                 self._until, self._used = 0.0, 0  # the quota is back
             if self._used >= self._budget:
                 self._until = now + self._retry
-                return quota_message(self._retry)
+                return self._retry
             self._used += 1
             return None

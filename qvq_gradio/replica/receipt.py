@@ -24,11 +24,14 @@ REASONING_WORDS: tuple[str, ...] = tuple(
 )
 
 
-def describe_image(path: str) -> dict[str, Any]:
-    """Size, mode, format and sha256 of the RGB pixel bytes of the image file at ``path``."""
+def describe_image(path: str | bytes) -> dict[str, Any]:
+    """Size, mode, format and sha256 of the RGB pixel bytes of the image file at ``path``
+    (or of the encoded image ``path`` holds, given as bytes)."""
+    import io
+
     from PIL import Image
 
-    with Image.open(path) as image:
+    with Image.open(io.BytesIO(path) if isinstance(path, bytes) else path) as image:
         fmt = image.format
         mode = image.mode
         rgb = image.convert("RGB")
@@ -38,7 +41,7 @@ def describe_image(path: str) -> dict[str, Any]:
             "mode": mode,
             "format": fmt,
             "sha256": hashlib.sha256(rgb.tobytes()).hexdigest(),
-            "bytes": os.path.getsize(path),
+            "bytes": len(path) if isinstance(path, bytes) else os.path.getsize(path),
         }
 
 

@@ -64,6 +64,9 @@ class Upstream(Protocol):
     @property
     def closed(self) -> bool: ...
 
+    # An upstream that takes several images as several parts (an endpoint) says so with a
+    # ``several_images = True`` attribute; without it, several images come as one grid.
+
     def answer(self, request: Request) -> AsyncGenerator[Event, None]:
         """The events of one answer, ending with :class:`~qvq_gradio.events.Finished`;
         closing the generator stops the answer upstream."""

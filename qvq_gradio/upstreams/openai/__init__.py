@@ -3,10 +3,10 @@
 :class:`OpenAIUpstream` answers a :class:`~qvq_gradio.upstreams.Request` with one streamed
 ``POST {base}/chat/completions`` (a caller who wants a whole answer gets the stream gathered:
 some providers answer their reasoning models only streaming). The system message and the
-turns go as they are; the images, prepared as for a Space, as a ``data:`` URI part of the last
-user message; temperature, max tokens and top_p are passed through. Thinking comes from
-``reasoning_content`` or ``reasoning`` (both names are in use) as
-:class:`~qvq_gradio.events.ReasoningDelta`, the answer from ``content``.
+turns go as they are; the images, prepared as for a Space (several each on its own, no
+grid), as ``data:`` URI parts of the last user message; temperature, max tokens and top_p
+are passed through. Thinking comes from ``reasoning_content`` or ``reasoning`` (both names
+are in use) as :class:`~qvq_gradio.events.ReasoningDelta`, the answer from ``content``.
 
 Errors become ours here, at one point (:func:`_refused`, :func:`_failed`): a 429 with
 ``Retry-After`` is a quota error the pool cools down on (but one saying the account has no
@@ -45,6 +45,8 @@ from ...errors import (
     TotalTimeoutError,
 )
 from ...events import Event, Finished, ReasoningDelta, ShapeFound, TextDelta
+from ...thinking import Said as Split
+from ...thinking import split_thinking
 from .. import Limits, Request
 
 __all__ = ["OpenAIUpstream"]
@@ -56,6 +58,9 @@ _REASONING: Final = ("reasoning_content", "reasoning")
 
 class OpenAIUpstream:
     """One model at one OpenAI-compatible endpoint (a spec: ``openai+BASE_URL#MODEL``)."""
+
+    #: Several images go as several ``image_url`` parts (no grid).
+    several_images = True
 
     def __init__(
         self,
@@ -163,15 +168,17 @@ class OpenAIUpstream:
             {"role": role, "content": text} for role, text in request.turns
         ] or [{"role": "user", "content": request.text}]
         upload = request.upload
-        if upload is not None and upload.target:
-            image = await anyio.to_thread.run_sync(_data_uri, upload.target)
+        if upload is not None and (upload.parts or upload.target):
+            # several images as several parts; one as its part (a grid only for a Space)
+            paths = [part.path for part in upload.parts] or [upload.target]
+            images = [await anyio.to_thread.run_sync(_data_uri, path) for path in paths]
             last = max(i for i, m in enumerate(messages) if m["role"] != "assistant")
             text = messages[last]["content"]
-            if upload.note:
+            if upload.note and not upload.parts:
                 text = f"{upload.note}\n{text}"
             messages[last] = {"role": messages[last]["role"], "content": [
                 {"type": "text", "text": text},
-                {"type": "image_url", "image_url": {"url": image}},
+                *({"type": "image_url", "image_url": {"url": image}} for image in images),
             ]}
         body: dict[str, Any] = {
             "model": self.endpoint.model,
@@ -204,8 +211,10 @@ class OpenAIUpstream:
                 async for line in response.aiter_lines():  # closed with the response
                     if anyio.current_time() > deadline:
                         raise _too_long(limits, said.text, self.name)
-                    for event in said.line(line, start):
+                    for event in said.line(line):
                         yield event
+                for event in said.end():
+                    yield event
         except httpx.HTTPError as exc:
             if anyio.current_time() > deadline:
                 raise _too_long(limits, said.text, self.name) from None
@@ -221,7 +230,12 @@ class OpenAIUpstream:
 
 
 class _Said:
-    """The stream read line by line: thinking, text, the model id and usage it reported."""
+    """The stream read line by line: thinking, text, the model id and usage it reported.
+
+    Thinking comes in a delta field (``reasoning_content`` or ``reasoning``) or, from a server
+    that does not parse it out (vLLM without a reasoning parser), inside ``<think>`` tags in
+    the content: split as a Space's are (:func:`~qvq_gradio.thinking.split_thinking`).
+    """
 
     def __init__(self) -> None:
         self.text = ""
@@ -229,6 +243,8 @@ class _Said:
         self.first: float | None = None
         self.model: str | None = None
         self.usage: dict[str, Any] | None = None
+        self._content = ""  #: the content as sent, while it may still hold thinking in tags
+        self._split = Split()  #: what of it was given out as thinking and as text
 
     def counts(self) -> dict[str, int] | None:
         """The usage the endpoint reported, as whole token counts (None without one)."""
@@ -238,7 +254,7 @@ class _Said:
             return None
         return {n: int(given[n]) for n in names}
 
-    def line(self, line: str, start: float) -> list[Event]:
+    def line(self, line: str) -> list[Event]:
         if not line.startswith("data:"):
             return []
         data = line[5:].strip()
@@ -261,10 +277,31 @@ class _Said:
                 self.reasoning += thought
                 events.append(ReasoningDelta(thought))
             if delta.get("content"):
-                self.text += delta["content"]
-                events.append(TextDelta(delta["content"]))
+                events += self._content_of(str(delta["content"]))
         if events and self.first is None:
             self.first = anyio.current_time()
+        return events
+
+    def end(self) -> list[Event]:
+        """What a tag held back at the end of the stream still owes."""
+        return self._content_of("", final=True) if self._content else []
+
+    def _content_of(self, more: str, final: bool = False) -> list[Event]:
+        if self._split.text:  # the answer has begun: the rest is answer, tags and all
+            self.text += more
+            return [TextDelta(more)] if more else []
+        self._content += more
+        split = split_thinking(self._content, final=final)
+        thought = split.reasoning[len(self._split.reasoning) :]
+        text = split.text[len(self._split.text) :]
+        self._split = split
+        events: list[Event] = []
+        if thought:
+            self.reasoning += thought
+            events.append(ReasoningDelta(thought))
+        if text:
+            self.text += text
+            events.append(TextDelta(text))
         return events
 
 

@@ -1,0 +1,216 @@
+"""The OpenAI-compatible upstream against the replica's endpoint (``qvq replica --shape
+openai``): a real HTTP server on 127.0.0.1 with a key check, thinking in either field or in
+tags, 429 with Retry-After, an account without quota, 400s, 500s, slow streams and a log of
+who left early."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from PIL import Image
+
+from qvq_gradio import (
+    AppError,
+    AuthenticationError,
+    Finished,
+    IdleTimeoutError,
+    Pool,
+    QuotaExceededError,
+    ReasoningDelta,
+    Session,
+    SpaceChanged,
+    SpaceConnectionError,
+    TextDelta,
+)
+from qvq_gradio.replica import ReplicaProcess
+from qvq_gradio.replica.host import HostedReplica
+
+pytestmark = pytest.mark.anyio
+
+KEY = "sk-standin-key-9876543210"
+Standin = Callable[..., tuple[HostedReplica, str]]
+
+
+@pytest.fixture
+def standin(
+    start_replica: Callable[..., HostedReplica], monkeypatch: pytest.MonkeyPatch
+) -> Standin:
+    """``standin(*options)``: the replica's endpoint behind a key, and the spec naming it
+    (blocking: call it in a worker thread from async code)."""
+    monkeypatch.setenv("QVQ_STANDIN_KEY", KEY)
+
+    def start(*options: str) -> tuple[HostedReplica, str]:
+        replica = start_replica(
+            "--shape", "openai", "--require-token", KEY, "--tokens", "3", "--delay", "0",
+            "--think", "reasoning_content", *options,
+        )
+        return replica, f"openai+{replica.url}/v1#qvq-max&key=QVQ_STANDIN_KEY"
+
+    return start
+
+
+async def _started(standin: Standin, *options: str) -> tuple[HostedReplica, str]:
+    return await anyio.to_thread.run_sync(lambda: standin(*options))
+
+
+async def _events(asking: Any, prompt: Any, **options: Any) -> list[Any]:
+    return [event async for event in asking.events(prompt, **options)]
+
+
+@pytest.mark.parametrize("think", ["reasoning_content", "reasoning", "tags"])
+async def test_thinking_in_either_field_or_in_tags_comes_apart_from_the_answer(
+    standin: Standin, marker: str, think: str
+) -> None:
+    server, spec = await _started(standin, "--think", think, "--served-model", "qvq-max-2025")
+    async with Session(spec) as session:
+        events = await _events(session, f"{marker} what is it?", temperature=0.3, max_tokens=64,
+                               top_p=0.9)
+    thinking = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
+    text = "".join(e.text for e in events if isinstance(e, TextDelta))
+    finished = events[-1]
+    assert isinstance(finished, Finished)
+    assert thinking.startswith("Received prompt") and thinking.rstrip().endswith("look")
+    assert text == finished.text == "\\boxed{3}"
+    assert finished.reasoning == thinking
+    # The provider's own model id, and its token counts, as it reported them.
+    assert finished.model == "qvq-max-2025"
+    usage = dict(finished.usage or {})
+    assert usage["completion_tokens"] == 5 and usage["total_tokens"] > 5
+    assert finished.applied == {"temperature": 0.3, "max_tokens": 64, "top_p": 0.9}
+    (record,) = [r for r in server.requests() if marker in r["prompt"]]
+    assert record["params"] | {"stream": True} == {
+        "model": "qvq-max", "system": "", "stream": True, "messages": 1,
+        "temperature": 0.3, "max_tokens": 64, "top_p": 0.9,
+    }
+
+
+async def test_several_images_go_as_several_parts_not_a_grid(
+    standin: Standin, marker: str, tmp_path: Path
+) -> None:
+    server, spec = await _started(standin)
+    wide, tall = tmp_path / "wide.png", tmp_path / "tall.jpg"
+    Image.new("RGB", (80, 40), "green").save(wide)
+    Image.new("RGB", (30, 60), "blue").save(tall)
+    async with Session(spec) as session:
+        answer = await session.ask(f"{marker} compare", media=[str(wide), tall.read_bytes()])
+    assert answer == "\\boxed{3}"
+    (record,) = [r for r in server.requests() if marker in r["prompt"]]
+    sizes = [(image["width"], image["height"]) for image in record["images"]]
+    assert sizes == [(80, 40), (30, 60)]
+    assert "grid" not in record["prompt"]
+    assert sorted(p.name for p in os.scandir(tmp_path)) == ["tall.jpg", "wide.png"]
+
+
+async def test_a_pool_of_a_space_and_an_endpoint_sends_each_what_it_takes(
+    standin: Standin, replica: ReplicaProcess, marker: str, tmp_path: Path
+) -> None:
+    server, spec = await _started(standin, "--fail", "server")
+    one, two = tmp_path / "1.png", tmp_path / "2.png"
+    Image.new("RGB", (64, 64), "red").save(one)
+    Image.new("RGB", (64, 64), "white").save(two)
+    async with Pool([spec, replica.url]) as pool:
+        events = await _events(pool, f"{marker} [[replica tokens=2 delay=0]]",
+                               media=[str(one), str(two)])
+    assert [e.space for e in events if isinstance(e, SpaceChanged)][-1] == replica.url
+    (asked,) = [r for r in server.requests() if marker in r["prompt"]]
+    assert len(asked["images"]) == 2 and asked["state"] == "failed"
+    record = await anyio.to_thread.run_sync(lambda: replica.wait_ended(marker))
+    assert "grid of 2 pictures" in record["prompt"]
+    assert record["image"]["width"] > 64  # one composite image
+
+
+@pytest.mark.parametrize(
+    ("fail", "error", "says"),
+    [
+        ("bad-request", AppError, r"refused the request \(400\): replica: refusing"),
+        ("server", SpaceConnectionError, r"failed \(500\)"),
+        ("no-quota", AuthenticationError, "no quota or billing .* not asked again"),
+        ("echo-token", AuthenticationError, r"refused the key \(401.*QVQ_STANDIN_KEY"),
+    ],
+)
+async def test_each_refusal_becomes_our_typed_error_without_the_key(
+    standin: Standin, marker: str, fail: str, error: type[Exception], says: str
+) -> None:
+    _, spec = await _started(standin)
+    async with Session(spec) as session:
+        with pytest.raises(error, match=says) as caught:
+            await session.ask(f"{marker} [[replica fail={fail}]]")
+    assert KEY not in str(caught.value) and KEY not in repr(caught.value)
+
+
+async def test_a_429_with_retry_after_is_a_quota_error_with_its_wait(
+    standin: Standin, marker: str
+) -> None:
+    _, spec = await _started(standin, "--quota-retry", "42")
+    async with Session(spec) as session:
+        with pytest.raises(QuotaExceededError) as caught:
+            await session.ask(f"{marker} [[replica fail=quota]]")
+    assert caught.value.retry_after == 42
+
+
+async def test_a_wrong_key_names_its_variable(
+    standin: Standin, marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _, spec = await _started(standin)
+    monkeypatch.setenv("QVQ_STANDIN_KEY", "sk-not-the-right-one-000")
+    async with Session(spec) as session:
+        with pytest.raises(AuthenticationError, match=r"\$QVQ_STANDIN_KEY") as caught:
+            await session.ask(f"{marker} hi")
+    assert "sk-not-the-right-one-000" not in str(caught.value)
+
+
+async def test_an_error_mid_stream_keeps_what_had_come(standin: Standin, marker: str) -> None:
+    _, spec = await _started(standin, "--think", "none")
+    async with Session(spec) as session:
+        with pytest.raises(AppError, match="failing after 2 tokens") as caught:
+            await session.ask(f"{marker} [[replica tokens=9 fail=mid after=2]]")
+    assert caught.value.text.startswith("Received prompt")
+
+
+async def test_a_client_leaving_a_slow_stream_is_logged_as_gone(
+    standin: Standin, marker: str
+) -> None:
+    server, spec = await _started(standin, "--think", "reasoning")
+    async with Session(spec) as session:
+        events = session.events(f"{marker} [[replica tokens=400 delay=0.05]]")
+        async for event in events:
+            if isinstance(event, ReasoningDelta) and "Let" in event.text:
+                break
+        await events.aclose()
+    record = await anyio.to_thread.run_sync(lambda: server.wait_ended(marker))
+    assert record["state"] == "cancelled" and 0 < record["tokens_generated"] < 400
+
+
+async def test_an_endpoint_gone_silent_ends_at_the_idle_limit(
+    standin: Standin, marker: str
+) -> None:
+    server, spec = await _started(standin)
+    async with Session(spec) as session:
+        with pytest.raises(IdleTimeoutError):
+            await session.ask(f"{marker} [[replica tokens=9 fail=hang after=1]]",
+                              idle_timeout=1.0)
+    record = await anyio.to_thread.run_sync(lambda: server.wait_ended(marker))
+    assert record["state"] == "cancelled" and record["tokens_generated"] == 1
+
+
+def test_serve_in_front_of_an_endpoint_out_of_quota_passes_the_429_on(
+    standin: Standin, served: Callable[..., Any], marker: str
+) -> None:
+    import openai
+
+    _, spec = standin("--quota-retry", "42", "--fail", "quota")
+    server = served(spec, "--no-history")
+    with (
+        openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client,
+        pytest.raises(openai.RateLimitError) as caught,
+    ):
+        client.chat.completions.create(
+            model="qvq-72b", messages=[{"role": "user", "content": marker}]
+        )
+    assert int(caught.value.response.headers["retry-after"]) in range(30, 43)
+    assert KEY not in caught.value.response.text
