@@ -142,6 +142,28 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+STANDIN_KEY = "sk-standin-key-9876543210"
+
+
+@pytest.fixture
+def standin(
+    start_replica: Callable[..., HostedReplica], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., tuple[HostedReplica, str]]:
+    """``standin(*options)``: the replica as an OpenAI-compatible endpoint (``--shape openai``)
+    behind a key, and the spec naming it (blocking: from async code, call it in a worker
+    thread). Its thinking comes in ``reasoning_content`` unless ``--think`` says otherwise."""
+    monkeypatch.setenv("QVQ_STANDIN_KEY", STANDIN_KEY)
+
+    def start(*options: str) -> tuple[HostedReplica, str]:
+        replica = start_replica(
+            "--shape", "openai", "--require-token", STANDIN_KEY, "--tokens", "3",
+            "--delay", "0", "--think", "reasoning_content", *options,
+        )
+        return replica, f"openai+{replica.url}/v1#qvq-max&key=QVQ_STANDIN_KEY"
+
+    return start
+
+
 @pytest.fixture
 def marker() -> str:
     """A unique string to put in a prompt, to find that request in the replica's log."""

@@ -307,7 +307,7 @@ def test_a_torn_last_line_is_dropped_and_reported(
     writer = Output(output)
     writer.open(retry_failed=False)
     writer.close()
-    assert writer.done == {"a": "ok"}
+    assert writer.done == {("a", None): "ok"}
     assert output.read_text() == json.dumps(good) + "\n"
     assert "cut short by an earlier crash" in caplog.text
 

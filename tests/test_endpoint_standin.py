@@ -30,28 +30,13 @@ from qvq_gradio import (
 from qvq_gradio.replica import ReplicaProcess
 from qvq_gradio.replica.host import HostedReplica
 
+from .conftest import STANDIN_KEY
+
 pytestmark = pytest.mark.anyio
 
-KEY = "sk-standin-key-9876543210"
+KEY = STANDIN_KEY
+
 Standin = Callable[..., tuple[HostedReplica, str]]
-
-
-@pytest.fixture
-def standin(
-    start_replica: Callable[..., HostedReplica], monkeypatch: pytest.MonkeyPatch
-) -> Standin:
-    """``standin(*options)``: the replica's endpoint behind a key, and the spec naming it
-    (blocking: call it in a worker thread from async code)."""
-    monkeypatch.setenv("QVQ_STANDIN_KEY", KEY)
-
-    def start(*options: str) -> tuple[HostedReplica, str]:
-        replica = start_replica(
-            "--shape", "openai", "--require-token", KEY, "--tokens", "3", "--delay", "0",
-            "--think", "reasoning_content", *options,
-        )
-        return replica, f"openai+{replica.url}/v1#qvq-max&key=QVQ_STANDIN_KEY"
-
-    return start
 
 
 async def _started(standin: Standin, *options: str) -> tuple[HostedReplica, str]:

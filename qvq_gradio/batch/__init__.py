@@ -27,6 +27,11 @@ and the Space's app errors fail the item at once, and a bad item never stops the
 ``QuotaExceededError`` pauses every new submission for its ``retry_after`` (the quota is per
 user) and re-queues the question it cut; ``on_quota="stop"`` ends the run cleanly instead.
 
+**Comparing models**: ``models={"qvq": session_or_spec, "max": ...}`` asks every item of
+every model (each ``concurrency`` at a time, with its own quota pause); each record names its
+``model``, resume is by (id, model), and the summary gives each model's accuracy, failures,
+time and tokens, and how often two models' grades agree (:mod:`.compare`).
+
 **Progress** is a callback (:class:`Progress` snapshots); :class:`TqdmProgress` renders a tqdm
 bar (a widget in Jupyter) with done / failed / in flight, rate, ETA and the quota countdown.
 
@@ -38,14 +43,16 @@ The package, in the order an item travels::
     output.py    the crash-safe append-only file, and reading it back
     progress.py  snapshots for a callback, and the tqdm bar
     summary.py   what a run returns
+    compare.py   per model, and per pair of models, from the output
 """
 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sized
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +62,7 @@ from typing_extensions import Unpack
 
 from ..options import AskOptions, ask_options
 from ..protocol import SessionLike
+from .compare import Agreement, ModelSummary, compare_output
 from .engine import Run
 from .items import BatchInputError, BatchItem, item_id
 from .output import FIELDS, Output, read_output
@@ -72,14 +80,17 @@ from .summary import BatchResult, BatchSummary, summarize_output
 
 __all__ = [
     "FIELDS",
+    "Agreement",
     "BatchInputError",
     "BatchItem",
     "BatchResult",
     "BatchSummary",
+    "ModelSummary",
     "Progress",
     "TqdmProgress",
     "arun",
     "check_not_input",
+    "compare_output",
     "from_dataset",
     "from_pandas",
     "item_id",
@@ -98,6 +109,7 @@ async def arun(
     output: str | os.PathLike[str],
     *,
     session: SessionLike | None = None,
+    models: Mapping[str, SessionLike | str | Sequence[str]] | None = None,
     prompt: str | None = None,
     concurrency: int = 4,
     retries: int = 3,
@@ -113,35 +125,51 @@ async def arun(
     ``items``: an iterable of :class:`BatchItem` or dicts, or a path for :func:`read_input`
     (``prompt`` then fills a folder's or row's missing prompt). ``session``: a
     :class:`~qvq_gradio.Session` or :class:`~qvq_gradio.Pool` (default: a session on
-    ``$QVQ_SPACE``, closed at the end). ``options``: per-call :class:`AskOptions`.
+    ``$QVQ_SPACE``, closed at the end). ``models``: instead of ``session``, several named
+    models to ask every item of (each a session, or a spec or specs to connect to, closed at
+    the end). ``options``: per-call :class:`AskOptions`.
     """
     checked = ask_options(options, where="arun")
     _check(concurrency, retries, on_quota, order)
+    if models is not None and session is not None:
+        raise ValueError("give session= or models=, not both")
+    if models is not None:
+        _check_names(models)
     source = Path(items) if isinstance(items, (str, os.PathLike)) else None
     if source is not None:
         await anyio.to_thread.run_sync(check_not_input, source, Path(output))
     items, total = await _source(items, prompt)
-    own = session is None
-    if session is None:
-        from ..pool import connect
+    from ..pool import connect
 
-        session = connect()
+    sessions: dict[str | None, SessionLike]
+    if models is not None:
+        sessions = {name: _session_of(given, connect) for name, given in models.items()}
+        owned = [s for name, s in sessions.items() if s is not models[str(name)]]
+    else:
+        sessions = {None: session if session is not None else connect()}
+        owned = [] if session is not None else list(sessions.values())
     out = Output(Path(output))
-    await anyio.to_thread.run_sync(out.open, retry_failed)
+    try:
+        await anyio.to_thread.run_sync(out.open, retry_failed)
+    except BaseException:
+        for own in owned:
+            await own.aclose()
+        raise
     run = Run(
-        session, out, checked, retries=retries, on_quota=on_quota, order=order, progress=progress
+        sessions, out, checked, retries=retries, on_quota=on_quota, order=order,
+        progress=progress,
     )
     if total is not None:
-        total = max(total - len(out.done), 0)
-        run.total = total if limit is None else min(total, limit)
+        total = max(total * len(sessions) - len(out.done), 0)
+        run.total = total if limit is None else min(total, limit * len(sessions))
     started = time.monotonic()
     try:
         await _one_error(run.run_all(items, concurrency, limit))
     finally:
         with anyio.CancelScope(shield=True):
             await anyio.to_thread.run_sync(out.close)
-            if own:
-                await session.aclose()
+            for own in owned:
+                await own.aclose()
             run.report()
     if run.seen == 0 and limit != 0:
         where = f"in {source}" if source is not None else "among the items given"
@@ -149,7 +177,30 @@ async def arun(
     if order == "input":
         # Records were written as they finished (a kill loses none): now in input order.
         await anyio.to_thread.run_sync(out.reorder, run.positions)
-    return BatchResult(run.summary(time.monotonic() - started), out.path)
+    summary = run.summary(time.monotonic() - started)
+    if models is not None:
+        compared = await anyio.to_thread.run_sync(compare_output, out.path, list(models))
+        summary = dataclasses.replace(summary, models=compared[0], agreements=compared[1])
+    return BatchResult(summary, out.path)
+
+
+def _session_of(given: SessionLike | str | Sequence[str], connect: Any) -> SessionLike:
+    """A model's session: the one given, or one connected to its spec(s)."""
+    if isinstance(given, (str, list, tuple)):
+        return connect(given)  # type: ignore[no-any-return]
+    return given  # type: ignore[return-value]
+
+
+def _check_names(models: Mapping[str, Any]) -> None:
+    from ..spaces import split_name
+
+    if not models:
+        raise ValueError("models= names no model")
+    for name in models:
+        if not isinstance(name, str) or split_name(f"{name}=x") != (name, "x"):
+            raise ValueError(
+                f"a model's name is letters, digits, '_', '.' and '-', not {name!r}"
+            )
 
 
 async def _one_error(work: Awaitable[None]) -> None:

@@ -22,7 +22,9 @@ from ..answer import extract_final_answer
 from ..events import Finished
 from .items import BatchInputError, BatchItem
 
-__all__ = ["FIELDS", "Earlier", "NotAnOutputError", "Output", "make_record", "read_output"]
+__all__ = [
+    "FIELDS", "Earlier", "Key", "NotAnOutputError", "Output", "make_record", "read_output"
+]
 
 log = logging.getLogger("qvq_gradio")
 
@@ -43,7 +45,14 @@ FIELDS = (
     "meta",
     "reasoning",
     "shape",
+    "model",
+    "model_id",
+    "usage",
 )
+
+#: What a record answers for: its item's id, and the model NAME asked (None: the one session
+#: of a run that compares nothing). Resume is by this key.
+Key = tuple[str, "str | None"]
 
 
 def make_record(
@@ -55,6 +64,7 @@ def make_record(
     text: str,
     attempts: int,
     space: str | None,
+    model: str | None = None,
 ) -> dict[str, Any]:
     final = extract_final_answer(text) if finished is not None else None
     correct = None
@@ -76,6 +86,9 @@ def make_record(
         "meta": item.meta,
         "reasoning": finished.reasoning if finished is not None else "",
         "shape": finished.shape if finished is not None else None,
+        "model": model,
+        "model_id": finished.model if finished is not None else None,
+        "usage": dict(finished.usage) if finished is not None and finished.usage else None,
     }
 
 
@@ -100,10 +113,10 @@ class NotAnOutputError(BatchInputError):
 class Earlier:
     """What earlier runs left in the output: each id's status, and how the file grades."""
 
-    status: dict[str, str] = field(default_factory=dict)  #: id -> "ok" | "failed"
-    correct: dict[str, bool] = field(default_factory=dict)  #: id -> graded outcome
-    #: ids of failed records that had an expected answer: not graded, counted apart
-    ungraded: set[str] = field(default_factory=set)
+    status: dict[Key, str] = field(default_factory=dict)  #: (id, model) -> "ok" | "failed"
+    correct: dict[Key, bool] = field(default_factory=dict)  #: (id, model) -> graded outcome
+    #: failed records that had an expected answer: not graded, counted apart
+    ungraded: set[Key] = field(default_factory=set)
 
 
 class Output:
@@ -126,8 +139,8 @@ class Output:
         self._columns: tuple[str, ...] = FIELDS
 
     @property
-    def done(self) -> dict[str, str]:
-        """id -> status of every record earlier runs wrote."""
+    def done(self) -> dict[Key, str]:
+        """(id, model) -> status of every record earlier runs wrote."""
         return self.earlier.status
 
     def scan(self) -> int:
@@ -205,9 +218,9 @@ class Output:
             if record.strip():
                 yield start, offset, record
 
-    def _records(self) -> Iterator[tuple[str, str, bool | None, bool, bytes, int]]:
-        """(id, status, correct, whether it had an expected answer, raw bytes, end offset) of
-        each complete record."""
+    def _records(self) -> Iterator[tuple[Key, str, bool | None, bool, bytes, int]]:
+        """((id, model), status, correct, whether it had an expected answer, raw bytes, end
+        offset) of each complete record."""
         try:
             yield from self._read_records()
         except UnicodeDecodeError:
@@ -216,7 +229,7 @@ class Output:
                 "binary file?); give another output file"
             ) from None
 
-    def _read_records(self) -> Iterator[tuple[str, str, bool | None, bool, bytes, int]]:
+    def _read_records(self) -> Iterator[tuple[Key, str, bool | None, bool, bytes, int]]:
         if not self.path.exists():
             return
         with open(self.path, "rb") as handle:
@@ -245,7 +258,8 @@ class Output:
                 if isinstance(correct, str):
                     correct = {"True": True, "False": False}.get(correct)
                 expected = record.get("expected") not in (None, "")
-                yield str(record["id"]), str(status), correct, expected, raw, end
+                key = (str(record["id"]), str(record.get("model") or "") or None)
+                yield key, str(status), correct, expected, raw, end
 
     def _parse(self, raw: bytes, names: list[str] | None, number: int) -> dict[str, Any]:
         text = raw.decode("utf-8")
@@ -262,7 +276,7 @@ class Output:
         return value
 
     def _rewrite(
-        self, keep: Callable[[str, str], bool], order: Mapping[str, int] | None = None
+        self, keep: Callable[[Key, str], bool], order: Mapping[str, int] | None = None
     ) -> None:
         """Rewrite the output with the records ``keep`` accepts, in ``order`` (input position
         by id) if given, atomically: a temporary file, fsync, then a rename. Records are
@@ -272,7 +286,7 @@ class Output:
             for index, (key, status, _, _, raw, end) in enumerate(self._records()):
                 start = end - len(raw)
                 if keep(key, status):
-                    position = float(order.get(key, math.inf)) if order is not None else index
+                    position = float(order.get(key[0], math.inf)) if order is not None else index
                     spans.append((position, index, start, end))
             if order is not None:
                 spans.sort()
@@ -305,7 +319,7 @@ class Output:
         cells = []
         for name in self._columns:
             value = record.get(name)
-            if name in ("error", "meta") and not isinstance(value, str):
+            if name in ("error", "meta", "usage") and not isinstance(value, str):
                 value = "" if value in (None, {}) else json.dumps(value, ensure_ascii=False)
             cells.append("" if value is None else value)
         csv.writer(buffer).writerow(cells)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .compare import Agreement, ModelSummary, compare_output
 from .output import Earlier, Output, read_output
 
 __all__ = ["BatchResult", "BatchSummary", "summarize_output"]
@@ -34,6 +36,9 @@ class BatchSummary:
     run_accuracy: float | None = None  #: accuracy over this run's graded items
     run_graded: int = 0
     ungraded: int = 0  #: failed records that had an expected answer (not in ``accuracy``)
+    #: A run that compares models: each model over the whole file, and each pair's agreement
+    models: tuple[ModelSummary, ...] = ()
+    agreements: tuple[Agreement, ...] = ()
 
     def __str__(self) -> str:
         lines = [
@@ -45,6 +50,8 @@ class BatchSummary:
                 "failures: " + ", ".join(f"{k} {v}" for k, v in sorted(self.failures.items()))
             )
         lines.append(self.file_line())
+        lines += [f"  {model}" for model in self.models]
+        lines += [f"  {pair}" for pair in self.agreements]
         if self.skipped_failed:
             lines.append(f"{self.skipped_failed} failed before and left as they were (retry them "
                          "with --retry-failed)")
@@ -108,4 +115,8 @@ def summarize_output(path: str | Path) -> BatchSummary:
     """The summary of what a batch output file holds (blocking; the file is only read)."""
     output = Output(Path(path))
     output.scan()
-    return BatchSummary.of_file(output.earlier)
+    summary = BatchSummary.of_file(output.earlier)
+    if any(model is not None for _, model in output.earlier.status):
+        models, agreements = compare_output(path)
+        summary = dataclasses.replace(summary, models=models, agreements=agreements)
+    return summary

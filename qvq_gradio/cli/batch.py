@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +24,10 @@ Examples:
   qvq batch charts.jsonl -o answers.jsonl
   qvq batch table.csv -o answers.csv --concurrency 8 --space a/b,c/d
   qvq batch photos/ --prompt "What is in this picture?" -o photos.jsonl
-  qvq batch charts.jsonl -o answers.jsonl --retry-failed""",
+  qvq batch charts.jsonl -o answers.jsonl --retry-failed
+  qvq batch charts.jsonl -o compare.jsonl --compare \\
+      --space 'qvq=Qwen/QVQ-72B-preview' \\
+      --space 'max=openai+https://dashscope-intl.aliyuncs.com/compatible-mode/v1#qvq-max'""",
 )
 @click.argument("source", metavar="INPUT", type=click.Path(exists=True, path_type=Path))
 @click.option(
@@ -64,6 +69,12 @@ Examples:
     help="Order of the records in the output.",
 )
 @click.option(
+    "--compare",
+    is_flag=True,
+    help="Ask every item of every named model (--space NAME=SPEC, twice or more); each record "
+    "names its model, and the summary compares them.",
+)
+@click.option(
     "--progress/--no-progress",
     default=None,
     help="A progress bar on stderr [default: only on a terminal].",
@@ -79,6 +90,7 @@ def batch(
     retry_failed: bool,
     limit: int | None,
     order: str,
+    compare: bool,
     progress: bool | None,
     space: tuple[str, ...],
     token: str | None,
@@ -108,19 +120,24 @@ def batch(
             dataclasses.replace(i, system=i.system or system)
             for i in batches.read_input(source, prompt=prompt)
         )
+    if compare:
+        _check_compared(space)
     session = connect_from(
         space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache,
-        shape,
+        shape, named=compare,
     )
+    sessions = session if compare else {None: session}
     show = sys.stderr.isatty() if progress is None else progress
     bar = batches.TqdmProgress(disable=not show)
 
     async def work() -> Any:
-        async with closing(session):
+        async with contextlib.AsyncExitStack() as stack:
+            for each in sessions.values():
+                await stack.enter_async_context(closing(each))
             return await batches.arun(
                 items,
                 output,
-                session=session,
+                **({"models": sessions} if compare else {"session": session}),
                 prompt=None if system else prompt,
                 concurrency=concurrency,
                 retries=retries,
@@ -145,7 +162,23 @@ def batch(
     finally:
         bar.close()
     click.echo(str(result.summary), err=True)
-    if result.summary.stopped_on_quota:
+    if result.summary.stopped_on_quota:  # (a compared model's lines are in the summary)
         raise Exit(5)
     if not result.summary.all_ok:
         raise Exit(8)
+
+
+def _check_compared(space: Sequence[str]) -> None:
+    """``--compare`` asks named models: every ``--space`` (or ``$QVQ_SPACE``) NAME=SPEC, two
+    names at least."""
+    from ..spaces import parse_named
+
+    named = parse_named(list(space) or None)
+    if any(name is None for name, _ in named):
+        unnamed = next(spec for name, spec in named if name is None)
+        raise click.UsageError(
+            f"--compare asks named models: give each --space as NAME=SPEC (not {unnamed!r})"
+        )
+    if len({name for name, _ in named}) < 2:
+        raise click.UsageError("--compare needs two named models at least: --space a=SPEC "
+                               "--space b=SPEC")
