@@ -24,7 +24,7 @@ import urllib.parse
 from dataclasses import dataclass
 from typing import Final
 
-from ._secrets import register_secret
+from ._secrets import register_secret, register_url
 from .errors import SpaceNameError
 
 __all__ = ["PREFIX", "Endpoint", "is_endpoint", "is_loopback", "parse_endpoint"]
@@ -66,9 +66,20 @@ class Endpoint:
 
     @property
     def name(self) -> str:
-        """The spec, as given back in errors, events and the history (no key in it)."""
+        """The spec, as given back in errors, events and the history: no key in it, and the
+        values of the base URL's query (which may hold a secret) as ``***``."""
         key = f"&key={self.key_var}" if self.key_var else ""
-        return f"{PREFIX}{self.base_url}#{self.model}{key}"
+        parts = urllib.parse.urlsplit(self.base_url)
+        query = "&".join(
+            f"{name}=***" for name, _ in urllib.parse.parse_qsl(parts.query, keep_blank_values=True)
+        )
+        shown = parts._replace(query=query).geturl()
+        return f"{PREFIX}{shown}#{self.model}{key}"
+
+    def url(self, path: str) -> str:
+        """``path`` (``chat/completions``, ``models``) under the base URL, its query kept."""
+        parts = urllib.parse.urlsplit(self.base_url)
+        return parts._replace(path=f"{parts.path.rstrip('/')}/{path}").geturl()
 
     @property
     def host(self) -> str:
@@ -115,7 +126,9 @@ def parse_endpoint(spec: str) -> Endpoint:
                 f"may come, not {option!r}"
             )
         key_var = value
-    endpoint = Endpoint(base_url.rstrip("/"), model.strip(), key_var)
+    register_url(base_url)  # a query may carry a secret: never in a log line or an error
+    cut = parts._replace(path=parts.path.rstrip("/")).geturl()
+    endpoint = Endpoint(cut, model.strip(), key_var)
     if key_var is None:
         key_var = next((var for host, var in _HOST_KEYS if host.fullmatch(endpoint.host)), None)
         endpoint = Endpoint(endpoint.base_url, endpoint.model, key_var)

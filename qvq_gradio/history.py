@@ -117,6 +117,13 @@ class HistoryRow:
     applied: dict[str, Any] | None = None
     #: which build of the Space's app answered (its app id and Gradio version), if known
     app: str | None = None
+    #: the model NAME it was asked under (``NAME=SPEC``; None: unnamed)
+    name: str | None = None
+    #: the model id the upstream said answered (an endpoint's; None for a Space)
+    model_id: str | None = None
+    #: the tokens the upstream counted (``prompt_tokens``, ``completion_tokens``,
+    #: ``total_tokens``), if it reported them
+    usage: dict[str, int] | None = None
 
     @property
     def ok(self) -> bool:
@@ -185,8 +192,15 @@ def _v3(db: sqlite3.Connection) -> None:
     db.execute("CREATE INDEX answers_request ON answers (request_key, error_type)")
 
 
+def _v4(db: sqlite3.Connection) -> None:
+    """The model NAME asked, the model id the upstream said answered, and its token counts."""
+    db.execute("ALTER TABLE answers ADD COLUMN name TEXT")
+    db.execute("ALTER TABLE answers ADD COLUMN model_id TEXT")
+    db.execute("ALTER TABLE answers ADD COLUMN usage TEXT")
+
+
 #: The schema's migrations, in order; ``PRAGMA user_version`` counts those applied.
-MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3]
+MIGRATIONS: list[Callable[[sqlite3.Connection], None]] = [_v1, _v2, _v3, _v4]
 #: ``error_type`` of an answer stopped before it ended (Ctrl-C, a closed pipe, a client that
 #: left): kept with the text that had come, never a cache hit (only rows without an error are).
 STOPPED = "Stopped"
@@ -194,7 +208,7 @@ STOPPED = "Stopped"
 _COLUMNS = (
     "id, time, space, prompt, image_sha256, image_size, image_name, text, final_answer, "
     "elapsed, time_to_first_token, queue_wait, error_type, error_message, from_cache, images, "
-    "reasoning, shape, applied, app"
+    "reasoning, shape, applied, app, name, model_id, usage"
 )
 
 
@@ -287,6 +301,9 @@ class History:
         request: str = "",
         app: str | None = None,
         asked: str | None = None,
+        name: str | None = None,
+        model_id: str | None = None,
+        usage: Mapping[str, int] | None = None,
     ) -> int:
         """Add one row; its id. Credentials are redacted from every text. ``image_key`` is the
         image's identity for the cache (default: ``image_sha256``). ``images``: each image as
@@ -294,7 +311,8 @@ class History:
         had come); such a row is never a cache hit. ``reasoning``: the thinking shown apart;
         ``shape`` and ``applied``: how the Space was asked; ``request``: the part of the
         cache key for what reached the Space, ``asked`` for what the request asked (default:
-        the same); see :func:`cache_key`."""
+        the same); see :func:`cache_key`. ``name``, ``model_id``, ``usage``: the model NAME
+        asked, the id the upstream said answered, its token counts."""
         error_type: str | None
         error_message: str | None
         if stopped:
@@ -326,14 +344,18 @@ class History:
             app,
             cache_key(space, prompt, image_key or image_sha256,
                       request if asked is None else asked),
+            name,
+            model_id,
+            json.dumps(dict(usage)) if usage else None,
         )
         with self._lock:
             cursor = self._connect().execute(
                 "INSERT INTO answers (time, space, prompt, image_sha256, image_size, "
                 "image_name, image, text, final_answer, elapsed, time_to_first_token, "
                 "queue_wait, error_type, error_message, from_cache, cache_key, images, "
-                "reasoning, shape, applied, app, request_key) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "reasoning, shape, applied, app, request_key, name, model_id, usage) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?)",
                 row,
             )
             return int(cursor.lastrowid or 0)
@@ -398,4 +420,5 @@ def _row(values: tuple[Any, ...]) -> HistoryRow:
     fields["images"] = json.loads(fields["images"]) if fields["images"] else []
     fields["reasoning"] = fields["reasoning"] or ""
     fields["applied"] = json.loads(fields["applied"]) if fields["applied"] else None
+    fields["usage"] = json.loads(fields["usage"]) if fields["usage"] else None
     return HistoryRow(**fields)

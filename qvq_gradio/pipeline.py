@@ -107,6 +107,8 @@ class Extra:
 
     sampling: Mapping[str, Any]
     shape: str | None = None
+    #: the model NAME asked under: recorded, not part of the key (the spec answering is)
+    name: str | None = None
 
     def key(self, sampling: Mapping[str, Any] | None = None) -> str:
         """The cache key's part for ``sampling`` (default: the request's): "" when nothing,
@@ -169,11 +171,11 @@ async def cached(
         now = anyio.current_time() - start
         finished = Finished(
             hit.text, hit.space, now, now, None, cached=True, reasoning=hit.reasoning,
-            shape=hit.shape, applied=hit.applied or {},
+            shape=hit.shape, applied=hit.applied or {}, model=hit.model_id,
         )
         await _record(
             history, hit.space, text, upload, finished, None, request=extra.applied(finished),
-            app=hit.app, asked=extra.key(),
+            app=hit.app, asked=extra.key(), name=extra.name,
         )
         yield finished
         return
@@ -213,19 +215,21 @@ async def recorded(
                     await _record(
                         history, event.space, text, upload, event, None,
                         request=extra.applied(event), app=app, asked=extra.key(),
+                        name=extra.name,
                     )
                 yield event
     except ResponseError as error:
         ended = True
         await _record(
-            history, error.space or space, text, upload, None, error, request=extra.key()
+            history, error.space or space, text, upload, None, error, request=extra.key(),
+            name=extra.name,
         )
         raise
     finally:
         if not ended:
             await _record(
                 history, space, text, upload, None, None, stopped="".join(came),
-                request=extra.key(),
+                request=extra.key(), name=extra.name,
             )
 
 
@@ -241,6 +245,7 @@ async def _record(
     request: str = "",
     app: str | None = None,
     asked: str | None = None,
+    name: str | None = None,
 ) -> None:
     """One row: an answer, an error, or (``stopped``: the text that had come) a stop."""
     image: bytes | None = None
@@ -271,6 +276,9 @@ async def _record(
         request=request,
         app=app,
         asked=asked,
+        name=name,
+        model_id=finished.model if finished is not None else None,
+        usage=finished.usage if finished is not None and not finished.cached else None,
     )
     with anyio.CancelScope(shield=True):
         try:

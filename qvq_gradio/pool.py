@@ -471,7 +471,11 @@ def connect_named(
     groups: dict[str | None, list[str]] = {}
     for name, spec in parse_named(spaces):
         groups.setdefault(name, []).append(spec)
-    return {name: connect(specs, **options) for name, specs in groups.items()}
+    sessions = {name: connect(specs, **options) for name, specs in groups.items()}
+    for name, session in sessions.items():
+        if isinstance(session, Pipeline):
+            session.model_name = name
+    return sessions
 
 
 def connect(spaces: str | Sequence[str] | None = None, **options: Any) -> SessionLike:

@@ -54,6 +54,9 @@ class Pipeline(Asking):
     history: History | None
     cache: bool
     shape: str | None = None
+    #: The model NAME this answers under (``NAME=SPEC``; :func:`~qvq_gradio.pool.connect_named`
+    #: sets it): recorded in the history with each answer.
+    model_name: str | None = None
 
     def _pipeline(
         self,
@@ -135,7 +138,7 @@ class Pipeline(Asking):
             if question.options.get(name) is not None
         }
         request = Request(question.text, question.turns, upload, start, limits, sampling)
-        extra = Extra(sampling, self.shape)
+        extra = Extra(sampling, self.shape, self.model_name)
 
         def ask() -> AsyncGenerator[Event, None]:
             events = self._answer(request)

@@ -199,3 +199,30 @@ def test_serve_in_front_of_an_endpoint_out_of_quota_passes_the_429_on(
         )
     assert int(caught.value.response.headers["retry-after"]) in range(30, 43)
     assert KEY not in caught.value.response.text
+
+
+async def test_the_history_keeps_the_name_model_and_usage_but_never_the_key(
+    standin: Standin, marker: str, tmp_path: Path
+) -> None:
+    from qvq_gradio.history import History
+    from qvq_gradio.pool import connect_named
+
+    _, spec = await _started(standin, "--served-model", "qvq-max-2025")
+    database = tmp_path / "history.db"
+    sessions = await anyio.to_thread.run_sync(
+        lambda: connect_named([f"max={spec}"], history=str(database), cache=True)
+    )
+    async with sessions["max"] as session:
+        first = await session.ask(f"{marker} hello")
+        again = [e async for e in session.events(f"{marker} hello")]
+    assert isinstance(again[-1], Finished) and again[-1].cached
+    assert again[-1].text == first and again[-1].model == "qvq-max-2025"
+    def rows() -> list[Any]:
+        with History(database) as history:
+            return history.search(marker)
+
+    hit, row = await anyio.to_thread.run_sync(rows)
+    assert (row.name, row.model_id, row.space) == ("max", "qvq-max-2025", spec)
+    assert row.usage is not None and row.usage["total_tokens"] > 0
+    assert (hit.name, hit.from_cache, hit.usage) == ("max", True, None)  # nothing spent
+    assert KEY.encode() not in await anyio.Path(database).read_bytes()

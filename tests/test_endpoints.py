@@ -252,3 +252,14 @@ async def test_a_time_limit_ends_an_endpoints_answer_and_its_job(
     assert caught.value.space == parse_endpoint(endpoint).name
     record = await anyio.to_thread.run_sync(lambda: replica.wait_ended(marker))
     assert record["state"] == "cancelled" and record["tokens_generated"] < 400
+
+
+def test_a_query_in_the_base_url_is_sent_but_never_shown() -> None:
+    endpoint = parse_endpoint("openai+https://example.org/v1/?sig=s3cr3t-value&v=2#m")
+    assert endpoint.url("chat/completions") == (
+        "https://example.org/v1/chat/completions?sig=s3cr3t-value&v=2"
+    )
+    assert endpoint.name == "openai+https://example.org/v1?sig=***&v=***#m"
+    from qvq_gradio._secrets import redact
+
+    assert "s3cr3t-value" not in redact("GET https://example.org/v1?sig=s3cr3t-value&v=2")

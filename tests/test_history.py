@@ -108,5 +108,6 @@ def test_a_database_of_the_first_schema_migrates_in_place(tmp_path: Path) -> Non
         store.record(space="s", prompt="r", text="v", images=[{"name": "x.png", "size": 1,
                                                                 "sha256": "ff"}])
         assert store.search("r")[0].images == [{"name": "x.png", "size": 1, "sha256": "ff"}]
+        assert (plain.name, plain.model_id, plain.usage) == (None, None, None)
     version = sqlite3.connect(database).execute("PRAGMA user_version").fetchone()[0]
-    assert version == len(MIGRATIONS) == 3
+    assert version == len(MIGRATIONS) == 4

@@ -145,6 +145,9 @@ async def arun(
     if models is not None:
         sessions = {name: _session_of(given, connect) for name, given in models.items()}
         owned = [s for name, s in sessions.items() if s is not models[str(name)]]
+        for name, own in sessions.items():
+            if own in owned and hasattr(own, "model_name"):
+                own.model_name = name  # recorded in its history with each answer
     else:
         sessions = {None: session if session is not None else connect()}
         owned = [] if session is not None else list(sessions.values())

@@ -137,7 +137,7 @@ class OpenAIUpstream:
         """``GET {base}/models``: the endpoint answers and takes the key."""
         try:
             response = await self._client().get(
-                f"{self.endpoint.base_url}/models", headers=self._headers(),
+                self.endpoint.url("models"), headers=self._headers(),
                 timeout=self.connect_timeout,
             )
         except httpx.HTTPError as exc:
@@ -148,7 +148,7 @@ class OpenAIUpstream:
     def probe_blocking(self, timeout: float) -> bool:
         try:
             response = httpx.get(
-                f"{self.endpoint.base_url}/models", headers=self._headers(), timeout=timeout,
+                self.endpoint.url("models"), headers=self._headers(), timeout=timeout,
                 proxy=self.proxy, verify=shared_ssl_context(),
             )
         except (httpx.HTTPError, ResponseError, ValueError):
@@ -199,7 +199,7 @@ class OpenAIUpstream:
         # No cancel scope spans a yield here (the blocking API resumes this generator from
         # one task after another): each read is bounded by httpx, the total checked per line.
         read = min(filter(None, (limits.idle, limits.total)), default=None)
-        url = f"{self.endpoint.base_url}/chat/completions"
+        url = self.endpoint.url("chat/completions")
         try:
             async with self._client().stream(
                 "POST", url, json=body, headers=headers,
