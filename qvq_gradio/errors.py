@@ -8,6 +8,7 @@
     │   ├── MessagesError                     messages of the wrong shape, role or type
     │   ├── SpaceNameError                    a Space that is neither a URL nor ``owner/name``
     │   ├── OptionError                       a per-call option with a bad value (a timeout)
+    │   ├── ModelsFileError                   a models file that cannot be read or used
     │   └── MediaError                        an image that cannot be read or used
     │       ├── MediaTypeError (also TypeError) an object that is no kind of image
     │       ├── ImageTooLargeError            over the decoding limit (a decompression bomb)
@@ -55,6 +56,7 @@ __all__ = [
     "MediaError",
     "MediaTypeError",
     "MessagesError",
+    "ModelsFileError",
     "OptionError",
     "ProtocolError",
     "QVQError",
@@ -133,6 +135,10 @@ class MessagesError(InputError):
 
 class SpaceNameError(InputError):
     """A Space given as neither an ``http(s)://`` URL nor a ``owner/name`` Space id."""
+
+
+class ModelsFileError(InputError):
+    """The models file (``models.toml``) cannot be read, or holds what cannot be used."""
 
 
 class OptionError(InputError):

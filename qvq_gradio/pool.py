@@ -35,7 +35,7 @@ import logging
 import statistics
 import threading
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
@@ -55,6 +55,7 @@ from .events import Event, Finished, ReasoningDelta, SpaceChanged, TextDelta
 from .history import HistoryOption, default_path
 from .imaging import ImageOptions
 from .media import Layout
+from .models import ModelEntry, resolve
 from .options import AskOptions
 from .pipeline import Question, layout_for
 from .prompt import Messages
@@ -464,17 +465,36 @@ class Pool(Pipeline):
 
 
 def connect_named(
-    spaces: str | Sequence[str] | None = None, **options: Any
+    spaces: str | Sequence[str] | None = None,
+    *,
+    models: Mapping[str, ModelEntry] | None = None,
+    **options: Any,
 ) -> dict[str | None, SessionLike]:
     """One :func:`connect` per model name: ``NAME=SPEC`` specs under one NAME are one pool
-    (Spaces and endpoints alike); specs without a name are the ``None`` entry."""
+    (Spaces and endpoints alike); specs without a name are the ``None`` entry. ``models``: a
+    models file's entries (:func:`~qvq_gradio.models.load_models`): a bare NAME of it stands
+    for its specs, asked in its shape, with its sampling parameters by default."""
+    given = [spaces] if isinstance(spaces, str) else list(spaces or [])
+    resolved = resolve(given, models or {}) if given else [
+        (name, spec, None) for name, spec in parse_named(None)
+    ]
     groups: dict[str | None, list[str]] = {}
-    for name, spec in parse_named(spaces):
+    entries: dict[str | None, ModelEntry] = {}
+    for name, spec, entry in resolved:
         groups.setdefault(name, []).append(spec)
-    sessions = {name: connect(specs, **options) for name, specs in groups.items()}
-    for name, session in sessions.items():
+        if entry is not None:
+            entries.setdefault(name, entry)
+    sessions: dict[str | None, SessionLike] = {}
+    for name, specs in groups.items():
+        entry = entries.get(name)
+        shaped = dict(options)
+        if entry is not None and entry.shape is not None and options.get("shape") is None:
+            shaped["shape"] = entry.shape
+        session = sessions[name] = connect(specs, **shaped)
         if isinstance(session, Pipeline):
             session.model_name = name
+            if entry is not None:
+                session.sampling_defaults = dict(entry.sampling)
     return sessions
 
 

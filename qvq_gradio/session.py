@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Mapping
 from contextlib import aclosing
+from types import MappingProxyType
 from typing import Any, Final
 
 import anyio
@@ -57,6 +58,9 @@ class Pipeline(Asking):
     #: The model NAME this answers under (``NAME=SPEC``; :func:`~qvq_gradio.pool.connect_named`
     #: sets it): recorded in the history with each answer.
     model_name: str | None = None
+    #: Sampling parameters every question gets unless it gives its own (a models file's
+    #: ``temperature``, ``max_tokens``, ``top_p`` for the model).
+    sampling_defaults: Mapping[str, Any] = MappingProxyType({})
 
     def _pipeline(
         self,
@@ -132,10 +136,11 @@ class Pipeline(Asking):
         text = question.text
         if upload is not None and upload.note:
             text = f"{upload.note}\n{text}"
+        given = {name: question.options.get(name) for name in SAMPLING_NAMES}
         sampling = {
-            name: question.options[name]  # type: ignore[literal-required]
-            for name in SAMPLING_NAMES
-            if question.options.get(name) is not None
+            name: value if value is not None else self.sampling_defaults.get(name)
+            for name, value in given.items()
+            if value is not None or self.sampling_defaults.get(name) is not None
         }
         request = Request(question.text, question.turns, upload, start, limits, sampling)
         extra = Extra(sampling, self.shape, self.model_name)

@@ -93,7 +93,7 @@ class Served:
     """``qvq serve`` in this process: the app the command builds from its options, served by
     uvicorn on a thread on a loopback port of its own (signal tests run the real command)."""
 
-    def __init__(self, space: str, args: tuple[str, ...]) -> None:
+    def __init__(self, space: str | None, args: tuple[str, ...]) -> None:
         import socket
         import threading
 
@@ -101,7 +101,8 @@ class Served:
 
         from qvq_gradio.cli.serve import build, serve
 
-        with serve.make_context("serve", ["--space", space, *args],
+        given = ["--space", space] if space is not None else []
+        with serve.make_context("serve", [*given, *args],
                                 help_option_names=["-h", "--help"]) as ctx:
             application, _, _ = build(ctx.params)
         self._sock = socket.create_server(("127.0.0.1", 0))  # listening: clients queue at once
@@ -121,11 +122,12 @@ class Served:
 
 @pytest.fixture
 def served(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Served]]:
-    """``served(space, *options, home=None)``: ``qvq serve`` in-process (see :class:`Served`);
-    ``home``: its ``$QVQ_HOME`` (the history), else the run's."""
+    """``served(space, *options, home=None)``: ``qvq serve`` in-process (see :class:`Served`;
+    ``space`` None: no ``--space``); ``home``: its ``$QVQ_HOME`` (the history), else the
+    run's."""
     started: list[Served] = []
 
-    def make(space: str, *args: str, home: str | None = None) -> Served:
+    def make(space: str | None, *args: str, home: str | None = None) -> Served:
         if home is not None:
             monkeypatch.setenv("QVQ_HOME", home)
         server = Served(space, args)

@@ -4,7 +4,7 @@
               thinking, helpers
     upstreams what answers: the protocol, and each kind (gradio/: the only code that imports
               gradio_client); it never imports the core or the shells
-    core      history, pipeline, session, pool, health, cooling, protocol
+    core      history, pipeline, session, pool, health, cooling, protocol, models
     shells    batch, sync, notebook, provider, gpt4free, cli, serve, pytest_plugin
     replica   the offline Space: imports nothing of the client
 
@@ -27,7 +27,7 @@ BASE = {
 #: Input code: reads what the caller gave; knows nothing of Spaces.
 INPUT = {"prompt", "media", "fetch", "imaging", "options", "answer", "events", "thinking"}
 CORE = {
-    "history", "pipeline", "job", "session", "pool", "health", "cooling", "protocol",
+    "history", "pipeline", "job", "session", "pool", "health", "cooling", "protocol", "models",
 }
 SHELLS = {
     "batch", "sync", "notebook", "provider", "gpt4free", "cli", "serve", "pytest_plugin",

@@ -19,6 +19,7 @@ from ..spaces import SPACE_ENV
 from .options import (
     asking_options,
     connect_from,
+    models_option,
     rounded,
     shape_option,
     spaces_of,
@@ -225,6 +226,7 @@ Examples:
     "--space",
     help=f"Space URL or owner/name id [default: ${SPACE_ENV}, else the QVQ-72B Space].",
 )
+@models_option
 @token_option
 @click.option("--proxy", help="HTTP(S) proxy URL.")
 @shape_option

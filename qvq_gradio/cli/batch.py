@@ -172,8 +172,9 @@ def _check_compared(space: Sequence[str]) -> None:
     """``--compare`` asks named models: every ``--space`` (or ``$QVQ_SPACE``) NAME=SPEC, two
     names at least."""
     from ..spaces import parse_named
+    from .options import every_model
 
-    named = parse_named(list(space) or None)
+    named = parse_named(every_model(space))
     if any(name is None for name, _ in named):
         unnamed = next(spec for name, spec in named if name is None)
         raise click.UsageError(

@@ -4,14 +4,17 @@ make."""
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
 import click
 
 from ..history import HISTORY_ENV, HOME_ENV, default_path, history_enabled
-from ..spaces import SPACE_ENV, parse_spaces
+from ..models import ModelEntry, expand, load_models
+from ..spaces import SPACE_ENV, parse_named, parse_spaces, split_name
 
 if TYPE_CHECKING:
     pass
@@ -21,6 +24,10 @@ __all__ = [
     "SECONDS",
     "asking_options",
     "connect_from",
+    "every_model",
+    "models",
+    "models_option",
+    "named_specs",
     "rounded",
     "space_option",
     "spaces_of",
@@ -65,12 +72,43 @@ class _Bytes(click.types.IntParamType):
 BYTES = _Bytes()
 
 
-space_option = click.option(
-    "--space",
-    multiple=True,
-    help=f"Space URL or owner/name id; repeat it (or separate with commas) to ask several "
-    f"as one pool [default: ${SPACE_ENV}, else the QVQ-72B Space].",
+_META = "qvq.models"  #: where the --models path and the file's models are kept (ctx.meta)
+
+
+def _remember_models(ctx: click.Context, _: click.Parameter, value: Path | None) -> None:
+    ctx.meta[_META + ".path"] = value
+
+
+models_option = click.option(
+    "--models",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    expose_value=False,
+    callback=_remember_models,
+    help="A models file naming models (TOML) [default: models.toml beside the history, "
+    "if there].",
 )
+
+
+def models() -> dict[str, ModelEntry]:
+    """The models file's entries (--models, else the default file; read once per command)."""
+    ctx = click.get_current_context(silent=True)
+    meta: dict[str, Any] = ctx.meta if ctx is not None else {}
+    if _META not in meta:
+        meta[_META] = load_models(meta.get(_META + ".path"))
+    return meta[_META]  # type: ignore[no-any-return]
+
+
+def space_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """``--space`` (repeated) and ``--models``."""
+    command = click.option(
+        "--space",
+        multiple=True,
+        help=f"Space URL, owner/name id, openai+BASE_URL#MODEL endpoint, or a model named in "
+        f"the models file (NAME=SPEC names one); repeat it (or separate with commas) to ask "
+        f"several as one pool [default: ${SPACE_ENV}, else the QVQ-72B Space].",
+    )(command)
+    return models_option(command)
 
 
 token_option = click.option(
@@ -88,9 +126,39 @@ shape_option = click.option(
 )
 
 
+def _given(given: Sequence[str], *, every: bool = False) -> list[str] | None:
+    """What names the upstreams: --space; else ``$QVQ_SPACE`` when it names a model of the
+    models file; else (``every``, with no ``$QVQ_SPACE``) every model of the file; else None
+    (the variable, read and checked where it is used, or the default Space)."""
+    table = models()
+    if given:
+        return list(given)
+    from_env = os.environ.get(SPACE_ENV, "")
+    if table and any(split_name(part)[1] in table for part in from_env.split(",")):
+        return [from_env]
+    if every and not from_env and table:
+        return list(table)
+    return None
+
+
+def named_specs(given: Sequence[str]) -> list[str] | None:
+    """--space's specs with the models file's names expanded (``NAME=SPEC``); see
+    :func:`_given` for the defaults."""
+    raw = _given(given)
+    return None if raw is None else expand(raw, models())
+
+
+def every_model(given: Sequence[str]) -> list[str] | None:
+    """:func:`named_specs`, or with no --space and no $QVQ_SPACE every model of the models
+    file (what ``qvq serve`` serves and ``qvq batch --compare`` compares then)."""
+    raw = _given(given, every=True)
+    return None if raw is None else expand(raw, models())
+
+
 def spaces_of(given: Sequence[str]) -> list[str]:
-    """The Spaces named by --space (repeated, or comma-separated), else $QVQ_SPACE."""
-    return parse_spaces(list(given) or None)
+    """The Spaces named by --space (repeated, or comma-separated; models of the models file
+    expanded), else $QVQ_SPACE."""
+    return parse_spaces(named_specs(given))
 
 
 def rounded(value: float | None) -> float | None:
@@ -176,6 +244,9 @@ def connect_from(
         # trips before the first question is sent (checked against the live config).
         "space_cache": True,
     }
-    if named:
-        return connect_named(list(space) or None, **options)
-    return connect(spaces_of(space), **options)
+    raw = _given(space, every=named)
+    if not named and len({name for name, _ in parse_named(named_specs(space))}) > 1:
+        return connect(spaces_of(space), **options)  # several names: one pool, as given
+    sessions = connect_named(raw, models=models(), **options)
+    # one model (its settings from the file applied), or specs without names
+    return sessions if named else next(iter(sessions.values()))
