@@ -35,6 +35,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from .endpoints import is_endpoint, parse_endpoint
+from .spaces import parse_named
+
 if TYPE_CHECKING:
     from .replica.host import HostedReplica, ReplicaHost
 
@@ -244,11 +247,17 @@ class ServeProcess:
 
 @pytest.fixture
 def qvq_server() -> Iterator[Callable[..., ServeProcess]]:
-    """A factory: ``qvq_server(space_url, *options)`` runs ``qvq serve`` over that Space."""
+    """A factory: ``qvq_server(space, *options)`` runs ``qvq serve`` over that Space (or any
+    spec ``--space`` takes: an ``openai+...`` endpoint's key variable is passed on to it)."""
     started: list[ServeProcess] = []
 
     def make(space: str, *args: str, env: dict[str, str] | None = None) -> ServeProcess:
-        server = ServeProcess(space, args, env or replica_environment())
+        environment = env or replica_environment()
+        for _, spec in parse_named(space):
+            variable = parse_endpoint(spec).key_var if is_endpoint(spec) else None
+            if variable and variable in os.environ and variable not in environment:
+                environment[variable] = os.environ[variable]
+        server = ServeProcess(space, args, environment)
         started.append(server)
         return server
 

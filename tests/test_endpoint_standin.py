@@ -6,7 +6,8 @@ who left early."""
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import ssl
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -226,3 +227,78 @@ async def test_the_history_keeps_the_name_model_and_usage_but_never_the_key(
     assert row.usage is not None and row.usage["total_tokens"] > 0
     assert (hit.name, hit.from_cache, hit.usage) == ("max", True, None)  # nothing spent
     assert KEY.encode() not in await anyio.Path(database).read_bytes()
+
+
+@pytest.fixture
+def https_standin(
+    standin: Standin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[HostedReplica, str, Any]]:
+    """The stand-in behind a TLS front (``https://localhost:PORT``) whose certificate a test
+    CA signed, that CA trusted through ``SSL_CERT_FILE``; and the CA."""
+    import trustme
+
+    from qvq_gradio import _tls
+
+    from .relay import Relay
+
+    server, _ = standin()
+    authority = trustme.CA()
+    tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("localhost").configure_cert(tls)
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    monkeypatch.setattr(_tls, "_context", None)  # built again, from SSL_CERT_FILE
+    for variable in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy", "NO_PROXY",
+                     "no_proxy"):
+        monkeypatch.delenv(variable, raising=False)
+    port = int(server.url.rsplit(":", 1)[1])
+    with Relay(("127.0.0.1", port), tls) as front:
+        yield server, f"openai+{front.url}/v1#qvq-max&key=QVQ_STANDIN_KEY", authority
+    _tls._context = None
+
+
+def test_an_endpoint_over_https_trusts_ssl_cert_file_and_goes_through_a_proxy(
+    https_standin: tuple[HostedReplica, str, Any], marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from qvq_gradio import SpaceConnectionError, SyncSession
+
+    from .relay import Relay
+
+    server, spec, _ = https_standin
+    with SyncSession(spec) as session:  # verified against the CA of SSL_CERT_FILE
+        assert session.ask(f"{marker}-direct") == "\\boxed{3}"
+    port = spec.split(":")[2].split("/")[0]
+    with Relay() as proxy:
+        with SyncSession(spec, proxy=proxy.url) as session:  # --proxy / proxy=
+            assert session.ask(f"{marker}-given") == "\\boxed{3}"
+        monkeypatch.setenv("HTTPS_PROXY", proxy.url)  # as for Spaces: the environment's
+        with SyncSession(spec) as session:
+            assert session.ask(f"{marker}-env") == "\\boxed{3}"
+        assert proxy.tunnels == [f"localhost:{port}"] * 2
+    prompts = [r["prompt"] for r in server.requests()]
+    assert {f"{marker}-direct", f"{marker}-given", f"{marker}-env"} <= set(prompts)
+    # A certificate nobody vouched for is refused, typed, nothing sent.
+    monkeypatch.delenv("HTTPS_PROXY")
+    monkeypatch.delenv("SSL_CERT_FILE")
+    from qvq_gradio import _tls
+
+    monkeypatch.setattr(_tls, "_context", None)  # built again: certifi's CAs only
+    with SyncSession(spec) as session, pytest.raises(SpaceConnectionError, match="Could not"):
+        session.ask(f"{marker}-untrusted")
+    assert f"{marker}-untrusted" not in [r["prompt"] for r in server.requests()]
+
+
+def test_the_pytest_plugins_server_takes_an_endpoint_spec(
+    standin: Standin, qvq_server: Callable[..., Any], marker: str
+) -> None:
+    import openai
+
+    _, spec = standin()
+    server = qvq_server(spec, "--no-history")  # its key variable goes with it
+    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        reply = client.chat.completions.create(
+            model="qvq-72b", messages=[{"role": "user", "content": f"{marker} hi"}]
+        )
+    assert reply.choices[0].message.content == "\\boxed{3}"
+    assert reply.choices[0].message.model_extra["reasoning_content"].startswith("Received")
