@@ -160,3 +160,28 @@ def test_render_answer_folds_a_spaces_thinking() -> None:
     assert shown.startswith("<div style='white-space:pre-wrap'>Four.</div>")
     assert "<summary>Thinking (5 words, 1.5 s)</summary>" in shown
     assert "2 + 2 &lt;is&gt; 4" in shown
+
+
+def test_compare_notebook_runs(
+    replica: ReplicaProcess, standin: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbclient
+    import nbformat
+
+    _, spec = standin()
+    monkeypatch.setenv("COMPARE_QVQ", replica.url)  # the notebook's stand-ins, handed in
+    monkeypatch.setenv("COMPARE_MAX", spec)
+    notebook = nbformat.read(ROOT / "notebooks" / "compare.ipynb", as_version=4)
+    nbclient.NotebookClient(notebook, timeout=180, kernel_name="python3").execute()
+    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert "Traceback" not in streams
+    assert "this run: 18 ok, 0 failed, 0 already done" in streams
+    assert "qvq: 9 ok, 0 failed; accuracy 66.7% of 9 graded" in streams
+    assert "max: 9 ok, 0 failed; accuracy 100.0% of 9 graded" in streams
+    assert "qvq vs max: agree on 6 of 9 items graded for both" in streams
+    assert "this run: 0 ok, 0 failed, 18 already done" in streams
+    html = [o["data"].get("text/html", "") for o in outputs if "data" in o]
+    assert any("dots-6" in h and "three-1" in h for h in html)  # the side-by-side table
+    assert any("median_elapsed" in h for h in html)  # the per-model table
+    assert any("image/png" in o.get("data", {}) for o in outputs)  # the plot

@@ -43,7 +43,7 @@ class ModelSummary:
         if self.accuracy is not None:
             line += f"; accuracy {self.accuracy:.1%} of {self.graded} graded"
         if self.median_elapsed is not None:
-            line += f"; median {self.median_elapsed:.1f} s per answer"
+            line += f"; median {self.median_elapsed:.2f} s per answer"
         if self.tokens is not None:
             line += f"; {self.tokens:,} tokens"
         return line
