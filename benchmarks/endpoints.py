@@ -166,14 +166,25 @@ def bench_endpoints(rounds: int, sizes: tuple[int, ...] = (1, 32)) -> Any:
                     seen[side].append(json.loads(done.stdout.strip().splitlines()[-1]))
             row = {side: {k: statistics.median(b[k] for b in seen[side])
                           for k in ("cpu", "wall", "ttft")} for side in SIDES}
+            # Each round's sides ran one after another: a ratio within a round is not moved by
+            # the machine's pace drifting between rounds. Reported: the median of those.
+            def paired(side: str, other: str, key: str = "cpu", seen: Any = seen) -> float:
+                return statistics.median(a[key] / b[key] for a, b in zip(seen[side], seen[other],
+                                                                         strict=True))
+
+            def ttft(side: str, seen: Any = seen) -> float:
+                return statistics.median(a["ttft"] - b["ttft"] for a, b in zip(
+                    seen[side], seen["sdk"], strict=True))
+
             results[str(streams)] = row
-            print(f"\n{streams} stream(s) x {CHUNKS} chunks x 10 ms, {rounds} rounds (medians):")
+            print(f"\n{streams} stream(s) x {CHUNKS} chunks x 10 ms, {rounds} rounds (medians; "
+                  "ratios and differences paired within each round):")
             for side in SIDES:
                 one = row[side]
-                print(f"  {side:6} CPU {one['cpu']:.3f} s ({one['cpu'] / row['sdk']['cpu']:.2f}x "
-                      f"the SDK, {one['cpu'] / row['httpx']['cpu']:.2f}x httpx)  wall "
+                print(f"  {side:6} CPU {one['cpu']:.3f} s ({paired(side, 'sdk'):.2f}x "
+                      f"the SDK, {paired(side, 'httpx'):.2f}x httpx)  wall "
                       f"{one['wall']:.2f} s  first token {one['ttft'] * 1000:.1f} ms "
-                      f"({(one['ttft'] - row['sdk']['ttft']) * 1000:+.1f} ms vs the SDK)")
+                      f"({ttft(side) * 1000:+.1f} ms vs the SDK)")
         return results
     finally:
         stand_in.terminate()
