@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .options import asking_options, connect_from
+from .options import asking_options, connect_from, connect_models
 from .running import Exit, Interrupted, closing, run
 
 __all__ = ["batch"]
@@ -122,11 +122,9 @@ def batch(
         )
     if compare:
         _check_compared(space)
-    session = connect_from(
-        space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache,
-        shape, named=compare,
-    )
-    sessions = session if compare else {None: session}
+    given = (space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history,
+             cache, shape)
+    sessions = connect_models(*given) if compare else {None: connect_from(*given)}
     show = sys.stderr.isatty() if progress is None else progress
     bar = batches.TqdmProgress(disable=not show)
 
@@ -137,7 +135,7 @@ def batch(
             return await batches.arun(
                 items,
                 output,
-                **({"models": sessions} if compare else {"session": session}),
+                **({"models": sessions} if compare else {"session": sessions[None]}),
                 prompt=None if system else prompt,
                 concurrency=concurrency,
                 retries=retries,

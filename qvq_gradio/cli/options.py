@@ -17,13 +17,14 @@ from ..models import ModelEntry, expand, load_models
 from ..spaces import SPACE_ENV, parse_named, parse_spaces, split_name
 
 if TYPE_CHECKING:
-    pass
+    from ..protocol import SessionLike
 
 __all__ = [
     "BYTES",
     "SECONDS",
     "asking_options",
     "connect_from",
+    "connect_models",
     "every_model",
     "models",
     "models_option",
@@ -210,8 +211,7 @@ def asking_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def connect_from(
-    space: Sequence[str],
+def _session_options(
     token: str | None,
     proxy: str | None,
     connect_timeout: float,
@@ -219,18 +219,13 @@ def connect_from(
     total_timeout: float | None,
     no_history: bool,
     cache: bool,
-    shape: str | None = None,
-    *,
-    named: bool = False,
-) -> Any:
-    """The session (or pool) the options name; ``named``: one per model name instead (a dict:
-    ``NAME=SPEC`` specs under one NAME are one pool, unnamed ones the ``None`` entry)."""
+    shape: str | None,
+) -> dict[str, Any]:
+    """What every session a command makes is given."""
     record = not no_history and history_enabled()
     if cache and not record:
         raise click.UsageError("--cache answers from the history: it cannot go with no history")
-    from ..pool import connect, connect_named  # here: it imports the network stack
-
-    options: dict[str, Any] = {
+    return {
         "token": token,
         "proxy": proxy,
         "connect_timeout": connect_timeout,
@@ -244,9 +239,47 @@ def connect_from(
         # trips before the first question is sent (checked against the live config).
         "space_cache": True,
     }
-    raw = _given(space, every=named)
-    if not named and len({name for name, _ in parse_named(named_specs(space))}) > 1:
-        return connect(spaces_of(space), **options)  # several names: one pool, as given
-    sessions = connect_named(raw, models=models(), **options)
-    # one model (its settings from the file applied), or specs without names
-    return sessions if named else next(iter(sessions.values()))
+
+
+def connect_from(
+    space: Sequence[str],
+    token: str | None,
+    proxy: str | None,
+    connect_timeout: float,
+    idle_timeout: float,
+    total_timeout: float | None,
+    no_history: bool,
+    cache: bool,
+    shape: str | None = None,
+) -> SessionLike:
+    """The session (or pool) the options name: one model of the models file with its settings,
+    or the specs given (several names are one pool, as given)."""
+    options = _session_options(token, proxy, connect_timeout, idle_timeout, total_timeout,
+                               no_history, cache, shape)
+    from ..pool import connect, connect_named  # here: it imports the network stack
+
+    if len({name for name, _ in parse_named(named_specs(space))}) > 1:
+        return connect(spaces_of(space), **options)
+    (session,) = connect_named(_given(space), models=models(), **options).values()
+    return session
+
+
+def connect_models(
+    space: Sequence[str],
+    token: str | None,
+    proxy: str | None,
+    connect_timeout: float,
+    idle_timeout: float,
+    total_timeout: float | None,
+    no_history: bool,
+    cache: bool,
+    shape: str | None = None,
+) -> dict[str | None, SessionLike]:
+    """One session (or pool) per model name the options name (``NAME=SPEC`` specs under one
+    NAME are one pool, unnamed ones the ``None`` entry); with no --space and no $QVQ_SPACE,
+    every model of the models file."""
+    options = _session_options(token, proxy, connect_timeout, idle_timeout, total_timeout,
+                               no_history, cache, shape)
+    from ..pool import connect_named  # here: it imports the network stack
+
+    return connect_named(_given(space, every=True), models=models(), **options)

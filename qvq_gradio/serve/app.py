@@ -68,14 +68,17 @@ class _Server:
         self.models = dict(models)
         #: each session once (a model may have several names)
         self.sessions = list({id(s): s for s in self.models.values()}.values())
-        session = self.sessions[0]
         self.reasoning = reasoning
         self.slots = Slots(running, waiting)
         self.hold = hold
         self.keepalive = keepalive
         self.limits = limits
         self.draining = draining
-        self.image_options = limits.image_options(getattr(session, "image_options", None))
+        #: each model's image options (its session's), within the server's caps
+        self.image_options = {
+            name: limits.image_options(getattr(session, "image_options", None))
+            for name, session in self.models.items()
+        }
 
     async def _body(self, request: Request) -> Any:
         cap = self.limits.max_body_bytes
@@ -104,7 +107,7 @@ class _Server:
             prompt = build_prompt(asked.messages)
             check_images(prompt.images)  # nothing on this server's disk, on a client's word
             events = self.models[asked.model].events(
-                asked.messages, image_options=self.image_options, **asked.sampling
+                asked.messages, image_options=self.image_options[asked.model], **asked.sampling
             )
         except APIError as error:
             return error_response(error)
