@@ -60,6 +60,7 @@ def test_public_api_is_pinned() -> None:
             "MultipleImagesWarning",
             "Messages",
             "MessagesError",
+            "ModelsFileError",
             "OptionError",
             "Pool",
             "ProtocolError",
