@@ -19,20 +19,26 @@ from .test_stream import expected_text
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.inprocess_gradio
-def test_quickstart_notebook_runs(replica: ReplicaProcess) -> None:
+def _executed(name: str) -> tuple[Any, list[Any], str]:
+    """The notebook ``name`` run in a kernel (a cell that errors fails the test): the notebook,
+    its code cells' outputs, and their streamed text."""
     import nbclient
     import nbformat
 
-    notebook = nbformat.read(ROOT / "notebooks" / "quickstart.ipynb", as_version=4)
-    # Raises CellExecutionError (failing the test) if any cell errors.
+    notebook = nbformat.read(ROOT / "notebooks" / name, as_version=4)
     nbclient.NotebookClient(notebook, timeout=180, kernel_name="python3").execute()
     outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
+    streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
+    assert "Traceback" not in streams
+    return notebook, outputs, streams
+
+
+@pytest.mark.inprocess_gradio
+def test_quickstart_notebook_runs(replica: ReplicaProcess) -> None:
+    _, outputs, streams = _executed("quickstart.ipynb")
     html = [o["data"]["text/html"] for o in outputs if "text/html" in o.get("data", {})]
     assert any("Final answer" in h and "<details>" in h for h in html)
     assert any("image/png" in o.get("data", {}) for o in outputs)  # the thumbnail
-    streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
-    assert "Traceback" not in streams
     assert "out of GPU quota, retry in 588 s" in streams
     last = [o for o in outputs if o["output_type"] == "execute_result"][-1]
     assert last["data"]["text/plain"].startswith("('cancelled', ")
@@ -134,14 +140,7 @@ def test_render_answer_without_a_final_answer() -> None:
 
 
 def test_batch_notebook_runs() -> None:
-    import nbclient
-    import nbformat
-
-    notebook = nbformat.read(ROOT / "notebooks" / "batch.ipynb", as_version=4)
-    nbclient.NotebookClient(notebook, timeout=180, kernel_name="python3").execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
-    assert "Traceback" not in streams
+    notebook, outputs, streams = _executed("batch.ipynb")
     assert "10 ok, 0 failed, 0 already done" in streams
     assert "the file: 10 ok, 0 failed; accuracy 80.0% of 10 graded" in streams
     assert "this run: 0 ok, 0 failed, 10 already done" in streams
@@ -165,17 +164,10 @@ def test_render_answer_folds_a_spaces_thinking() -> None:
 def test_compare_notebook_runs(
     replica: ReplicaProcess, standin: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import nbclient
-    import nbformat
-
     _, spec = standin()
     monkeypatch.setenv("COMPARE_QVQ", replica.url)  # the notebook's stand-ins, handed in
     monkeypatch.setenv("COMPARE_MAX", spec)
-    notebook = nbformat.read(ROOT / "notebooks" / "compare.ipynb", as_version=4)
-    nbclient.NotebookClient(notebook, timeout=180, kernel_name="python3").execute()
-    outputs = [o for cell in notebook.cells if cell.cell_type == "code" for o in cell.outputs]
-    streams = "".join(o.get("text", "") for o in outputs if o["output_type"] == "stream")
-    assert "Traceback" not in streams
+    _, outputs, streams = _executed("compare.ipynb")
     assert "this run: 18 ok, 0 failed, 0 already done" in streams
     assert "qvq: 9 ok, 0 failed; accuracy 66.7% of 9 graded" in streams
     assert "max: 9 ok, 0 failed; accuracy 100.0% of 9 graded" in streams
