@@ -5,6 +5,7 @@ who left early."""
 
 from __future__ import annotations
 
+import json
 import os
 import ssl
 from collections.abc import Callable, Iterator
@@ -28,6 +29,7 @@ from qvq_gradio import (
     SpaceConnectionError,
     TextDelta,
 )
+from qvq_gradio.endpoints import parse_endpoint
 from qvq_gradio.replica import ReplicaProcess
 from qvq_gradio.replica.host import HostedReplica
 
@@ -302,3 +304,37 @@ def test_the_pytest_plugins_server_takes_an_endpoint_spec(
         )
     assert reply.choices[0].message.content == "\\boxed{3}"
     assert reply.choices[0].message.model_extra["reasoning_content"].startswith("Received")
+
+
+def test_one_name_fails_over_from_a_space_out_of_quota_to_an_endpoint(
+    standin: Standin, start_replica: Callable[..., HostedReplica],
+    served: Callable[..., Any], marker: str,
+) -> None:
+    import openai
+
+    endpoint, spec = standin()
+    broke = start_replica("--fail", "quota")
+    server = served(f"qvq={broke.url}", "--space", f"qvq={spec}", "--no-history")
+    with openai.OpenAI(base_url=server.base_url, api_key="x", max_retries=0) as client:
+        assert [m.id for m in client.models.list()] == ["qvq"]
+        reply = client.chat.completions.create(
+            model="qvq", messages=[{"role": "user", "content": f"{marker} hi"}]
+        )
+    assert reply.choices[0].message.content == "\\boxed{3}"
+    assert [r for r in broke.requests() if marker in r["prompt"]]  # asked first, out of quota
+    assert [r for r in endpoint.requests() if marker in r["prompt"]]  # then the endpoint
+
+
+def test_qvq_space_may_name_endpoints_beside_spaces(
+    standin: Standin, start_replica: Callable[..., HostedReplica], marker: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from .test_cli import run
+
+    endpoint, spec = standin()
+    broke = start_replica("--fail", "quota")
+    monkeypatch.setenv("QVQ_SPACE", f"{broke.url},{spec}")
+    code, out, err = run(["ask", f"{marker} hi", "--no-history", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["space"] == parse_endpoint(spec).name
+    assert [r for r in endpoint.requests() if marker in r["prompt"]]
