@@ -338,3 +338,31 @@ def test_qvq_space_may_name_endpoints_beside_spaces(
     assert code == 0, err
     assert json.loads(out)["space"] == parse_endpoint(spec).name
     assert [r for r in endpoint.requests() if marker in r["prompt"]]
+
+
+def test_ctrl_c_closes_the_endpoints_request_and_exits_130(
+    standin: Standin, marker: str
+) -> None:
+    import signal
+    import subprocess
+    import sys
+
+    from .conftest import replica_env
+
+    server, spec = standin("--think", "none")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qvq_gradio.cli", "ask", "--no-history",
+         f"{marker} [[replica tokens=5000 delay=0.01]]"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**replica_env(), "QVQ_SPACE": spec, "QVQ_STANDIN_KEY": KEY},
+    )
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.read(8) == "Received"  # the answer is streaming
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130 and "Traceback" not in err
+    record = server.wait_ended(marker)
+    assert record["state"] == "cancelled" and record["tokens_generated"] < 5000
