@@ -141,3 +141,19 @@ def test_models_need_names_the_cli_would_take(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="not both"):
         batch.run([{"prompt": "hi"}], tmp_path / "o.jsonl", models={"a": "owner/x"},
                   session=object())
+
+
+def test_one_models_quota_pause_does_not_hold_the_other(
+    standin: Standin, replica: ReplicaProcess, marker: str, tmp_path: Path
+) -> None:
+    # The endpoint answers one question, then says 429 "retry after 5 s" for 5 s.
+    _, spec = standin("--quota-budget", "1", "--quota-retry", "5")
+    rows = [{"id": f"i{n}", "prompt": f"{marker}-{n} [[replica tokens=3 delay=0]]",
+             "expected": "3"} for n in (1, 2)]
+    out = tmp_path / "out.jsonl"
+    result = batch.run(rows, out, models={"space": replica.url, "max": spec}, concurrency=1)
+    order = [(r["model"], r["id"]) for r in batch.read_output(out)]
+    assert sorted(order) == [("max", "i1"), ("max", "i2"), ("space", "i1"), ("space", "i2")]
+    # The Space's answers were all written while the endpoint waited out its pause.
+    assert order.index(("space", "i2")) < order.index(("max", "i2"))
+    assert result.summary.quota_wait > 0 and result.summary.ok == 4
