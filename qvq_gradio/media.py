@@ -20,8 +20,9 @@ A Space takes one image per question. Several images follow ``ImageOptions.multi
 ``"grid"`` (default) composes one image with tiles labelled "Image 1", "Image 2", ... and tells
 the model so in the prompt — it sees every image, each at lower resolution; ``"first"`` sends
 only the first (with a :class:`MultipleImagesWarning`) at full budget; ``"error"`` refuses.
-An upstream that takes several images (an OpenAI-compatible endpoint) gets each normalised on
-its own (``Upload.parts``), no grid; a pool of both kinds gets both.
+An upstream that takes several images (a multimodal chat Space, an OpenAI-compatible endpoint)
+gets each normalised on its own (``Upload.parts``), no grid; when that is not known yet, or a
+pool holds both kinds, both are prepared.
 
 Normalised images go to a private temporary directory (0700, files 0600) that is removed when
 the stream ends: on success, error or cancellation.

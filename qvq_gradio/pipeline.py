@@ -72,9 +72,10 @@ class Question:
 
 def layout_for(upstreams: Iterable[object]) -> Layout:
     """What several images become for these upstreams: parts if every one takes several
-    (``several_images``), one grid if none does, both for a mix."""
-    several = {bool(getattr(upstream, "several_images", False)) for upstream in upstreams}
-    return "both" if len(several) > 1 else "parts" if several == {True} else "one"
+    (``several_images`` True), one grid if none does (False, or no such attribute), both for
+    a mix or when an upstream does not know yet (None)."""
+    several = {getattr(upstream, "several_images", False) for upstream in upstreams}
+    return "parts" if several == {True} else "one" if several <= {False} else "both"
 
 
 async def prepare(

@@ -439,3 +439,22 @@ async def test_a_repeated_request_hits_even_with_a_parameter_the_space_has_no_in
             again = (await _events(session, prompt, temperature=0.2, top_p=0.9))[-1]
     assert dict(first.applied) == {"temperature": 0.2}  # the chat has no top_p input
     assert (first.cached, again.cached) == (False, True)
+
+
+@pytest.mark.parametrize(("shape", "history"), [("chat", 0), ("blocks", 3)])
+async def test_several_images_reach_a_chat_each_as_its_own_file(
+    start_replica: Start, marker: str, tmp_path: Path, shape: str, history: int
+) -> None:
+    replica = await _replica(start_replica, "--shape", shape)
+    wide, tall = tmp_path / "wide.png", tmp_path / "tall.png"
+    Image.new("RGB", (80, 40), "green").save(wide)
+    Image.new("RGB", (30, 60), "blue").save(tall)
+    async with Session(replica.url) as session:
+        for n in (1, 2):  # the shape unknown, then known: each time as two files
+            await session.ask(f"{marker}-{n} [[replica tokens=2 delay=0]]",
+                              media=[str(wide), str(tall)])
+            request = _request(replica, f"{marker}-{n}")
+            sizes = [(i["width"], i["height"]) for i in request["images"]]
+            assert sizes == [(80, 40), (30, 60)], n
+            assert "grid" not in request["prompt"]
+            assert request["params"].get("history", 0) == history  # blocks: a file, a file, text

@@ -12,7 +12,7 @@ parameter (a Chatbot), and a system message; what it received is logged.
 
 ``blocks``: Qwen's own ``web_demo_mm.py`` demo: a chatbot, a text box, a ``gr.State`` task
 history; ``/add_file`` and ``/add_text`` add to the state, a streaming ``/predict`` answers the
-last question with the last image (tuples on Gradio 5, messages on Gradio 6).
+last question with the images added (tuples on Gradio 5, messages on Gradio 6).
 """
 
 from __future__ import annotations
@@ -116,7 +116,7 @@ def blocks_demo(answers: Answers) -> Any:
         record = answers.start(text, request)
         record.params = {"history": len(task_history or [])}
         chatbot = list(chatbot or [])
-        async for out in answers.stream(record, text, images[-1:], request):
+        async for out in answers.stream(record, text, images, request):
             if messages:
                 if chatbot and chatbot[-1].get("role") == "assistant":
                     chatbot[-1] = {"role": "assistant", "content": out}

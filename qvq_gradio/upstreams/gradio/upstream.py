@@ -17,6 +17,7 @@ a dead connection for more than about a second: threads stuck in a read are woke
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import math
@@ -318,13 +319,22 @@ class GradioUpstream:
 
     # -- answers ----------------------------------------------------------------------------
 
+    @property
+    def several_images(self) -> bool | None:
+        """Whether several images go as several files: False once the shape found takes one
+        (QVQ's: they become a grid), else None — a chat takes them apart, but a redeploy may
+        change the shape, so both a grid and the parts are prepared."""
+        found = self._shape
+        return None if found is None or found[1].several_images else False
+
     def answer(self, request: Request) -> AsyncGenerator[Event, None]:
         """The events of one answer (see :class:`~qvq_gradio.upstreams.Upstream`)."""
         upload = request.upload
         asked = Asked(request.text, request.turns, request.sampling,
                       upload.note if upload is not None else None)
-        files = [file_arg(upload.target)] if upload is not None else []
-        return self._answer(asked, files, request.start, request.limits)
+        files = [file_arg(upload.target)] if upload is not None and upload.target else []
+        parts = [file_arg(part.path) for part in upload.parts] if upload is not None else []
+        return self._answer(asked, files, request.start, request.limits, parts)
 
     def _hub_state(self) -> str:
         """The Space's state on the Hub (blocking; a worker thread)."""
@@ -361,9 +371,12 @@ class GradioUpstream:
         return httpx.Timeout(read, connect=connect_timeout)
 
     async def _answer(
-        self, asked: Asked, files: list[Any], start: float, limits: Limits
+        self, asked: Asked, files: list[Any], start: float, limits: Limits,
+        parts: list[Any] | None = None,
     ) -> AsyncGenerator[Event, None]:
-        """Wake the Space if needed, then ask it: again once if it was redeployed meanwhile."""
+        """Wake the Space if needed, then ask it: again once if it was redeployed meanwhile.
+        ``parts``: several images each on its own, for a shape that takes several (then the
+        grid ``files`` and its note are not sent)."""
         if self._client is None and not self.space.startswith(("http://", "https://")):
             waking = self._wake(start, limits.connect)
             async with aclosing(waking):
@@ -373,7 +386,10 @@ class GradioUpstream:
             client = await self._get_client(limits.deadline(start), limits.connect)
             shape = self._shape_of(client)
             signature = endpoint_signature(client.config, shape.api_name) or ()
-            call = shape.call(asked, files)  # bad input for this shape raises: nothing sent
+            if parts and shape.several_images:
+                call = shape.call(dataclasses.replace(asked, note=None), parts)
+            else:
+                call = shape.call(asked, files)  # bad input for this shape raises: nothing sent
             session = str(uuid.uuid4())  # the question's Gradio session: its steps' and job's
             job = self._submit(client, shape, limits, session)
             try:

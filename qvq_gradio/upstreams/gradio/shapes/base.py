@@ -133,6 +133,11 @@ class Shape:
     def api_name(self) -> str:
         return self.endpoint.api_name
 
+    @property
+    def several_images(self) -> bool:
+        """Whether it takes several images, each as its own file (else one: a grid)."""
+        return False
+
     def call(self, asked: Asked, files: Sequence[Any]) -> Call:
         """What to send for ``asked`` with the uploads ``files`` (gradio_client file values)."""
         raise NotImplementedError

@@ -59,6 +59,10 @@ class BlocksShape(Shape):
         #: their content a list)
         self.chatbot = chatbot
 
+    @property
+    def several_images(self) -> bool:
+        return self.add_file is not None  # one /add_file per image
+
     def call(self, asked: Asked, files: Sequence[Any]) -> Call:
         if files and self.add_file is None:
             raise MediaError("this Space's demo has no /add_file: it cannot be sent images")

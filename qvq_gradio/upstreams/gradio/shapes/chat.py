@@ -108,6 +108,10 @@ class ChatShape(Shape):
             if meaning is not None and meaning not in self.meanings.values():
                 self.meanings[i] = meaning
 
+    @property
+    def several_images(self) -> bool:
+        return self.multimodal
+
     def call(self, asked: Asked, files: Sequence[Any]) -> Call:
         if files and not self.multimodal:
             raise MediaError(
