@@ -1,7 +1,8 @@
 """Checking Spaces without asking them anything: :func:`probe` and :func:`probe_all`.
 
 ``qvq spaces`` prints these as a table. A probe connects (reading the Space's config and API,
-through the Hub for a Space id), reads its queue status, and times that round trip.
+through the Hub for a Space id), reads its queue status, and times that round trip; an
+OpenAI-compatible endpoint's lists its models (``GET /models``, with its key), timed.
 """
 
 from __future__ import annotations
@@ -13,9 +14,11 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from .errors import QVQError
+from .endpoints import is_endpoint
+from .errors import AppError, AuthenticationError, QVQError
 from .session import Session
 from .upstreams.gradio import describe, queue_status, translate_error
+from .upstreams.openai import OpenAIUpstream
 
 __all__ = ["SpaceCheck", "probe", "probe_all"]
 
@@ -41,6 +44,8 @@ class SpaceCheck:
 
 async def probe(space: str, **session_options: Any) -> SpaceCheck:
     """Connect to ``space`` and report on it; never raises for what the Space does."""
+    if is_endpoint(space):
+        return await _probe_endpoint(space, **session_options)
     try:
         async with Session(space, **session_options) as session:
             client = await session.client()
@@ -70,6 +75,34 @@ async def probe(space: str, **session_options: Any) -> SpaceCheck:
             )
     except QVQError as exc:
         return SpaceCheck(space=space, reachable=False, error=f"{type(exc).__name__}: {exc}")
+
+
+async def _probe_endpoint(
+    spec: str, *, proxy: str | None = None, connect_timeout: float = 30.0, **_: Any
+) -> SpaceCheck:
+    """An endpoint's probe: ``GET {base}/models`` with its key, timed."""
+    try:
+        upstream = OpenAIUpstream(spec, proxy=proxy, connect_timeout=connect_timeout)
+    except QVQError as exc:
+        return SpaceCheck(space=spec, reachable=False, error=f"{type(exc).__name__}: {exc}")
+    try:
+        start = anyio.current_time()
+        listed = await upstream.models()
+        note = None
+        if listed and upstream.endpoint.model not in listed:
+            note = f"its /models does not list {upstream.endpoint.model!r} (it may still serve it)"
+        return SpaceCheck(
+            space=upstream.name, reachable=True, protocol="openai", generate_ok=True,
+            shape=upstream.describe(), round_trip=anyio.current_time() - start, error=note,
+        )
+    except (AuthenticationError, AppError) as exc:  # it answered, and refused
+        return SpaceCheck(space=upstream.name, reachable=True, protocol="openai",
+                          generate_ok=False, error=f"{type(exc).__name__}: {exc}")
+    except QVQError as exc:
+        return SpaceCheck(space=upstream.name, reachable=False,
+                          error=f"{type(exc).__name__}: {exc}")
+    finally:
+        await upstream.aclose()
 
 
 async def probe_all(spaces: Sequence[str], **session_options: Any) -> list[SpaceCheck]:

@@ -366,3 +366,28 @@ def test_ctrl_c_closes_the_endpoints_request_and_exits_130(
     assert proc.returncode == 130 and "Traceback" not in err
     record = server.wait_ended(marker)
     assert record["state"] == "cancelled" and record["tokens_generated"] < 5000
+
+
+def test_spaces_status_and_info_check_an_endpoint_without_asking_it(
+    standin: Standin, marker: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from .test_cli import run
+
+    server, spec = standin("--served-model", "qvq-max")
+    code, out, err = run(["spaces", "--space", spec, "--json"])
+    assert code == 0, err
+    check = json.loads(out)
+    assert (check["reachable"], check["usable"], check["protocol"]) == (True, True, "openai")
+    code, out, err = run(["status", "--space", spec])
+    assert code == 0 and "Up:    an OpenAI-compatible endpoint" in out
+    assert "model 'qvq-max' (the key from $QVQ_STANDIN_KEY" in out
+    code, out, err = run(["info", "--space", spec])
+    assert code == 0 and "Models it lists: qvq-max" in out
+    assert not server.requests()  # nothing was asked
+    # A key it refuses: reachable, not usable, the variable named, the key never shown.
+    monkeypatch.setenv("QVQ_STANDIN_KEY", "sk-wrong-key-000000")
+    code, out, err = run(["spaces", "--space", spec])
+    assert code == 3 and "QVQ_STANDIN_KEY" in err and "sk-wrong-key-000000" not in out + err
+    monkeypatch.delenv("QVQ_STANDIN_KEY")
+    code, out, err = run(["info", "--space", spec])
+    assert code == 2 and "$QVQ_STANDIN_KEY is not set" in err and "Traceback" not in err

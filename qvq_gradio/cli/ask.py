@@ -12,6 +12,7 @@ import anyio
 import click
 
 from ..answer import extract_final_answer
+from ..endpoints import is_endpoint
 from ..errors import ProtocolError
 from ..events import Finished, QueueUpdate, ReasoningDelta, SpaceWaking, TextDelta
 from ..session import Session
@@ -238,6 +239,9 @@ def info(
     named = spaces_of([space] if space else [])
     if len(named) > 1:
         raise click.UsageError("info shows one Space; use 'qvq spaces' for several")
+    if is_endpoint(named[0]):
+        _endpoint_info(named[0], proxy, as_json)
+        return
 
     async def work() -> tuple[str, str, dict[str, Any]]:
         async with Session(named[0], token=token, proxy=proxy, shape=shape) as session:
@@ -272,3 +276,25 @@ def info(
                 f"  returns: {ret.get('python_type', {}).get('type', '?')}  "
                 f"[{ret.get('component')} {ret.get('label', '')!r}]"
             )
+
+
+def _endpoint_info(spec: str, proxy: str | None, as_json: bool) -> None:
+    """``qvq info`` for an OpenAI-compatible endpoint: how it is asked, the models it lists."""
+    from ..upstreams.openai import OpenAIUpstream
+
+    upstream = OpenAIUpstream(spec, proxy=proxy)
+
+    async def work() -> list[str]:
+        try:
+            return await upstream.models()
+        finally:
+            await upstream.aclose()
+
+    listed = run(work)
+    if as_json:
+        say(json.dumps({"space": upstream.name, "shape": upstream.describe(), "models": listed},
+                       indent=2))
+        return
+    say(f"Endpoint: {upstream.name}")
+    say(f"Shape: {upstream.describe()}")
+    say(f"Models it lists: {', '.join(listed) if listed else '(none)'}")

@@ -116,7 +116,10 @@ def status(
             continue
         queue = "-" if check.queue_size is None else str(check.queue_size)
         rtt = "-" if check.round_trip is None else f"{check.round_trip * 1000:.0f} ms"
-        say(f"Up:    Gradio {check.gradio_version} ({check.protocol}), queue {queue}, {rtt}")
+        if check.protocol == "openai":
+            say(f"Up:    an OpenAI-compatible endpoint, {rtt}")
+        else:
+            say(f"Up:    Gradio {check.gradio_version} ({check.protocol}), queue {queue}, {rtt}")
         say(f"Shape: {check.shape}" if check.shape else f"Shape: none ({check.error})")
     if not any(check.usable for check in checks):
         raise Failure("no Space can be asked", code=3)

@@ -135,6 +135,11 @@ class OpenAIUpstream:
 
     async def ready(self) -> None:
         """``GET {base}/models``: the endpoint answers and takes the key."""
+        await self.models()
+
+    async def models(self) -> list[str]:
+        """The model ids the endpoint lists (``GET {base}/models``; raises what a question
+        would meet: the key refused, the endpoint unreachable)."""
         try:
             response = await self._client().get(
                 self.endpoint.url("models"), headers=self._headers(),
@@ -144,6 +149,19 @@ class OpenAIUpstream:
             raise _failed(exc, self.name, "") from exc
         if response.status_code >= 400:
             raise _refused(response, response.text, self.endpoint, "")
+        try:
+            listed = response.json().get("data") or []
+        except (ValueError, AttributeError):
+            return []
+        return [str(m.get("id")) for m in listed if isinstance(m, dict) and m.get("id")]
+
+    def describe(self) -> str:
+        """How it is asked, in one line (``qvq status``, ``qvq info``)."""
+        key = (f"the key from ${self.endpoint.key_var}" if self.endpoint.key_var
+               else "no key sent")
+        return (f"openai: streamed chat completions, model {self.endpoint.model!r} ({key}; "
+                "images as data: URI parts; thinking from reasoning_content, reasoning or "
+                "<think> tags)")
 
     def probe_blocking(self, timeout: float) -> bool:
         try:
