@@ -319,7 +319,10 @@ class Session(Pipeline):
     async def describe_shape(self) -> str:
         """How the Space is asked: its shape, endpoint and what reaches which input, in one
         line (``qvq info`` shows it). Connects if needed; raises what a question would meet
-        when the Space is no chat."""
+        when the Space is no chat. An endpoint says how it is asked, without a request."""
+        describe = getattr(self.upstream, "describe", None)
+        if not isinstance(self.upstream, GradioUpstream) and callable(describe):
+            return str(describe())
         return await self._gradio().describe_shape()
 
     async def api_info(self) -> dict[str, Any]:

@@ -56,6 +56,7 @@ async def test_thinking_in_either_field_or_in_tags_comes_apart_from_the_answer(
 ) -> None:
     server, spec = await _started(standin, "--think", think, "--served-model", "qvq-max-2025")
     async with Session(spec) as session:
+        assert (await session.describe_shape()).startswith("openai: streamed chat completions")
         events = await _events(session, f"{marker} what is it?", temperature=0.3, max_tokens=64,
                                top_p=0.9)
     thinking = "".join(e.text for e in events if isinstance(e, ReasoningDelta))
