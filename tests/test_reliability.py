@@ -296,11 +296,21 @@ async def test_idle_threads_shrink_back_after_a_burst(
     def ours() -> list[threading.Thread]:
         return [t for t in _qvq_threads() if t not in before]
 
+    peak = 0
+
+    async def watch() -> None:  # the most threads seen while the burst runs
+        nonlocal peak
+        while True:
+            peak = max(peak, len(ours()))
+            await anyio.sleep(0.01)
+
     async with Session(replica.url) as session:
-        async with anyio.create_task_group() as tg:
-            for i in range(64):
-                tg.start_soon(session.ask, f"{marker}-{i} [[replica tokens=20 delay=0.01]]")
-        peak = len(ours())
+        async with anyio.create_task_group() as outer:
+            outer.start_soon(watch)
+            async with anyio.create_task_group() as tg:
+                for i in range(64):
+                    tg.start_soon(session.ask, f"{marker}-{i} [[replica tokens=20 delay=0.01]]")
+            outer.cancel_scope.cancel()
         deadline = anyio.current_time() + 30
         # What stays: the heartbeat watcher (one per session) and at most two idle workers.
         while len(ours()) > 3 and anyio.current_time() < deadline:  # noqa: ASYNC110
