@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ..provider import Qwen_QVQ_72B
+from ..provider import Qwen_QVQ_72B, close_shared_sessions
 from ..spaces import SPACE_ENV
 from .running import Failure, emit, run
 
@@ -68,6 +68,7 @@ def demo(tokens: int, delay: float) -> None:
 
         run(work)
         emit("\n")
+        close_shared_sessions()  # its heartbeat ends now: the replica stops at once
 
 
 @click.command(

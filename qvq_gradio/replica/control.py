@@ -116,7 +116,11 @@ class Replica(_Control):
     def start(self) -> Replica:
         import uvicorn
 
-        config = uvicorn.Config(build_app(self.config), log_level="warning", lifespan="on")
+        # Stopping ends within a bound: a client's heartbeat stream, held open for as long as
+        # the client lives, would otherwise keep uvicorn's graceful shutdown waiting.
+        config = uvicorn.Config(build_app(self.config), log_level="warning", lifespan="on",
+                                timeout_graceful_shutdown=_SHUTDOWN_GRACE)
+        logging.getLogger("uvicorn.error").addFilter(_quiet_shutdown)
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
             target=self._server.run,
