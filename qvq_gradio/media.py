@@ -345,44 +345,46 @@ def _save(upload: Upload, data: bytes, name: str) -> str:
     return str(path)
 
 
-def _write(upload: Upload, data: bytes, name: str, sha256: str | None = None) -> None:
-    """``data`` as the upload's file (``sha256``: its digest, when known)."""
-    upload.target = _save(upload, data, name)
-    upload.sha256, upload.size = sha256 or hashlib.sha256(data).hexdigest(), len(data)
+def _placed(
+    upload: Upload, source: Source, name: str | None, options: ImageOptions,
+    original: Original | None, prefix: str = "",
+) -> Part:
+    """``source`` normalised into a new file of the upload's private directory — or, sent as
+    the user gave it (``original`` describes it, hashed already), their own file, not copied —
+    with its sha256 and size."""
+    result = normalise(source, options)
+    if result.passthrough:
+        assert original is not None
+        assert original.sha256 is not None
+        assert original.size is not None
+        if isinstance(source, Path):
+            return Part(str(source), original.sha256, original.size)
+        assert isinstance(source, bytes)
+        data, digest = source, original.sha256
+    else:
+        assert result.data is not None
+        data, digest = result.data, hashlib.sha256(result.data).hexdigest()
+    return Part(_save(upload, data, prefix + _file_name(name, result.format)), digest, len(data))
 
 
 def _parts_to(
     upload: Upload, sources: list[Source], names: list[str | None], options: ImageOptions
 ) -> None:
     """Each image normalised on its own, as the upload's parts."""
-    for index, (source, name) in enumerate(zip(sources, names, strict=True), 1):
-        result = normalise(source, options)
-        original = upload.originals[index - 1]
-        if result.passthrough and isinstance(source, Path):  # the user's own file, not copied
-            digest = original.sha256 or hashlib.sha256(source.read_bytes()).hexdigest()
-            part = Part(str(source), digest, source.stat().st_size)
-        else:
-            data = result.data if result.data is not None else source
-            assert isinstance(data, bytes)
-            path = _save(upload, data, f"{index}-{_file_name(name, result.format)}")
-            part = Part(path, hashlib.sha256(data).hexdigest(), len(data))
-        upload.parts.append(part)
+    upload.parts = [
+        _placed(upload, source, name, options, original, f"{index}-")
+        for index, (source, name, original) in enumerate(
+            zip(sources, names, upload.originals, strict=True), 1
+        )
+    ]
 
 
 def _normalise_to(upload: Upload, source: Source, name: str | None, options: ImageOptions) -> None:
-    result = normalise(source, options)
+    """``source`` as the upload's one file (one image, or several as a grid)."""
+    one = upload.originals[0] if len(upload.originals) == 1 else None
+    placed = _placed(upload, source, name, options, one)
     upload.name = name
-    if result.passthrough:  # one image, sent as the user gave it: described (and hashed) already
-        (original,) = upload.originals
-        if isinstance(source, Path):
-            upload.target = str(source)  # the user's own file: nothing to copy
-            upload.sha256, upload.size = original.sha256, original.size
-        else:
-            assert isinstance(source, bytes)
-            _write(upload, source, _file_name(name, result.format), original.sha256)
-        return
-    assert result.data is not None
-    _write(upload, result.data, _file_name(name, result.format))
+    upload.target, upload.sha256, upload.size = placed.path, placed.sha256, placed.size
 
 
 def _grid_to(upload: Upload, sources: list[Source], options: ImageOptions) -> None:
