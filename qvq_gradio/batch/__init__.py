@@ -54,7 +54,7 @@ import os
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence, Sized
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import anyio
 import anyio.to_thread
@@ -140,17 +140,24 @@ async def arun(
         await anyio.to_thread.run_sync(check_not_input, source, Path(output))
     items, total = await _source(items, prompt)
     from ..pool import connect
+    from ..session import Pipeline
 
-    sessions: dict[str | None, SessionLike]
+    sessions: dict[str | None, SessionLike] = {}
+    owned: list[SessionLike] = []  # the sessions this run made, and closes
     if models is not None:
-        sessions = {name: _session_of(given, connect) for name, given in models.items()}
-        owned = [s for name, s in sessions.items() if s is not models[str(name)]]
-        for name, own in sessions.items():
-            if own in owned and hasattr(own, "model_name"):
-                own.model_name = name  # recorded in its history with each answer
+        for name, given in models.items():
+            if not isinstance(given, (str, list, tuple)):
+                sessions[name] = cast(SessionLike, given)
+                continue
+            made = sessions[name] = connect(given)  # a spec or specs: ours to close
+            if isinstance(made, Pipeline):
+                made.model_name = name  # recorded in its history with each answer
+            owned.append(made)
+    elif session is not None:
+        sessions[None] = session
     else:
-        sessions = {None: session if session is not None else connect()}
-        owned = [] if session is not None else list(sessions.values())
+        sessions[None] = connect()
+        owned.append(sessions[None])
     out = Output(Path(output))
     try:
         await anyio.to_thread.run_sync(out.open, retry_failed)
@@ -185,13 +192,6 @@ async def arun(
         compared = await anyio.to_thread.run_sync(compare_output, out.path, list(models))
         summary = dataclasses.replace(summary, models=compared[0], agreements=compared[1])
     return BatchResult(summary, out.path)
-
-
-def _session_of(given: SessionLike | str | Sequence[str], connect: Any) -> SessionLike:
-    """A model's session: the one given, or one connected to its spec(s)."""
-    if isinstance(given, (str, list, tuple)):
-        return connect(given)  # type: ignore[no-any-return]
-    return given  # type: ignore[return-value]
 
 
 def _check_names(models: Mapping[str, Any]) -> None:
