@@ -22,6 +22,7 @@ from .options import (
     connect_from,
     models_option,
     rounded,
+    session_options,
     shape_option,
     spaces_of,
     token_option,
@@ -120,10 +121,9 @@ def ask(
     sampling: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
     status = StatusLine(sys.stderr)
 
-    session = connect_from(
-        space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache,
-        shape,
-    )
+    session = connect_from(space, session_options(
+        token, proxy, connect_timeout, idle_timeout, total_timeout, no_history, cache, shape
+    ))
 
     thinking = _Thinking(sys.stdout.isatty())
 

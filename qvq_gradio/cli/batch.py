@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from .options import asking_options, connect_from, connect_models
+from .options import asking_options, connect_from, connect_models, session_options
 from .running import Exit, Interrupted, closing, run
 
 __all__ = ["batch"]
@@ -122,9 +122,9 @@ def batch(
         )
     if compare:
         _check_compared(space)
-    given = (space, token, proxy, connect_timeout, idle_timeout, total_timeout, no_history,
-             cache, shape)
-    sessions = connect_models(*given) if compare else {None: connect_from(*given)}
+    options = session_options(token, proxy, connect_timeout, idle_timeout, total_timeout,
+                              no_history, cache, shape)
+    sessions = connect_models(space, options) if compare else {None: connect_from(space, options)}
     show = sys.stderr.isatty() if progress is None else progress
     bar = batches.TqdmProgress(disable=not show)
 

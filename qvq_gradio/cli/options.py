@@ -30,6 +30,7 @@ __all__ = [
     "models_option",
     "named_specs",
     "rounded",
+    "session_options",
     "space_option",
     "spaces_of",
     "token_option",
@@ -211,7 +212,7 @@ def asking_options(command: Callable[..., Any]) -> Callable[..., Any]:
     return command
 
 
-def _session_options(
+def session_options(
     token: str | None,
     proxy: str | None,
     connect_timeout: float,
@@ -221,7 +222,8 @@ def _session_options(
     cache: bool,
     shape: str | None,
 ) -> dict[str, Any]:
-    """What every session a command makes is given."""
+    """What every session a command makes is given (for :func:`connect_from` and
+    :func:`connect_models`)."""
     record = not no_history and history_enabled()
     if cache and not record:
         raise click.UsageError("--cache answers from the history: it cannot go with no history")
@@ -241,21 +243,10 @@ def _session_options(
     }
 
 
-def connect_from(
-    space: Sequence[str],
-    token: str | None,
-    proxy: str | None,
-    connect_timeout: float,
-    idle_timeout: float,
-    total_timeout: float | None,
-    no_history: bool,
-    cache: bool,
-    shape: str | None = None,
-) -> SessionLike:
-    """The session (or pool) the options name: one model of the models file with its settings,
-    or the specs given (several names are one pool, as given)."""
-    options = _session_options(token, proxy, connect_timeout, idle_timeout, total_timeout,
-                               no_history, cache, shape)
+def connect_from(space: Sequence[str], options: dict[str, Any]) -> SessionLike:
+    """The session (or pool) --space names, made with ``options`` (:func:`session_options`):
+    one model of the models file with its settings, or the specs given (several names are
+    one pool, as given)."""
     from ..pool import connect, connect_named  # here: it imports the network stack
 
     if len({name for name, _ in parse_named(named_specs(space))}) > 1:
@@ -264,22 +255,10 @@ def connect_from(
     return session
 
 
-def connect_models(
-    space: Sequence[str],
-    token: str | None,
-    proxy: str | None,
-    connect_timeout: float,
-    idle_timeout: float,
-    total_timeout: float | None,
-    no_history: bool,
-    cache: bool,
-    shape: str | None = None,
-) -> dict[str | None, SessionLike]:
-    """One session (or pool) per model name the options name (``NAME=SPEC`` specs under one
-    NAME are one pool, unnamed ones the ``None`` entry); with no --space and no $QVQ_SPACE,
-    every model of the models file."""
-    options = _session_options(token, proxy, connect_timeout, idle_timeout, total_timeout,
-                               no_history, cache, shape)
+def connect_models(space: Sequence[str], options: dict[str, Any]) -> dict[str | None, SessionLike]:
+    """One session (or pool) per model name --space names (``NAME=SPEC`` specs under one NAME
+    are one pool, unnamed ones the ``None`` entry), made with ``options``; with no --space and
+    no $QVQ_SPACE, every model of the models file."""
     from ..pool import connect_named  # here: it imports the network stack
 
     return connect_named(_given(space, every=True), models=models(), **options)

@@ -9,7 +9,15 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ..endpoints import is_loopback
-from .options import BYTES, SECONDS, connect_models, shape_option, space_option, token_option
+from .options import (
+    BYTES,
+    SECONDS,
+    connect_models,
+    session_options,
+    shape_option,
+    space_option,
+    token_option,
+)
 from .running import Failure
 
 if TYPE_CHECKING:
@@ -117,9 +125,10 @@ def build(
     except ImportError as exc:
         raise Failure(f"qvq serve needs the serve extra: pip install 'qvq-gradio[serve]' "
                       f"({exc.name} is missing)", 2) from None
-    models = connect_models(options["space"], options["token"], options["proxy"],
-                            options["connect_timeout"], options["idle_timeout"], None,
-                            options["no_history"], options["cache"], options["shape"])
+    models = connect_models(options["space"], session_options(
+        options["token"], options["proxy"], options["connect_timeout"], options["idle_timeout"],
+        None, options["no_history"], options["cache"], options["shape"],
+    ))
     draining = Draining(options["shutdown_grace"])
     caps = ("max_body_bytes", "max_image_bytes", "max_image_pixels")
     limits = Limits(allow_private_urls=options["allow_private_urls"],
