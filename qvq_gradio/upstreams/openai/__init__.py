@@ -189,7 +189,7 @@ class OpenAIUpstream:
         if upload is not None and (upload.parts or upload.target):
             # several images as several parts; one as its part (a grid only for a Space)
             paths = [part.path for part in upload.parts] or [upload.target]
-            images = [await anyio.to_thread.run_sync(_data_uri, path) for path in paths]
+            images = await anyio.to_thread.run_sync(lambda: [_data_uri(p) for p in paths])
             last = max(i for i, m in enumerate(messages) if m["role"] != "assistant")
             text = messages[last]["content"]
             if upload.note and not upload.parts:
